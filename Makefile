@@ -1,0 +1,69 @@
+# logkernel: `make run` and `make test` are the two commands; both set up everything
+# (a .venv with the package and its dependencies, the C core compiled) from nothing.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+NATIVE_SOURCES := $(wildcard native/*.c native/*.h) native/ffi_build.py
+CC ?= cc
+# Our own C, strict: warnings are errors here (CI), never in a user's pip install.
+STRICT_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pedantic -Wshadow \
+                 -Wstrict-prototypes -Wno-unused-function -Inative
+SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+NATIVE_TESTS := $(basename $(notdir $(wildcard native/tests/test_*.c)))
+NATIVE_BIN := native/tests/bin
+
+.PHONY: run test test-thorough native-check native-test test-asan bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-run: $(BIN)/python pyproject.toml setup.py $(NATIVE_SOURCES)
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(BIN)/python pyproject.toml setup.py $(NATIVE_SOURCES)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@ $(VENV)/.installed-run
+
+run: $(VENV)/.installed-run
+	$(BIN)/logkernel demo --data-dir ./logkernel-data
+
+test: $(VENV)/.installed-test native-test
+	$(BIN)/python -m pytest
+
+# Long Hypothesis runs (more examples per property).
+test-thorough: $(VENV)/.installed-test
+	HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest
+
+# Compile every C source with -Werror: our C must build clean.
+native-check:
+	@mkdir -p $(NATIVE_BIN)
+	@for f in native/*.c; do $(CC) -O2 $(STRICT_CFLAGS) -c $$f -o $(NATIVE_BIN)/$$(basename $$f .c).o || exit 1; done
+	@echo "native-check: native/*.c build clean with -Wall -Wextra -Werror -pedantic"
+
+# The C tests (native/tests/test_*.c), built strict and run.
+native-test: native-check
+	@for t in $(NATIVE_TESTS); do \
+	  $(CC) -O2 -g $(STRICT_CFLAGS) native/*.c native/tests/$$t.c -o $(NATIVE_BIN)/$$t && \
+	  $(NATIVE_BIN)/$$t || exit 1; done
+
+# The C tests under AddressSanitizer and UndefinedBehaviorSanitizer.
+test-asan:
+	@mkdir -p $(NATIVE_BIN)
+	@for t in $(NATIVE_TESTS); do \
+	  $(CC) -O1 -g $(STRICT_CFLAGS) $(SANITIZE) native/*.c native/tests/$$t.c -o $(NATIVE_BIN)/$$t-asan && \
+	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(NATIVE_BIN)/$$t-asan || exit 1; done
+	@echo "test-asan: native tests pass under ASan + UBSan"
+
+# Benchmarks beside their peers (crc32c, google-crc32c, kafka-python); prints ratios.
+bench: $(VENV)/.installed-test
+	$(BIN)/python -m pytest bench --benchmark-only --benchmark-columns=min,median,ops -q
+
+lint: $(VENV)/.installed-test
+	$(BIN)/python -m pip install --quiet ruff
+	$(BIN)/ruff check logkernel tests bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info logkernel/_native.* $(NATIVE_BIN) .pytest_cache .benchmarks

@@ -1,0 +1,5 @@
+import sys
+
+from logkernel.cli import main
+
+sys.exit(main())

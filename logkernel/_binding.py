@@ -1,0 +1,648 @@
+"""The boundary between Python and the C core (native/logkernel.h).
+
+This is the only module that imports the compiled extension. It owns three things:
+
+1. turning C status codes into exceptions, in one place (``check``);
+2. the lifetime of native handles (segments and their memory maps);
+3. thin, typed wrappers that take Python buffers and return Python values.
+
+Costs: every call into C costs ~0.15 us plus ~0.4 us per ``ffi.from_buffer``, so the
+wrappers work per batch or per record set, never per record.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from logkernel import errors
+
+try:
+    from logkernel._native import ffi, lib
+except ImportError as exc:  # pragma: no cover - only on a broken install
+    raise ImportError(
+        "logkernel's native core (logkernel._native) is not built. Install the package with "
+        "`pip install .` (or `make test` in a checkout), which compiles it; this needs a C "
+        f"compiler and Python headers. Underlying error: {exc}"
+    ) from exc
+
+Buffer = Any  # bytes, bytearray, memoryview, mmap, numpy arrays: anything with the buffer protocol
+
+# ---------------------------------------------------------------------------------------
+# Status codes -> exceptions
+# ---------------------------------------------------------------------------------------
+
+_CORRUPT_CLASSES = {
+    lib.LK_ERR_TRUNCATED: errors.TruncatedBatchError,
+    lib.LK_ERR_BAD_LENGTH: errors.CorruptRecordError,
+    lib.LK_ERR_BAD_MAGIC: errors.UnsupportedMagicError,
+    lib.LK_ERR_CRC: errors.CrcMismatchError,
+    lib.LK_ERR_CORRUPT_RECORD: errors.CorruptRecordError,
+}
+
+
+def _c_string(pointer: Any) -> str:
+    return ffi.string(pointer).decode("utf-8", "replace") if pointer != ffi.NULL else ""
+
+
+def check(rc: int, err: Any = None, *, context: str = "", path: str | None = None) -> None:
+    """Raises the exception for status ``rc`` (no-op for LK_OK).
+
+    ``err`` is the lk_error filled by the call, if it took one; ``context`` says what was being
+    done and ``path`` which file, so the message tells the user what failed and where.
+    """
+    if rc == lib.LK_OK:
+        return
+    what = _c_string(err.what) if err is not None and err.code == rc else ""
+    what = what or _c_string(lib.lk_status_message(rc))
+    prefix = f"{context}: " if context else ""
+    if rc in _CORRUPT_CLASSES:
+        position = int(err.position) if err is not None and err.code == rc else -1
+        index = int(err.record_index) if err is not None and err.code == rc else -1
+        raise _CORRUPT_CLASSES[rc](prefix + what, position, index, rc)
+    if rc in (lib.LK_ERR_IO, lib.LK_ERR_NO_SPACE):
+        errno = ffi.errno
+        cls = errors.NoSpaceError if rc == lib.LK_ERR_NO_SPACE else errors.StorageError
+        raise cls(errno, f"{prefix}{os.strerror(errno) if errno else what}", path)
+    if rc == lib.LK_ERR_INDEX_CORRUPT:
+        raise errors.IndexCorruptError(f"{prefix}{what}; rebuild the index ({path})")
+    if rc == lib.LK_ERR_SEGMENT_FULL:
+        raise errors.SegmentFullError(f"{prefix}{what} ({path})")
+    if rc == lib.LK_ERR_OFFSET_ORDER:
+        raise errors.OffsetOrderError(f"{prefix}{what} ({path})")
+    if rc == lib.LK_ERR_NOT_FOUND:
+        raise errors.OffsetOutOfRangeError(f"{prefix}{what}")
+    if rc == lib.LK_ERR_CLOSED:
+        raise errors.ClosedError(f"{prefix}{what} ({path})")
+    if rc == lib.LK_ERR_UNSUPPORTED:
+        raise errors.UnsupportedError(f"{prefix}{what}")
+    if rc == lib.LK_ERR_NO_MEMORY:
+        raise MemoryError(f"{prefix}{what}")
+    if rc == lib.LK_ERR_BUFFER_TOO_SMALL:
+        raise AssertionError(f"logkernel bug: {prefix}{what}")
+    raise ValueError(f"{prefix}{what}")
+
+
+# ---------------------------------------------------------------------------------------
+# CRC-32C
+# ---------------------------------------------------------------------------------------
+
+CRC32C_IMPLEMENTATIONS = {
+    lib.lk_crc32c_impl_name(i).decode(): i for i in range(lib.LK_CRC32C_IMPL_COUNT)
+}
+
+
+def crc32c(data: Buffer, crc: int = 0) -> int:
+    """CRC-32C (Castagnoli) of ``data``, continuing from ``crc``. O(n), ~20+ GB/s on 1 MiB."""
+    return int(lib.lk_crc32c(crc, ffi.from_buffer(data), len(memoryview(data).cast("B"))))
+
+
+def crc32c_with(implementation: str, data: Buffer, crc: int = 0) -> int:
+    """CRC-32C computed by one named implementation (for tests and benchmarks)."""
+    impl = CRC32C_IMPLEMENTATIONS.get(implementation)
+    if impl is None:
+        raise ValueError(
+            f"unknown CRC-32C implementation {implementation!r}; "
+            f"choose one of {sorted(CRC32C_IMPLEMENTATIONS)}"
+        )
+    out = ffi.new("uint32_t *")
+    view = memoryview(data).cast("B")
+    check(
+        lib.lk_crc32c_with(impl, crc, ffi.from_buffer(view), len(view), out),
+        context=f"CRC-32C implementation {implementation!r}",
+    )
+    return int(out[0])
+
+
+def crc32c_available() -> list[str]:
+    """Names of the CRC-32C implementations this CPU can run."""
+    return [name for name, i in CRC32C_IMPLEMENTATIONS.items() if lib.lk_crc32c_impl_available(i)]
+
+
+def crc32c_selected() -> str:
+    """The implementation ``crc32c`` uses on this CPU."""
+    return lib.lk_crc32c_impl_name(lib.lk_crc32c_selected_impl()).decode()
+
+
+# ---------------------------------------------------------------------------------------
+# Record batches
+# ---------------------------------------------------------------------------------------
+
+BATCH_HEADER_SIZE = lib.LK_BATCH_HEADER_SIZE
+LOG_OVERHEAD = lib.LK_LOG_OVERHEAD
+VALIDATE_CRC = lib.LK_VALIDATE_CRC
+VALIDATE_RECORDS = lib.LK_VALIDATE_RECORDS
+VALIDATE_CONTIGUOUS = lib.LK_VALIDATE_CONTIGUOUS
+
+
+@dataclass(frozen=True, slots=True)
+class BatchHeader:
+    """The 61-byte RecordBatch v2 header, decoded. Field names follow Kafka's."""
+
+    base_offset: int
+    batch_length: int
+    partition_leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    base_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    record_count: int
+
+    @property
+    def size(self) -> int:
+        """Bytes the whole batch occupies: batchLength + 12."""
+        return self.batch_length + LOG_OVERHEAD
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta
+
+    @property
+    def next_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta + 1
+
+    @property
+    def compression(self) -> int:
+        return self.attributes & lib.LK_ATTR_COMPRESSION_MASK
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self.attributes & lib.LK_ATTR_TRANSACTIONAL)
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & lib.LK_ATTR_CONTROL)
+
+    @property
+    def timestamp_type_is_log_append(self) -> bool:
+        return bool(self.attributes & lib.LK_ATTR_LOG_APPEND_TIME)
+
+    @property
+    def has_delete_horizon(self) -> bool:
+        return bool(self.attributes & lib.LK_ATTR_DELETE_HORIZON)
+
+
+def _header_from_c(h: Any) -> BatchHeader:
+    return BatchHeader(
+        h.base_offset, h.batch_length, h.partition_leader_epoch, h.magic, h.crc, h.attributes,
+        h.last_offset_delta, h.base_timestamp, h.max_timestamp, h.producer_id,
+        h.producer_epoch, h.base_sequence, h.record_count,
+    )
+
+
+def _record_span_dtype() -> np.dtype:
+    """numpy view of lk_record_span, laid out as the C compiler laid it out."""
+    fields = ["timestamp_delta", "offset_delta", "key_pos", "key_len", "value_pos",
+              "value_len", "headers_pos", "headers_count", "headers_len", "attributes"]
+    types = {"timestamp_delta": np.int64, "attributes": np.int8}
+    return np.dtype({
+        "names": fields,
+        "formats": [types.get(f, np.int32) for f in fields],
+        "offsets": [ffi.offsetof("lk_record_span", f) for f in fields],
+        "itemsize": ffi.sizeof("lk_record_span"),
+    })
+
+
+RECORD_SPAN_DTYPE = _record_span_dtype()
+
+
+def parse_header(data: Buffer, max_batch_size: int = 0) -> BatchHeader:
+    """Header of the batch at the start of ``data`` (lengths and magic checked, not CRC). O(1)."""
+    header = ffi.new("lk_batch_header *")
+    err = ffi.new("lk_error *")
+    view = memoryview(data).cast("B")
+    check(lib.lk_batch_parse_header(ffi.from_buffer(view), len(view), max_batch_size, header, err),
+          err, context="record batch header")
+    return _header_from_c(header)
+
+
+def validate_batch(data: Buffer, flags: int = VALIDATE_CRC | VALIDATE_RECORDS,
+                   max_batch_size: int = 0) -> BatchHeader:
+    """Validates the batch at the start of ``data``; returns its header. O(batch size)."""
+    header = ffi.new("lk_batch_header *")
+    err = ffi.new("lk_error *")
+    view = memoryview(data).cast("B")
+    check(lib.lk_batch_validate(ffi.from_buffer(view), len(view), max_batch_size, flags, header,
+                                err), err, context="record batch")
+    return _header_from_c(header)
+
+
+def decode_batch(data: Buffer, max_batch_size: int = 0) -> tuple[BatchHeader, np.ndarray | None]:
+    """Validates (CRC included) and decodes the batch at the start of ``data``.
+
+    Returns the header and a numpy array of record spans (dtype ``RECORD_SPAN_DTYPE``,
+    positions relative to ``data``), or None for spans when the batch is compressed: the
+    caller decompresses ``data[61:size]`` and calls ``decode_records``. Copies no payload.
+    O(batch size).
+    """
+    view = memoryview(data).cast("B")
+    pointer = ffi.from_buffer(view)
+    header = ffi.new("lk_batch_header *")
+    err = ffi.new("lk_error *")
+    check(lib.lk_batch_parse_header(pointer, len(view), max_batch_size, header, err), err,
+          context="record batch header")
+    count = max(header.record_count, 0)
+    if header.attributes & lib.LK_ATTR_COMPRESSION_MASK:
+        count = 0
+    # recordsCount is untrusted: the C side rejects counts the section cannot hold before
+    # writing spans, but the array is allocated first, so bound it by the batch size
+    # (7 bytes is the smallest possible record).
+    count = min(count, (header.batch_length + LOG_OVERHEAD) // 7 + 1)
+    spans = np.empty(count, dtype=RECORD_SPAN_DTYPE)
+    decoded = ffi.new("int32_t *")
+    check(lib.lk_batch_decode(pointer, len(view), max_batch_size, header,
+                              ffi.cast("lk_record_span *", ffi.from_buffer(spans)), count, decoded,
+                              err), err, context="record batch")
+    result = _header_from_c(header)
+    if header.attributes & lib.LK_ATTR_COMPRESSION_MASK:
+        return result, None
+    return result, spans
+
+
+def decode_records(records: Buffer, count: int, last_offset_delta: int = -1) -> np.ndarray:
+    """Decodes a records section (e.g. a decompressed payload) of exactly ``count`` records."""
+    view = memoryview(records).cast("B")
+    if count < 0:
+        raise errors.CorruptRecordError("recordsCount is negative", 57, -1, lib.LK_ERR_CORRUPT_RECORD)
+    if count * 7 > len(view):
+        raise errors.CorruptRecordError(
+            f"recordsCount {count} is larger than the {len(view)}-byte records section can hold",
+            57, -1, lib.LK_ERR_CORRUPT_RECORD)
+    spans = np.empty(count, dtype=RECORD_SPAN_DTYPE)
+    err = ffi.new("lk_error *")
+    check(lib.lk_records_decode(ffi.from_buffer(view), len(view), count, last_offset_delta,
+                                ffi.cast("lk_record_span *", ffi.from_buffer(spans)), count, err),
+          err, context="records section")
+    return spans
+
+
+def decode_headers(data: Buffer, count: int) -> np.ndarray:
+    """Spans of one record's headers: an (count, 4) int32 array of key_pos, key_len,
+    value_pos, value_len relative to ``data``."""
+    view = memoryview(data).cast("B")
+    if count < 0 or count * 2 > len(view):
+        raise errors.CorruptRecordError("header count is larger than the headers can hold",
+                                        0, -1, lib.LK_ERR_CORRUPT_RECORD)
+    out = np.empty((count, 4), dtype=np.int32)
+    err = ffi.new("lk_error *")
+    check(lib.lk_headers_decode(ffi.from_buffer(view), len(view), count,
+                                ffi.cast("lk_header_span *", ffi.from_buffer(out)), count, err),
+          err, context="record headers")
+    return out
+
+
+class RecordColumns:
+    """Records to encode, as columns (see lk_records_in in logkernel.h).
+
+    Holds the Python objects that own the memory the C struct points at, so they live as
+    long as the struct. Build once, encode once.
+    """
+
+    __slots__ = ("struct", "_keep")
+
+    def __init__(self, count: int, *, keys: bytes = b"", key_lengths: Any = None,
+                 values: bytes = b"", value_lengths: Any = None, timestamps: Any = None,
+                 offset_deltas: Any = None, header_counts: Any = None,
+                 header_lengths: Any = None, header_data: bytes = b"") -> None:
+        s = ffi.new("lk_records_in *")
+        keep: list[Any] = []
+
+        def ptr(obj: Any, ctype: str) -> Any:
+            if obj is None:
+                return ffi.NULL
+            cdata = ffi.from_buffer(ctype, obj)
+            keep.append(cdata)
+            return cdata
+
+        s.count = count
+        s.keys = ptr(keys, "uint8_t[]")
+        s.keys_size = len(keys)
+        s.key_lengths = ptr(key_lengths, "int32_t[]")
+        s.values = ptr(values, "uint8_t[]")
+        s.values_size = len(values)
+        s.value_lengths = ptr(value_lengths, "int32_t[]")
+        s.timestamps = ptr(timestamps, "int64_t[]")
+        s.offset_deltas = ptr(offset_deltas, "int32_t[]")
+        s.header_counts = ptr(header_counts, "int32_t[]")
+        s.header_lengths = ptr(header_lengths, "int32_t[]")
+        s.header_lengths_count = 0 if header_lengths is None else len(header_lengths)
+        s.header_data = ptr(header_data, "uint8_t[]")
+        s.header_data_size = len(header_data)
+        for name, obj, n in (("key_lengths", key_lengths, count),
+                             ("value_lengths", value_lengths, count),
+                             ("timestamps", timestamps, count),
+                             ("offset_deltas", offset_deltas, count),
+                             ("header_counts", header_counts, count)):
+            if obj is not None and len(obj) != count:
+                raise ValueError(f"{name} has {len(obj)} entries for {count} records")
+        self.struct = s
+        self._keep = (keep, keys, values, header_data)
+
+
+def _params(base_offset: int, partition_leader_epoch: int, attributes: int, base_timestamp: int,
+            producer_id: int, producer_epoch: int, base_sequence: int) -> Any:
+    p = ffi.new("lk_batch_params *")
+    p.base_offset = base_offset
+    p.partition_leader_epoch = partition_leader_epoch
+    p.attributes = attributes
+    p.base_timestamp = base_timestamp
+    p.producer_id = producer_id
+    p.producer_epoch = producer_epoch
+    p.base_sequence = base_sequence
+    return p
+
+
+def encode_batch(columns: RecordColumns, *, base_offset: int = 0, partition_leader_epoch: int = -1,
+                 attributes: int = 0, base_timestamp: int = 0, producer_id: int = -1,
+                 producer_epoch: int = -1, base_sequence: int = -1) -> bytes:
+    """One complete uncompressed batch (header, records, CRC). O(total bytes)."""
+    bound = lib.lk_batch_encoded_bound(columns.struct)
+    if bound < 0:
+        raise ValueError("record count must not be negative")
+    out = bytearray(bound)
+    out_len = ffi.new("size_t *")
+    err = ffi.new("lk_error *")
+    params = _params(base_offset, partition_leader_epoch, attributes, base_timestamp, producer_id,
+                     producer_epoch, base_sequence)
+    check(lib.lk_batch_encode(params, columns.struct, ffi.from_buffer(out), bound, out_len, err),
+          err, context="encoding a record batch")
+    del out[out_len[0]:]
+    return bytes(out)
+
+
+def encode_records(columns: RecordColumns, base_timestamp: int) -> bytes:
+    """Only the records section, for callers that compress it before framing."""
+    bound = lib.lk_batch_encoded_bound(columns.struct)
+    out = bytearray(bound)
+    out_len = ffi.new("size_t *")
+    err = ffi.new("lk_error *")
+    check(lib.lk_records_encode(columns.struct, base_timestamp, ffi.from_buffer(out), bound,
+                                out_len, err), err, context="encoding records")
+    del out[out_len[0]:]
+    return bytes(out)
+
+
+def frame_batch(records: Buffer, record_count: int, last_offset_delta: int, max_timestamp: int, *,
+                base_offset: int = 0, partition_leader_epoch: int = -1, attributes: int = 0,
+                base_timestamp: int = 0, producer_id: int = -1, producer_epoch: int = -1,
+                base_sequence: int = -1) -> bytes:
+    """Wraps an encoded (possibly compressed) records section in a batch header + CRC."""
+    view = memoryview(records).cast("B")
+    out = bytearray(len(view) + BATCH_HEADER_SIZE)
+    out_len = ffi.new("size_t *")
+    err = ffi.new("lk_error *")
+    params = _params(base_offset, partition_leader_epoch, attributes, base_timestamp, producer_id,
+                     producer_epoch, base_sequence)
+    check(lib.lk_batch_frame(params, record_count, last_offset_delta, max_timestamp,
+                             ffi.from_buffer(view), len(view), ffi.from_buffer(out), len(out),
+                             out_len, err), err, context="framing a record batch")
+    return bytes(out)
+
+
+def encode_control_batch(control_type: int, coordinator_epoch: int, timestamp: int, *,
+                         base_offset: int = 0, partition_leader_epoch: int = -1,
+                         producer_id: int = -1, producer_epoch: int = -1) -> bytes:
+    """A transaction marker (COMMIT=1 / ABORT=0) as a control batch."""
+    out = bytearray(lib.LK_CONTROL_BATCH_SIZE)
+    out_len = ffi.new("size_t *")
+    err = ffi.new("lk_error *")
+    params = _params(base_offset, partition_leader_epoch, 0, timestamp, producer_id,
+                     producer_epoch, -1)
+    check(lib.lk_control_batch_encode(params, control_type, coordinator_epoch, timestamp,
+                                      ffi.from_buffer(out), len(out), out_len, err),
+          err, context="encoding a control batch")
+    return bytes(out[: out_len[0]])
+
+
+def parse_control_record(key: bytes | None, value: bytes | None) -> tuple[int, int]:
+    """(control type, coordinator epoch or -1) of a control record."""
+    control_type = ffi.new("int16_t *")
+    epoch = ffi.new("int32_t *")
+    err = ffi.new("lk_error *")
+    k = b"" if key is None else key
+    v = b"" if value is None else value
+    check(lib.lk_control_record_parse(ffi.from_buffer(k), -1 if key is None else len(k),
+                                      ffi.from_buffer(v), -1 if value is None else len(v),
+                                      control_type, epoch, err), err, context="control record")
+    return int(control_type[0]), int(epoch[0])
+
+
+def update_crc(batch: bytearray | memoryview) -> None:
+    """Recomputes the CRC of a batch whose CRC-covered fields the caller changed, in place."""
+    err = ffi.new("lk_error *")
+    view = memoryview(batch).cast("B")
+    check(lib.lk_batch_update_crc(ffi.from_buffer(view, require_writable=True), len(view), err),
+          err, context="updating a batch CRC")
+
+
+# ---------------------------------------------------------------------------------------
+# Log scan and indexes
+# ---------------------------------------------------------------------------------------
+
+SCAN_STOP_NAMES = {
+    lib.LK_SCAN_END: "end",
+    lib.LK_SCAN_ZEROS: "zeros",
+    lib.LK_SCAN_TORN: "torn",
+    lib.LK_SCAN_CORRUPT: "corrupt",
+    lib.LK_SCAN_OFFSET: "offset",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    """Where the valid prefix of a run of batches ends, and why (see lk_scan_result)."""
+
+    valid_bytes: int
+    batches: int
+    records: int
+    first_offset: int
+    next_offset: int
+    max_timestamp: int
+    offset_of_max_timestamp: int
+    stop_reason: str      # "end", "zeros", "torn", "corrupt" or "offset"
+    stop_detail: str      # the validator's sentence for corrupt/torn stops, else ""
+    stop_position: int    # absolute position of the problem inside the rejected batch, or -1
+
+
+def _scan_from_c(r: Any) -> ScanResult:
+    reason = SCAN_STOP_NAMES.get(r.stop_reason, "corrupt")
+    detail = ""
+    position = -1
+    if r.stop_reason in (lib.LK_SCAN_CORRUPT, lib.LK_SCAN_TORN, lib.LK_SCAN_OFFSET):
+        detail = _c_string(r.stop_error.what)
+        position = int(r.stop_error.position)
+    return ScanResult(int(r.valid_bytes), int(r.batches), int(r.records), int(r.first_offset),
+                      int(r.next_offset), int(r.max_timestamp), int(r.offset_of_max_timestamp),
+                      reason, detail, position)
+
+
+def scan_log(data: Buffer, start: int = 0, min_offset: int = 0, *, flags: int = VALIDATE_CRC,
+             max_batch_size: int = 0) -> ScanResult:
+    """Walks consecutive batches in ``data`` from ``start``; never raises on bad bytes,
+    which only end the valid prefix. O(bytes scanned)."""
+    view = memoryview(data).cast("B")
+    out = ffi.new("lk_scan_result *")
+    check(lib.lk_log_scan(ffi.from_buffer(view), len(view), start, min_offset, max_batch_size,
+                          flags, out), context="scanning a log")
+    return _scan_from_c(out)
+
+
+# ---------------------------------------------------------------------------------------
+# Segments
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentInfo:
+    base_offset: int
+    size: int
+    flushed_size: int
+    next_offset: int
+    max_timestamp: int
+    offset_of_max_timestamp: int
+    index_entries: int
+    time_index_entries: int
+    log_capacity: int
+    writable: bool
+
+
+class Segment:
+    """A memory-mapped segment: ``<base>.log`` with its ``.index`` and ``.timeindex``.
+
+    Thread-safety: none; the partition log serialises appends under its lock. Reads through
+    ``view`` are safe concurrently with appends (appends only write past ``size``).
+
+    Map lifetime: the .log map outlives ``close()`` for as long as any memoryview returned by
+    ``view`` is alive, so a reader holding bytes of a deleted or closed segment never faults.
+    """
+
+    def __init__(self, log_path: str | os.PathLike[str], index_path: str | os.PathLike[str] | None,
+                 time_index_path: str | os.PathLike[str] | None, *, base_offset: int,
+                 writable: bool, create: bool = False, log_capacity: int = 0,
+                 index_capacity: int = 10 * 1024 * 1024, grow_step: int = 8 * 1024 * 1024,
+                 index_interval_bytes: int = 4096, max_batch_size: int = 0) -> None:
+        self.path = os.fspath(log_path)
+        config = ffi.new("lk_segment_config *")
+        config.base_offset = base_offset
+        config.log_capacity = log_capacity
+        config.index_capacity = index_capacity
+        config.grow_step = grow_step
+        config.index_interval_bytes = index_interval_bytes
+        config.max_batch_size = max_batch_size
+        config.flags = (lib.LK_SEGMENT_WRITABLE if writable else 0) | (
+            lib.LK_SEGMENT_CREATE if create else 0)
+        handle = ffi.new("lk_segment **")
+
+        def c_path(p: str | os.PathLike[str] | None) -> Any:
+            return ffi.NULL if p is None else os.fsencode(p)
+
+        check(lib.lk_segment_open(c_path(log_path), c_path(index_path), c_path(time_index_path),
+                                  config, handle), context="opening segment", path=self.path)
+        self._handle = handle[0]
+        self._view: memoryview | None = None
+        self._map_view()
+
+    def _map_view(self) -> None:
+        """Wraps the .log map in a memoryview that owns it (unmapped when the last view dies)."""
+        length = int(lib.lk_segment_map_length(self._handle))
+        if length == 0:
+            self._view = memoryview(b"")
+            return
+        data = ffi.cast("uint8_t *", lib.lk_segment_data(self._handle))
+        owner = ffi.gc(data, lambda pointer, n=length: lib.lk_unmap(pointer, n), size=length)
+        self._view = memoryview(ffi.buffer(owner, length)).toreadonly()
+
+    def _live(self) -> Any:
+        if self._handle is None:
+            raise errors.ClosedError(f"segment {self.path} is closed")
+        return self._handle
+
+    def info(self) -> SegmentInfo:
+        out = ffi.new("lk_segment_info *")
+        check(lib.lk_segment_get_info(self._live(), out), path=self.path)
+        return SegmentInfo(int(out.base_offset), int(out.size), int(out.flushed_size),
+                           int(out.next_offset), int(out.max_timestamp),
+                           int(out.offset_of_max_timestamp), int(out.index_entries),
+                           int(out.time_index_entries), int(out.log_capacity), bool(out.writable))
+
+    def append(self, record_set: Buffer, base_offset: int) -> tuple[int, int]:
+        """Appends validated batches with offsets from ``base_offset``; returns
+        (position, next_offset). Not durable until ``flush``. O(len)."""
+        view = memoryview(record_set).cast("B")
+        position = ffi.new("int64_t *")
+        next_offset = ffi.new("int64_t *")
+        check(lib.lk_segment_append(self._live(), ffi.from_buffer(view), len(view), base_offset,
+                                    position, next_offset), context="appending", path=self.path)
+        return int(position[0]), int(next_offset[0])
+
+    def flush(self) -> None:
+        """msync + fdatasync of everything appended. O(dirty bytes)."""
+        check(lib.lk_segment_flush(self._live()), context="flushing", path=self.path)
+
+    def recover(self, flags: int = VALIDATE_CRC) -> ScanResult:
+        """Keeps exactly the valid prefix, truncates the rest, rebuilds the indexes."""
+        out = ffi.new("lk_scan_result *")
+        check(lib.lk_segment_recover(self._live(), flags, out), context="recovering",
+              path=self.path)
+        return _scan_from_c(out)
+
+    def rebuild_indexes(self) -> None:
+        check(lib.lk_segment_rebuild_indexes(self._live()), context="rebuilding indexes",
+              path=self.path)
+
+    def seal(self) -> None:
+        check(lib.lk_segment_seal(self._live()), context="sealing", path=self.path)
+
+    def truncate_to_offset(self, offset: int) -> None:
+        check(lib.lk_segment_truncate_to_offset(self._live(), offset), context="truncating",
+              path=self.path)
+
+    def find_offset(self, target: int) -> tuple[int, int]:
+        """(position, base offset) of the batch holding ``target``. O(log n) + <= 1 interval."""
+        position = ffi.new("int64_t *")
+        base = ffi.new("int64_t *")
+        check(lib.lk_segment_find_offset(self._live(), target, position, base),
+              context=f"offset {target}", path=self.path)
+        return int(position[0]), int(base[0])
+
+    def find_timestamp(self, timestamp: int) -> tuple[int, int]:
+        """(position, base offset) of the first batch with maxTimestamp >= ``timestamp``."""
+        position = ffi.new("int64_t *")
+        base = ffi.new("int64_t *")
+        check(lib.lk_segment_find_timestamp(self._live(), timestamp, position, base),
+              context=f"timestamp {timestamp}", path=self.path)
+        return int(position[0]), int(base[0])
+
+    def read(self, position: int, size: int) -> memoryview:
+        """Zero-copy view of ``size`` bytes at ``position`` (clipped to the segment's end)."""
+        end = self.info().size
+        if position < 0 or position > end:
+            raise errors.OffsetOutOfRangeError(f"position {position} outside 0..{end} of {self.path}")
+        assert self._view is not None
+        return self._view[position:min(end, position + max(size, 0))]
+
+    def close(self) -> None:
+        """Closes the files (sealing a writable segment; no fsync). Views stay readable."""
+        if self._handle is None:
+            return
+        handle, self._handle = self._handle, None
+        check(lib.lk_segment_close(handle, 0), context="closing", path=self.path)
+
+    def __enter__(self) -> Segment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_handle", None) is not None:
+            lib.lk_segment_close(self._handle, 0)
+            self._handle = None

@@ -1,0 +1,65 @@
+/*
+ * internal.h - helpers shared by the native sources; not part of the contract.
+ * Big-endian loads/stores (Kafka's byte order) and zig-zag varints.
+ */
+#ifndef LOGKERNEL_INTERNAL_H
+#define LOGKERNEL_INTERNAL_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "logkernel.h"
+
+static inline uint16_t lk_load_be16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
+static inline uint32_t lk_load_be32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+static inline uint64_t lk_load_be64(const uint8_t *p)
+{
+    return ((uint64_t)lk_load_be32(p) << 32) | lk_load_be32(p + 4);
+}
+static inline void lk_store_be16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+static inline void lk_store_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+static inline void lk_store_be64(uint8_t *p, uint64_t v)
+{
+    lk_store_be32(p, (uint32_t)(v >> 32));
+    lk_store_be32(p + 4, (uint32_t)v);
+}
+
+/* Fills *err (if given) and returns code: the one way every function reports failure. */
+static inline int lk_fail(lk_error *err, int code, int64_t position, int32_t record_index,
+                          const char *what)
+{
+    if (err) {
+        err->code = code;
+        err->position = position;
+        err->record_index = record_index;
+        err->what = what;
+    }
+    return code;
+}
+
+/* Batch header field offsets (see logkernel.h). */
+enum {
+    LK_OFF_BASE_OFFSET = 0,
+    LK_OFF_LENGTH = 8,
+    LK_OFF_LEADER_EPOCH = 12,
+    LK_OFF_MAGIC = 16,
+    LK_OFF_CRC = 17,
+    LK_OFF_ATTRIBUTES = 21,
+    LK_OFF_LAST_OFFSET_DELTA = 23,
+    LK_OFF_BASE_TIMESTAMP = 27,
+    LK_OFF_MAX_TIMESTAMP = 35,
+    LK_OFF_PRODUCER_ID = 43,
+    LK_OFF_PRODUCER_EPOCH = 51,
+    LK_OFF_BASE_SEQUENCE = 53,
+    LK_OFF_RECORD_COUNT = 57,
+    /* batchLength counts from the leader epoch on; a header-only batch has 49. */
+    LK_MIN_BATCH_LENGTH = LK_BATCH_HEADER_SIZE - LK_LOG_OVERHEAD
+};
+
+#endif

@@ -1,0 +1,465 @@
+/*
+ * logkernel.h - the contract of logkernel's native core.
+ *
+ * This header is the only interface between the C core and Python. cffi reads it
+ * directly (native/ffi_build.py strips the preprocessor lines), so everything between
+ * the guard lines stays inside the subset of C that cffi parses: no macros, no
+ * inline functions, no bit-fields.
+ *
+ * Conventions that hold for every function below:
+ *   - All multi-byte integers inside Kafka structures are big-endian on disk and on
+ *     the wire; the structs here hold them in host order.
+ *   - Every function that can fail returns an lk_status (0 on success, a negative
+ *     code otherwise). No input, however malformed, makes a function read or write
+ *     outside the buffers it was given; lengths are checked before they are used and
+ *     arithmetic on untrusted lengths is done in 64 bits.
+ *   - Buffers passed in are borrowed for the duration of the call only; nothing keeps
+ *     a pointer to them after returning, except where a function says otherwise.
+ *   - Where a function takes an lk_error *err, it may be NULL. On failure it is filled
+ *     with the code, the byte position (relative to the buffer given) where the
+ *     problem was found, the index of the record involved (or -1), and a static
+ *     English sentence naming what was wrong. The string is never freed.
+ *   - LK_ERR_IO leaves errno as the failing system call set it (cffi: ffi.errno).
+ */
+#ifndef LOGKERNEL_H
+#define LOGKERNEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ----------------------------------------------------------------------------
+ * Status codes. Stable: Python maps them to exceptions in logkernel/_binding.py.
+ * ------------------------------------------------------------------------- */
+enum lk_status {
+    LK_OK = 0,
+    LK_ERR_ARGUMENT = -1,         /* a caller bug: NULL pointer, negative count, bad flag */
+    LK_ERR_TRUNCATED = -2,        /* the input ends before the structure it starts does */
+    LK_ERR_BAD_LENGTH = -3,       /* a batch length field is out of range */
+    LK_ERR_BAD_MAGIC = -4,        /* magic byte is not 2 (only RecordBatch v2 is supported) */
+    LK_ERR_CRC = -5,              /* stored CRC-32C does not match the bytes */
+    LK_ERR_CORRUPT_RECORD = -6,   /* a record inside a batch is malformed (varint, length, delta, count) */
+    LK_ERR_BUFFER_TOO_SMALL = -7, /* the output buffer cannot hold the result; nothing useful written */
+    LK_ERR_UNSUPPORTED = -8,      /* e.g. a CRC implementation this CPU lacks */
+    LK_ERR_IO = -9,               /* a system call failed; errno says which way */
+    LK_ERR_NO_SPACE = -10,        /* the file system is full (ENOSPC/EDQUOT); nothing was appended */
+    LK_ERR_SEGMENT_FULL = -11,    /* the append does not fit this segment's capacity; roll */
+    LK_ERR_NOT_FOUND = -12,       /* the offset or timestamp lies beyond this segment */
+    LK_ERR_NO_MEMORY = -13,
+    LK_ERR_OFFSET_ORDER = -14,    /* offsets would go backwards or leave the segment's int32 range */
+    LK_ERR_INDEX_CORRUPT = -15,   /* an index file is not a valid prefix of entries; rebuild it */
+    LK_ERR_CLOSED = -16           /* the segment handle was sealed read-only or closed */
+};
+
+/* Returns a static English name for a status code ("LK_ERR_CRC: ..."); never NULL. */
+const char *lk_status_message(int status);
+
+typedef struct {
+    int code;            /* an lk_status */
+    int64_t position;    /* byte offset, relative to the buffer passed in, where it was found */
+    int32_t record_index;/* index of the record involved, or -1 for batch-level problems */
+    const char *what;    /* static sentence; never NULL after a failure */
+} lk_error;
+
+/* ----------------------------------------------------------------------------
+ * CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as used by RecordBatch v2.
+ *
+ * The crc argument is the CRC of the data seen so far (0 to start), so calls can be
+ * chained: lk_crc32c(lk_crc32c(0, a, n), b, m) == lk_crc32c(0, a || b, n + m).
+ * Known answer: lk_crc32c(0, "123456789", 9) == 0xE3069283.
+ * ------------------------------------------------------------------------- */
+enum lk_crc32c_impl {
+    LK_CRC32C_TABLE = 0,      /* portable slicing-by-8 tables; every CPU */
+    LK_CRC32C_SSE42 = 1,      /* x86 SSE4.2 crc32 instruction, three interleaved streams */
+    LK_CRC32C_VPCLMUL = 2,    /* x86 VPCLMULQDQ carry-less-multiply folding (AVX2 ymm registers) */
+    LK_CRC32C_AVX512 = 3,     /* x86 AVX-512 VPCLMULQDQ folding on zmm registers */
+    LK_CRC32C_IMPL_COUNT = 4
+};
+
+/* The fastest implementation this CPU supports, chosen once by CPUID. O(n). */
+uint32_t lk_crc32c(uint32_t crc, const uint8_t *data, size_t len);
+
+/* Computes with one named implementation. Returns LK_ERR_UNSUPPORTED if the CPU (or
+ * the build) lacks it, LK_ERR_ARGUMENT for an unknown impl or NULL data with len > 0. */
+int lk_crc32c_with(int impl, uint32_t crc, const uint8_t *data, size_t len, uint32_t *out);
+
+/* 1 if the implementation can run on this CPU, else 0. */
+int lk_crc32c_impl_available(int impl);
+
+/* The implementation lk_crc32c dispatches to, and a short name for any impl. */
+int lk_crc32c_selected_impl(void);
+const char *lk_crc32c_impl_name(int impl);
+
+/* ----------------------------------------------------------------------------
+ * RecordBatch v2.
+ *
+ *   off size field                  off size field
+ *     0   8  baseOffset              27   8  baseTimestamp
+ *     8   4  batchLength (= size-12) 35   8  maxTimestamp
+ *    12   4  partitionLeaderEpoch    43   8  producerId
+ *    16   1  magic (2)               51   2  producerEpoch
+ *    17   4  crc (CRC-32C of 21..end)53   4  baseSequence
+ *    21   2  attributes              57   4  recordsCount
+ *    23   4  lastOffsetDelta         61   -  records (maybe compressed)
+ *
+ * attributes: bits 0-2 compression (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd),
+ * bit 3 timestamp type (1 = LogAppendTime), bit 4 transactional, bit 5 control,
+ * bit 6 delete horizon set (baseTimestamp then holds the horizon).
+ *
+ * Record: length varint | attributes int8 | timestampDelta varlong | offsetDelta varint |
+ *         keyLength varint (-1 null) | key | valueLength varint (-1 null) | value |
+ *         headerCount varint | { keyLength varint | key | valueLength varint | value }*
+ * Varints are zig-zag LEB128 (protobuf sint32/sint64).
+ * ------------------------------------------------------------------------- */
+enum lk_batch_constants {
+    LK_BATCH_HEADER_SIZE = 61,    /* RECORD_BATCH_OVERHEAD */
+    LK_LOG_OVERHEAD = 12,         /* baseOffset + batchLength, not counted in batchLength */
+    LK_RECORD_MAX_OVERHEAD = 21,  /* 5 length + 1 attributes + 10 ts delta + 5 offset delta */
+    LK_ATTR_COMPRESSION_MASK = 7,
+    LK_ATTR_LOG_APPEND_TIME = 8,
+    LK_ATTR_TRANSACTIONAL = 16,
+    LK_ATTR_CONTROL = 32,
+    LK_ATTR_DELETE_HORIZON = 64,
+    LK_CONTROL_ABORT = 0,
+    LK_CONTROL_COMMIT = 1,
+    LK_CONTROL_BATCH_SIZE = 78    /* 61 header + 17-byte record (4-byte key, 6-byte value) */
+};
+
+typedef struct {
+    int64_t base_offset;
+    int32_t batch_length;
+    int32_t partition_leader_epoch;
+    int8_t magic;
+    uint32_t crc;
+    int16_t attributes;
+    int32_t last_offset_delta;
+    int64_t base_timestamp;
+    int64_t max_timestamp;
+    int64_t producer_id;
+    int16_t producer_epoch;
+    int32_t base_sequence;
+    int32_t record_count;
+} lk_batch_header;
+
+/* Reads the 61-byte header of the batch at buf. Checks only that the header and the
+ * whole batch (batchLength + 12) fit in len, that batchLength >= 49 and <= max_batch_size
+ * - 12 (max_batch_size 0 means no limit but INT32_MAX), and that magic is 2.
+ * Does not check the CRC. O(1).
+ * Errors: TRUNCATED, BAD_LENGTH, BAD_MAGIC, ARGUMENT. */
+int lk_batch_parse_header(const uint8_t *buf, size_t len, uint32_t max_batch_size,
+                          lk_batch_header *out, lk_error *err);
+
+/* Validation depth for lk_batch_validate. */
+enum lk_validate_flags {
+    LK_VALIDATE_CRC = 1,       /* check the CRC-32C */
+    LK_VALIDATE_RECORDS = 2,   /* walk every record of an uncompressed batch */
+    LK_VALIDATE_CONTIGUOUS = 4 /* with RECORDS: offset deltas must be exactly 0..count-1,
+                                  as a producer sends them (compacted batches have gaps) */
+};
+
+/* Validates the batch at the start of buf: the header checks above, then, as flags
+ * ask, the CRC and (uncompressed batches only) every record: varint bounds, record
+ * lengths that end exactly where the next record starts, offset deltas strictly
+ * increasing and ending at lastOffsetDelta, exactly recordsCount records, nothing
+ * left over. Control batches must hold exactly one record. O(batch size).
+ * out may be NULL. Errors: TRUNCATED, BAD_LENGTH, BAD_MAGIC, CRC, CORRUPT_RECORD. */
+int lk_batch_validate(const uint8_t *buf, size_t len, uint32_t max_batch_size, int flags,
+                      lk_batch_header *out, lk_error *err);
+
+/* Where one decoded record lives. Positions are byte offsets relative to the start of
+ * the records buffer that was decoded; nothing is copied. A length of -1 means null. */
+typedef struct {
+    int64_t timestamp_delta;
+    int32_t offset_delta;
+    int32_t key_pos;
+    int32_t key_len;
+    int32_t value_pos;
+    int32_t value_len;
+    int32_t headers_pos;    /* first byte after the headerCount varint */
+    int32_t headers_count;
+    int32_t headers_len;    /* bytes of all headers of this record */
+    int8_t attributes;
+} lk_record_span;
+
+/* Decodes a records section (the bytes after the 61-byte header of an uncompressed
+ * batch, or the decompressed payload of a compressed one) holding exactly
+ * expected_count records, checking everything LK_VALIDATE_RECORDS checks except the
+ * lastOffsetDelta match (pass expected_last_offset_delta, or -1 to skip it).
+ * Writes expected_count spans to out (capacity out_capacity). O(len).
+ * Errors: CORRUPT_RECORD, BUFFER_TOO_SMALL (out_capacity < expected_count), ARGUMENT. */
+int lk_records_decode(const uint8_t *records, size_t len, int32_t expected_count,
+                      int32_t expected_last_offset_delta,
+                      lk_record_span *out, size_t out_capacity, lk_error *err);
+
+/* Validates the batch at buf (header + CRC) and, if uncompressed, decodes its records
+ * into out; spans are relative to buf (so key_pos >= 61). For a compressed batch it
+ * returns LK_OK with *decoded = 0 after the CRC check: decompress buf[61:] and call
+ * lk_records_decode. *decoded is the number of spans written. O(batch size). */
+int lk_batch_decode(const uint8_t *buf, size_t len, uint32_t max_batch_size,
+                    lk_batch_header *header, lk_record_span *out, size_t out_capacity,
+                    int32_t *decoded, lk_error *err);
+
+/* Decodes the headers of one record: headers_count pairs in buf[0:len). Spans are
+ * relative to buf. Writes headers_count entries (key_len never -1). Errors: CORRUPT_RECORD,
+ * BUFFER_TOO_SMALL. */
+typedef struct {
+    int32_t key_pos;
+    int32_t key_len;
+    int32_t value_pos;
+    int32_t value_len;
+} lk_header_span;
+
+int lk_headers_decode(const uint8_t *buf, size_t len, int32_t headers_count,
+                      lk_header_span *out, size_t out_capacity, lk_error *err);
+
+/* Columns of records to encode. Every pointer is borrowed for the call.
+ *   keys/values: the non-null keys (values) concatenated in record order.
+ *   key_lengths/value_lengths: one per record; -1 marks null. A NULL array means
+ *     every key (value) is null.
+ *   timestamps: one per record, or NULL: every record gets base_timestamp.
+ *   offset_deltas: one per record, strictly increasing from >= 0, or NULL: 0..count-1.
+ *   header_counts: one per record, or NULL: no headers anywhere.
+ *   header_lengths: two per header in record order (key length >= 0, value length
+ *     or -1 for null); header_data the header keys and values concatenated likewise.
+ * Lengths are checked against the *_size fields before any byte is read. */
+typedef struct {
+    int32_t count;
+    const uint8_t *keys;
+    size_t keys_size;
+    const int32_t *key_lengths;
+    const uint8_t *values;
+    size_t values_size;
+    const int32_t *value_lengths;
+    const int64_t *timestamps;
+    const int32_t *offset_deltas;
+    const int32_t *header_counts;
+    const int32_t *header_lengths;
+    size_t header_lengths_count;
+    const uint8_t *header_data;
+    size_t header_data_size;
+} lk_records_in;
+
+/* Batch-level fields for encoding. record_count, last_offset_delta, maxTimestamp,
+ * batchLength and crc are computed. attributes is written as given (its compression
+ * bits must describe what the caller did to the records section). */
+typedef struct {
+    int64_t base_offset;
+    int32_t partition_leader_epoch;
+    int16_t attributes;
+    int64_t base_timestamp;   /* used when records carry no timestamps, and as the delta base */
+    int64_t producer_id;      /* -1 when not idempotent */
+    int16_t producer_epoch;   /* -1 when not idempotent */
+    int32_t base_sequence;    /* -1 when not idempotent */
+} lk_batch_params;
+
+/* Upper bound of the bytes lk_batch_encode writes for these records (61 + records). */
+int64_t lk_batch_encoded_bound(const lk_records_in *records);
+
+/* Encodes a complete uncompressed batch (header, records, CRC) into out.
+ * base_timestamp in the header is params->base_timestamp when timestamps is NULL,
+ * otherwise the first record's timestamp; maxTimestamp is the largest record timestamp.
+ * *out_len receives the batch size. O(total bytes).
+ * Errors: ARGUMENT (count < 1 or > 2^31-1, lengths that do not add up, offset deltas not
+ * increasing), BUFFER_TOO_SMALL. Nothing past *out_len is written. */
+int lk_batch_encode(const lk_batch_params *params, const lk_records_in *records,
+                    uint8_t *out, size_t out_capacity, size_t *out_len, lk_error *err);
+
+/* Encodes only the records section (for callers that compress it afterwards). */
+int lk_records_encode(const lk_records_in *records, int64_t base_timestamp,
+                      uint8_t *out, size_t out_capacity, size_t *out_len, lk_error *err);
+
+/* Frames an already-encoded (possibly compressed) records section as a batch: writes
+ * the 61-byte header followed by a copy of the section, then the CRC. The caller gives
+ * the values it computed while encoding: count, last offset delta, base and max
+ * timestamps (params->base_timestamp is the header's baseTimestamp). */
+int lk_batch_frame(const lk_batch_params *params, int32_t record_count,
+                   int32_t last_offset_delta, int64_t max_timestamp,
+                   const uint8_t *records, size_t records_len,
+                   uint8_t *out, size_t out_capacity, size_t *out_len, lk_error *err);
+
+/* Encodes a control batch (attributes: control + transactional) holding one end-txn
+ * marker: key = version 0 | type, value = version 0 | coordinator_epoch. The batch is
+ * LK_CONTROL_BATCH_SIZE (78) bytes long. Errors: ARGUMENT, BUFFER_TOO_SMALL. */
+int lk_control_batch_encode(const lk_batch_params *params, int16_t control_type,
+                            int32_t coordinator_epoch, int64_t timestamp,
+                            uint8_t *out, size_t out_capacity, size_t *out_len, lk_error *err);
+
+/* Parses a control record's key (and value, for ABORT/COMMIT markers). Unknown types
+ * are returned as read (callers ignore them, as Kafka does); *coordinator_epoch is -1
+ * when the type carries no end-txn value. Errors: CORRUPT_RECORD. */
+int lk_control_record_parse(const uint8_t *key, int32_t key_len, const uint8_t *value,
+                            int32_t value_len, int16_t *control_type,
+                            int32_t *coordinator_epoch, lk_error *err);
+
+/* Rewrites the CRC of a batch after the caller changed CRC-covered fields (e.g. the
+ * max timestamp for LogAppendTime). Validates lengths first. */
+int lk_batch_update_crc(uint8_t *buf, size_t len, lk_error *err);
+
+/* ----------------------------------------------------------------------------
+ * Log scan: walk a buffer of consecutive batches (a segment, or a produce request's
+ * record set) and find where the valid prefix ends.
+ * ------------------------------------------------------------------------- */
+enum lk_scan_stop {
+    LK_SCAN_END = 0,        /* reached the end of the buffer exactly on a batch boundary */
+    LK_SCAN_ZEROS = 1,      /* the rest of the buffer is zero bytes (preallocated tail) */
+    LK_SCAN_TORN = 2,       /* the last batch is cut short by the end of the buffer */
+    LK_SCAN_CORRUPT = 3,    /* a batch fails validation (length, magic, CRC, records) */
+    LK_SCAN_OFFSET = 4      /* a batch's base offset goes backwards */
+};
+
+typedef struct {
+    int64_t valid_bytes;        /* end of the valid prefix (relative to the buffer) */
+    int64_t batches;            /* complete valid batches in the prefix */
+    int64_t records;            /* sum of their recordsCount */
+    int64_t first_offset;       /* base offset of the first valid batch, -1 if none */
+    int64_t next_offset;        /* last offset of the last valid batch + 1, or min_offset */
+    int64_t max_timestamp;      /* largest maxTimestamp, -1 if none */
+    int64_t offset_of_max_timestamp; /* last offset of the batch that carried it */
+    int32_t stop_reason;        /* an lk_scan_stop */
+    lk_error stop_error;        /* why the batch at valid_bytes was rejected */
+} lk_scan_result;
+
+/* Scans buf[start:len). A batch is accepted if lk_batch_validate(flags) accepts it
+ * and its base offset >= the previous batch's next offset (and >= min_offset). Never
+ * fails on bad data: bad data only ends the prefix. O(bytes scanned).
+ * Errors: ARGUMENT only. */
+int lk_log_scan(const uint8_t *buf, size_t len, size_t start, int64_t min_offset,
+                uint32_t max_batch_size, int flags, lk_scan_result *out);
+
+/* ----------------------------------------------------------------------------
+ * Sparse indexes, byte for byte Kafka's:
+ *   .index      8-byte entries: relativeOffset int32 BE | position int32 BE
+ *   .timeindex 12-byte entries: timestamp int64 BE | relativeOffset int32 BE
+ * Both are sorted; lookups are binary searches, O(log entries).
+ * ------------------------------------------------------------------------- */
+
+/* Greatest entry with relativeOffset <= target_relative. *slot is its index, or -1 if
+ * every entry is larger (or there are none): start from position 0. */
+int lk_offset_index_lookup(const uint8_t *index, size_t entries, int32_t target_relative,
+                           int64_t *slot, int32_t *relative_offset, int32_t *position);
+
+/* Greatest entry with timestamp <= target. *slot = -1 when none. */
+int lk_time_index_lookup(const uint8_t *index, size_t entries, int64_t target,
+                         int64_t *slot, int64_t *timestamp, int32_t *relative_offset);
+
+/* Length of the longest valid prefix of an index: offsets strictly increasing (the
+ * first entry may be 0), positions increasing and < log_size; for the time index
+ * timestamps non-decreasing and offsets non-decreasing. Trailing zero entries of a
+ * preallocated file end the prefix. O(entries). */
+size_t lk_offset_index_valid_entries(const uint8_t *index, size_t entries, int64_t log_size);
+size_t lk_time_index_valid_entries(const uint8_t *index, size_t entries, int32_t max_relative);
+
+/* ----------------------------------------------------------------------------
+ * Segments: one .log file with its .index and .timeindex, memory mapped.
+ *
+ * A writable segment reserves log_capacity bytes of address space once and maps the
+ * file across all of it; the file itself grows with fallocate in steps of grow_step
+ * bytes, so an append never remaps, pointers from lk_segment_data stay valid until
+ * the map is released, and a full disk is an LK_ERR_NO_SPACE from fallocate instead
+ * of a SIGBUS on a page fault. Bytes past the logical size are zero until written.
+ * ------------------------------------------------------------------------- */
+typedef struct lk_segment lk_segment;
+
+enum lk_segment_flags {
+    LK_SEGMENT_WRITABLE = 1,  /* open for appends (create files that do not exist) */
+    LK_SEGMENT_CREATE = 2     /* the files must not exist yet */
+};
+
+typedef struct {
+    int64_t base_offset;
+    uint64_t log_capacity;         /* writable: most bytes the .log may hold (>= segment.bytes + one max batch) */
+    uint64_t index_capacity;       /* writable: bytes reserved for .index (Kafka: segment.index.bytes) */
+    uint64_t grow_step;            /* writable: fallocate step for the .log, e.g. 8 MiB */
+    uint32_t index_interval_bytes; /* add an index entry after this many bytes (Kafka: 4096) */
+    uint32_t max_batch_size;       /* largest accepted batch (0: INT32_MAX) */
+    int32_t flags;                 /* lk_segment_flags */
+} lk_segment_config;
+
+typedef struct {
+    int64_t base_offset;
+    int64_t size;                  /* logical bytes of valid batches */
+    int64_t flushed_size;          /* bytes known durable (msync + fdatasync done) */
+    int64_t next_offset;           /* last offset + 1; base_offset when empty */
+    int64_t max_timestamp;         /* -1 when empty */
+    int64_t offset_of_max_timestamp;
+    int64_t index_entries;
+    int64_t time_index_entries;
+    int64_t log_capacity;
+    int32_t writable;
+} lk_segment_info;
+
+/* Opens the segment. index_path/time_index_path may be NULL for no index of that
+ * kind. The logical size starts as the .log file size; for a writable segment opened
+ * after a crash, call lk_segment_recover before appending. Index files of a writable
+ * segment are checked with lk_*_index_valid_entries; a read-only segment maps its
+ * indexes lazily on first lookup.
+ * Errors: ARGUMENT, IO (errno), NO_SPACE, NO_MEMORY, INDEX_CORRUPT (indexes unusable:
+ * call lk_segment_rebuild_indexes). The handle is written only on success. */
+int lk_segment_open(const char *log_path, const char *index_path, const char *time_index_path,
+                    const lk_segment_config *config, lk_segment **out);
+
+/* Appends a record set (one or more complete, already validated batches) at the
+ * tail, giving the batches consecutive offsets from base_offset (each batch's
+ * baseOffset field is patched in the segment; the caller's buffer is not changed).
+ * Adds index entries per index_interval_bytes. *position = where it was written,
+ * *next_offset = last offset written + 1. O(len).
+ * Errors: ARGUMENT, BAD_LENGTH/TRUNCATED (not a whole record set), OFFSET_ORDER
+ * (base_offset < next offset, or relative offsets past int32), SEGMENT_FULL (roll;
+ * nothing written), NO_SPACE / IO (nothing appended: the logical size is unchanged),
+ * CLOSED (sealed). */
+int lk_segment_append(lk_segment *seg, const uint8_t *record_set, size_t len,
+                      int64_t base_offset, int64_t *position, int64_t *next_offset);
+
+/* Makes everything appended so far durable: msync of the dirty range of the log and
+ * indexes, then fdatasync. O(dirty bytes). Errors: IO. */
+int lk_segment_flush(lk_segment *seg);
+
+/* Re-validates every batch from position 0 (CRC and header; records as flags say),
+ * truncates the logical size and the file to the valid prefix, rebuilds both indexes
+ * from scratch. The result says what was dropped and why. O(segment size).
+ * Errors: IO, CLOSED. */
+int lk_segment_recover(lk_segment *seg, int flags, lk_scan_result *out);
+
+/* Rebuilds both indexes from the log without validating CRCs (for a missing or
+ * corrupt index on a segment below the recovery point). */
+int lk_segment_rebuild_indexes(lk_segment *seg);
+
+/* Trims the .log and index files to their logical sizes, flushes, and makes the
+ * handle read-only (further appends give LK_ERR_CLOSED). Idempotent. */
+int lk_segment_seal(lk_segment *seg);
+
+/* Truncates the segment to the batches with offsets < offset (drops whole batches),
+ * and the indexes with them. Errors: IO, CLOSED. */
+int lk_segment_truncate_to_offset(lk_segment *seg, int64_t offset);
+
+/* Position of the first batch whose last offset >= target, for reads. *base_offset
+ * is that batch's base offset. O(log index) + a scan of at most index_interval_bytes
+ * of batch headers. Errors: NOT_FOUND (target >= next offset), ARGUMENT (target < base). */
+int lk_segment_find_offset(lk_segment *seg, int64_t target, int64_t *position,
+                           int64_t *base_offset);
+
+/* Position of the first batch whose maxTimestamp >= target and that batch's base
+ * offset. Errors: NOT_FOUND (no such batch in this segment). */
+int lk_segment_find_timestamp(lk_segment *seg, int64_t target, int64_t *position,
+                              int64_t *base_offset);
+
+/* State of the segment. */
+int lk_segment_get_info(const lk_segment *seg, lk_segment_info *out);
+
+/* The mapped .log bytes: valid for lk_segment_info.size bytes. The pointer stays valid
+ * until the map is released (see lk_segment_close), even after close. */
+const uint8_t *lk_segment_data(const lk_segment *seg);
+
+/* Size in bytes of the address range the .log map covers (for lk_unmap). */
+uint64_t lk_segment_map_length(const lk_segment *seg);
+
+/* Closes the files and frees the handle. A writable segment is sealed first (trimmed,
+ * not flushed: call lk_segment_flush when durability is wanted). If release_map is 0
+ * the .log map stays valid and the caller must release it with
+ * lk_unmap(data, map_length) once no reader uses it; with 1 it is released here.
+ * Index maps are always released. Errors: IO (the handle is freed all the same). */
+int lk_segment_close(lk_segment *seg, int release_map);
+
+/* Releases a .log map kept by lk_segment_close(seg, 0). */
+int lk_unmap(const uint8_t *data, uint64_t length);
+
+#endif /* LOGKERNEL_H */
