@@ -91,7 +91,7 @@ def check(rc: int, err: Any = None, *, context: str = "", path: str | None = Non
 # ---------------------------------------------------------------------------------------
 
 CRC32C_IMPLEMENTATIONS = {
-    lib.lk_crc32c_impl_name(i).decode(): i for i in range(lib.LK_CRC32C_IMPL_COUNT)
+    _c_string(lib.lk_crc32c_impl_name(i)): i for i in range(lib.LK_CRC32C_IMPL_COUNT)
 }
 
 
@@ -124,7 +124,7 @@ def crc32c_available() -> list[str]:
 
 def crc32c_selected() -> str:
     """The implementation ``crc32c`` uses on this CPU."""
-    return lib.lk_crc32c_impl_name(lib.lk_crc32c_selected_impl()).decode()
+    return _c_string(lib.lk_crc32c_impl_name(lib.lk_crc32c_selected_impl()))
 
 
 # ---------------------------------------------------------------------------------------

@@ -511,7 +511,7 @@ static int64_t write_records(const lk_records_in *r, int64_t base_timestamp, uin
             int32_t hk = hlen[2 * h], hv = hlen[2 * h + 1];
             body += varint_size(hk) + hk + varint_size(hv) + (hv > 0 ? hv : 0);
         }
-        if (body > INT32_MAX || body + 5 > end - p)
+        if (body > INT32_MAX || body + varint_size((int32_t)body) > end - p)
             return -1;
         p = write_varint(p, (int32_t)body);
         *p++ = 0; /* record attributes: unused in v2 */

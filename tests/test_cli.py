@@ -1,0 +1,36 @@
+"""The `logkernel` command as a user runs it: a real process, real files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "logkernel", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_demo_appends_and_reads_back_across_runs(tmp_path: Path) -> None:
+    first = run("demo", "--data-dir", str(tmp_path), "--records", "2500")
+    assert first.returncode == 0, first.stderr
+    assert "appended 2500 records (offsets 0..2499)" in first.stdout
+    assert "read back 2500 records" in first.stdout
+    second = run("demo", "--data-dir", str(tmp_path), "--records", "100")
+    assert second.returncode == 0, second.stderr
+    assert "2500 records already stored" in second.stdout
+    assert "offsets 2500..2599" in second.stdout
+    assert (tmp_path / "demo-0" / ("0" * 20 + ".log")).exists()
+
+
+def test_info_names_the_crc_implementation() -> None:
+    out = run("info")
+    assert out.returncode == 0
+    assert "CRC-32C: using" in out.stdout
+
+
+def test_bad_arguments_are_refused() -> None:
+    out = run("demo", "--records", "0")
+    assert out.returncode != 0
+    assert "--records must be at least 1" in out.stderr

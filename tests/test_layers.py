@@ -1,0 +1,42 @@
+"""Architecture rules that code review alone would let slip (see ARCHITECTURE.md):
+only logkernel/_binding.py imports the compiled module; nothing imports upward."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "logkernel"
+
+# module -> modules of the package it must not import
+FORBIDDEN = {
+    "errors": {"_binding", "records", "compression", "cli"},
+    "compression": {"_binding", "records", "cli"},
+    "_binding": {"records", "compression", "cli"},
+    "records": {"cli"},
+}
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_only_binding_imports_the_native_module() -> None:
+    offenders = [p.name for p in PACKAGE.rglob("*.py")
+                 if p.name != "_binding.py" and any("_native" in i for i in imports_of(p))]
+    assert offenders == []
+
+
+def test_layers_point_down() -> None:
+    for module, banned in FORBIDDEN.items():
+        imported = imports_of(PACKAGE / f"{module}.py")
+        bad = {b for b in banned for i in imported if i in (f"logkernel.{b}",)}
+        assert not bad, f"logkernel.{module} imports {bad}"
