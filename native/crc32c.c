@@ -71,10 +71,10 @@
  * accumulator i is folded onto accumulator 7 (32 * (7 - i) bytes), whole 32-byte and
  * 16-byte pieces of what is left are folded in, and lane 0 is folded onto lane 1, leaving
  * one 128-bit value R that ends where the consumed input ends and is congruent to it.
- * Eight accumulators, not four: on the Zen 3 this was measured on both run at the same
- * speed (the multiplier, one 256-bit VPCLMULQDQ every two cycles, is the limit), but cores
- * that issue one or two per cycle need more than four multiply-XOR chains in flight to stay
- * busy, and eight give the hybrid loop below room for its crc32 streams.
+ * Eight accumulators, not four: on the Zen 3 this was measured on, both run at the same
+ * speed (the multiplier, one 256-bit VPCLMULQDQ every two cycles, is the limit), but a core
+ * that issues one or two per cycle needs more than four multiply-XOR chains (about 6
+ * cycles each) in flight to stay busy. That last part is reasoned, not measured here.
  *
  * FINAL REDUCTION. By (1) the state after the consumed input is input * x^32 mod P =
  * R * x^32 mod P, which two crc32 instructions starting from state 0 compute when fed R's

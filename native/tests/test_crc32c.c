@@ -15,8 +15,9 @@
  *      implementation for every length 0..2048 at every start alignment 0..63 and several
  *      initial crc values. Each input is copied so that it ends exactly at the end of its
  *      own heap block: under AddressSanitizer any load past data + len is reported.
- *   4. Lengths around the three-stream and folding block boundaries, random lengths up to
- *      200 KB, and 1 MiB and 1 MiB + 13 random buffers.
+ *   4. Lengths around every size where the code changes path (three-stream blocks,
+ *      folding blocks, hybrid chunks), random lengths up to 200 KB, and 1 MiB and
+ *      1 MiB + 13 random buffers.
  *   5. Chaining: crc(crc(a), b) == crc(a || b) at many split points, mixing implementations.
  *   6. The argument contract of lk_crc32c_with and the names.
  */
@@ -187,9 +188,10 @@ static void test_lengths_and_alignments(const uint8_t *random)
 
 static void test_block_boundaries(const uint8_t *random, size_t random_len)
 {
-    /* The three-stream path consumes 3 x 4096 and 3 x 256 byte blocks; the folding path
-     * 256-byte blocks after a 512-byte minimum. Probe around multiples of each. */
-    static const size_t bases[] = {256, 512, 768, 1024, 3 * 4096, 2 * 3 * 4096, 65536};
+    /* Sizes where the code changes path, as crc32c.c stands: folding starts at 32 bytes
+     * and works in 256-byte blocks, the hybrid in 31744-byte chunks; sse42 runs three
+     * streams in blocks of 3 x 64, 3 x 256 and 3 x 4096 bytes. Probe around multiples. */
+    static const size_t bases[] = {32, 192, 256, 768, 3 * 4096, 31744};
     for (size_t b = 0; b < sizeof bases / sizeof bases[0]; b++) {
         for (size_t mult = 1; mult <= 3; mult++) {
             for (long delta = -17; delta <= 17; delta++) {
@@ -246,6 +248,22 @@ static void test_chaining(const uint8_t *random)
         uint32_t dispatched = lk_crc32c(lk_crc32c(0, random, split), random + split, LEN - split);
         CHECK(dispatched == whole, "chain lk_crc32c split=%zu", split);
     }
+    /* Long inputs, so chained states also enter the hybrid chunks mid-stream. */
+    enum { LONG_LEN = 3 * 31744 + 100 };
+    static const size_t long_splits[] = {1, 13, 31744, 31745, 40000, 2 * 31744 - 5};
+    uint32_t long_whole = crc_with(LK_CRC32C_TABLE, 0, random, LONG_LEN);
+    for (size_t i = 0; i < sizeof long_splits / sizeof long_splits[0]; i++) {
+        size_t split = long_splits[i];
+        for (int impl = 0; impl < LK_CRC32C_IMPL_COUNT; impl++) {
+            if (!available[impl])
+                continue;
+            uint32_t head = crc_with(impl, 0, random, split);
+            uint32_t got = crc_with(impl, head, random + split, LONG_LEN - split);
+            CHECK(got == long_whole, "long chain %s split=%zu: got %08x, want %08x",
+                  lk_crc32c_impl_name(impl), split, got, long_whole);
+        }
+    }
+
     /* Three pieces, as the batch code does (header bytes, then records). */
     uint32_t three = lk_crc32c(0, random, 21);
     three = lk_crc32c(three, random + 21, 40);
