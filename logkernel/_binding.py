@@ -511,6 +511,7 @@ class SegmentInfo:
     time_index_entries: int
     log_capacity: int
     writable: bool
+    needs_recovery: bool  # bytes after the last batch that are neither a batch nor zeros
 
 
 class Segment:
@@ -525,7 +526,8 @@ class Segment:
 
     def __init__(self, log_path: str | os.PathLike[str], index_path: str | os.PathLike[str] | None,
                  time_index_path: str | os.PathLike[str] | None, *, base_offset: int,
-                 writable: bool, create: bool = False, log_capacity: int = 0,
+                 writable: bool, create: bool = False, reset_indexes: bool = False,
+                 log_capacity: int = 0,
                  index_capacity: int = 10 * 1024 * 1024, grow_step: int = 8 * 1024 * 1024,
                  index_interval_bytes: int = 4096, max_batch_size: int = 0) -> None:
         self.path = os.fspath(log_path)
@@ -536,8 +538,9 @@ class Segment:
         config.grow_step = grow_step
         config.index_interval_bytes = index_interval_bytes
         config.max_batch_size = max_batch_size
-        config.flags = (lib.LK_SEGMENT_WRITABLE if writable else 0) | (
-            lib.LK_SEGMENT_CREATE if create else 0)
+        config.flags = ((lib.LK_SEGMENT_WRITABLE if writable else 0)
+                        | (lib.LK_SEGMENT_CREATE if create else 0)
+                        | (lib.LK_SEGMENT_RESET_INDEXES if reset_indexes else 0))
         handle = ffi.new("lk_segment **")
 
         def c_path(p: str | os.PathLike[str] | None) -> Any:
@@ -570,7 +573,8 @@ class Segment:
         return SegmentInfo(int(out.base_offset), int(out.size), int(out.flushed_size),
                            int(out.next_offset), int(out.max_timestamp),
                            int(out.offset_of_max_timestamp), int(out.index_entries),
-                           int(out.time_index_entries), int(out.log_capacity), bool(out.writable))
+                           int(out.time_index_entries), int(out.log_capacity), bool(out.writable),
+                           bool(out.needs_recovery))
 
     def append(self, record_set: Buffer, base_offset: int) -> tuple[int, int]:
         """Appends validated batches with offsets from ``base_offset``; returns

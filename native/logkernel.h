@@ -315,7 +315,8 @@ typedef struct {
     int64_t max_timestamp;      /* largest maxTimestamp, -1 if none */
     int64_t offset_of_max_timestamp; /* last offset of the batch that carried it */
     int32_t stop_reason;        /* an lk_scan_stop */
-    lk_error stop_error;        /* why the batch at valid_bytes was rejected */
+    lk_error stop_error;        /* why the batch at valid_bytes was rejected; code is
+                                   LK_OK for END and ZEROS */
 } lk_scan_result;
 
 /* Scans buf[start:len). A batch is accepted if lk_batch_validate(flags) accepts it
@@ -360,8 +361,10 @@ size_t lk_time_index_valid_entries(const uint8_t *index, size_t entries, int32_t
 typedef struct lk_segment lk_segment;
 
 enum lk_segment_flags {
-    LK_SEGMENT_WRITABLE = 1,  /* open for appends (create files that do not exist) */
-    LK_SEGMENT_CREATE = 2     /* the files must not exist yet */
+    LK_SEGMENT_WRITABLE = 1,     /* open for appends (create files that do not exist) */
+    LK_SEGMENT_CREATE = 2,       /* the files must not exist yet */
+    LK_SEGMENT_RESET_INDEXES = 4 /* writable only: empty both index files at open (after
+                                    LK_ERR_INDEX_CORRUPT); then recover or rebuild */
 };
 
 typedef struct {
@@ -385,15 +388,21 @@ typedef struct {
     int64_t time_index_entries;
     int64_t log_capacity;
     int32_t writable;
+    int32_t needs_recovery;        /* open found bytes after the last batch that are not a
+                                      batch (nor zeros): call lk_segment_recover */
 } lk_segment_info;
 
 /* Opens the segment. index_path/time_index_path may be NULL for no index of that
- * kind. The logical size starts as the .log file size; for a writable segment opened
- * after a crash, call lk_segment_recover before appending. Index files of a writable
- * segment are checked with lk_*_index_valid_entries; a read-only segment maps its
- * indexes lazily on first lookup.
- * Errors: ARGUMENT, IO (errno), NO_SPACE, NO_MEMORY, INDEX_CORRUPT (indexes unusable:
- * call lk_segment_rebuild_indexes). The handle is written only on success. */
+ * kind. Open does not validate the log (lk_segment_recover does): it derives the next
+ * offset and max timestamp from a header walk starting at the last index entry. The
+ * logical size is the .log file size, less a tail of zero bytes after the last batch
+ * (fallocate's, left by a crash); other bytes after the last batch set needs_recovery.
+ * A writable open checks each index file is a valid prefix of entries followed only by
+ * zeros; entries pointing past the log are zeroed. A read-only segment maps its indexes
+ * lazily on first lookup and uses their valid prefix.
+ * Errors: ARGUMENT, IO (errno), NO_SPACE, NO_MEMORY, INDEX_CORRUPT (an index file is not
+ * an index: reopen with LK_SEGMENT_RESET_INDEXES, then recover or rebuild). The handle
+ * is written only on success. */
 int lk_segment_open(const char *log_path, const char *index_path, const char *time_index_path,
                     const lk_segment_config *config, lk_segment **out);
 
@@ -402,7 +411,8 @@ int lk_segment_open(const char *log_path, const char *index_path, const char *ti
  * baseOffset field is patched in the segment; the caller's buffer is not changed).
  * Adds index entries per index_interval_bytes. *position = where it was written,
  * *next_offset = last offset written + 1. O(len).
- * Errors: ARGUMENT, BAD_LENGTH/TRUNCATED (not a whole record set), OFFSET_ORDER
+ * max_batch_size limits appends only, never batches already stored.
+ * Errors: ARGUMENT, BAD_LENGTH/TRUNCATED/BAD_MAGIC (not a whole record set), OFFSET_ORDER
  * (base_offset < next offset, or relative offsets past int32), SEGMENT_FULL (roll;
  * nothing written), NO_SPACE / IO (nothing appended: the logical size is unchanged),
  * CLOSED (sealed). */
@@ -420,7 +430,9 @@ int lk_segment_flush(lk_segment *seg);
 int lk_segment_recover(lk_segment *seg, int flags, lk_scan_result *out);
 
 /* Rebuilds both indexes from the log without validating CRCs (for a missing or
- * corrupt index on a segment below the recovery point). */
+ * corrupt index on a segment below the recovery point). Works on read-only and sealed
+ * handles too (the files are rewritten with write(2) and fdatasync).
+ * Errors: IO, NO_SPACE, NO_MEMORY. */
 int lk_segment_rebuild_indexes(lk_segment *seg);
 
 /* Trims the .log and index files to their logical sizes, flushes, and makes the

@@ -55,7 +55,9 @@
  *   the answer, which is why a valid prefix of an index is always safe to use.
  *
  * INVARIANTS (numbered; lk_segment_check asserts them under LK_DEBUG after every call
- * that changes a segment; 2, 4 and 5 are skipped while the log has unrecovered bytes)
+ * that changes a segment). Open does not walk the whole log (that is recover's job), so
+ * for a segment opened over existing bytes and not yet recovered, 2, 4 and 5 are only
+ * asserted when the log's headers walk cleanly from 0 to size.
  *
  *   1. 0 <= flushed_size <= size <= file_size; a writable segment's file_size <= the
  *      length of its .log map; a sealed segment's file_size == size.
@@ -78,6 +80,21 @@
  *      zero.
  *   7. last_entry_position is -1 or the start of a batch in [0, size), and >= the
  *      position of the last offset entry.
+ *
+ * OPEN AND RECOVERY
+ *
+ *   Open does not validate the log (recover does, from 0, with CRCs). It derives
+ *   next_offset and the max timestamp from a header walk that starts at the last
+ *   offset-index entry when a batch really starts there, with the last time-index entry
+ *   standing in for the batches before it when the batch holding its offset carries
+ *   that timestamp; otherwise the walk starts at 0. A tail of zero bytes after the last
+ *   batch (fallocate's, left by a crash) is not counted in the logical size. A writable
+ *   open checks each index is a valid prefix followed only by zero bytes and fails with
+ *   LK_ERR_INDEX_CORRUPT otherwise (nothing kept open, no file removed: reopen with
+ *   LK_SEGMENT_RESET_INDEXES, which empties both index files, then recover or rebuild); entries that are well formed but
+ *   describe bytes past the log (index written back, log pages lost) are zeroed. A
+ *   read-only open maps its indexes on first lookup and uses their valid prefix; a
+ *   lookup checks that a batch starts where an entry points before trusting it.
  *
  * DURABILITY AND SPACE
  *
@@ -120,7 +137,11 @@ enum {
      * index_capacity / 8 + 2 entries so that it never fills before the offset index. */
     TIME_INDEX_SPARE_ENTRIES = 2,
     VALIDATE_ALL = LK_VALIDATE_CRC | LK_VALIDATE_RECORDS | LK_VALIDATE_CONTIGUOUS,
-    SEGMENT_FLAGS_ALL = LK_SEGMENT_WRITABLE | LK_SEGMENT_CREATE
+    SEGMENT_FLAGS_ALL = LK_SEGMENT_WRITABLE | LK_SEGMENT_CREATE | LK_SEGMENT_RESET_INDEXES,
+    /* max_batch_size limits what appends accept, never what is already stored: a topic's
+     * limit may be lowered after larger batches were written, and recovery must not take
+     * them for corruption. Walks over the segment's own bytes use no limit (INT32_MAX). */
+    STORED_BATCH_LIMIT = 0
 };
 
 #ifdef LK_DEBUG
@@ -441,6 +462,7 @@ struct lk_segment {
     int writable;                /* opened with LK_SEGMENT_WRITABLE */
     int sealed;                  /* no more appends */
     int needs_recovery;          /* open found bytes after the last batch that are not 0 */
+    int unverified;              /* opened over existing bytes that no walk from 0 has checked */
     long page_size;
     index_file offset_index;
     index_file time_index;
@@ -468,7 +490,7 @@ static int batch_at(const lk_segment *seg, int64_t pos, int64_t limit, int64_t e
     if (pos < 0 || pos >= limit || !seg->log_map)
         return LK_ERR_TRUNCATED;
     int rc = lk_batch_parse_header(seg->log_map + pos, (size_t)(limit - pos),
-                                   seg->max_batch_size, h, NULL);
+                                   STORED_BATCH_LIMIT, h, NULL);
     if (rc != LK_OK)
         return rc;
     if (h->last_offset_delta < 0 || h->base_offset < expected ||
@@ -684,7 +706,7 @@ static int start_for_offset(lk_segment *seg, int64_t target, int64_t *start)
     if (slot < 0 || p <= 0 || p >= seg->size)
         return LK_OK;
     lk_batch_header h;
-    if (lk_batch_parse_header(seg->log_map + p, (size_t)(seg->size - p), seg->max_batch_size,
+    if (lk_batch_parse_header(seg->log_map + p, (size_t)(seg->size - p), STORED_BATCH_LIMIT,
                               &h, NULL) == LK_OK &&
         h.base_offset <= seg->base_offset + r)
         *start = p;
@@ -700,7 +722,7 @@ static int walk_to(const lk_segment *seg, int64_t from, int mode, int64_t target
     while (pos < seg->size) {
         lk_batch_header h;
         int rc = lk_batch_parse_header(seg->log_map + pos, (size_t)(seg->size - pos),
-                                       seg->max_batch_size, &h, NULL);
+                                       STORED_BATCH_LIMIT, &h, NULL);
         if (rc != LK_OK)
             return rc;
         int64_t delta = h.last_offset_delta > 0 ? h.last_offset_delta : 0;
@@ -828,12 +850,14 @@ static int segment_free(lk_segment *seg, int release_map, const char *log_path_t
     return rc;
 }
 
-static int open_index_writable(index_file *ix, int exclusive, int64_t capacity_entries)
+static int open_index_writable(index_file *ix, int exclusive, int reset, int64_t capacity_entries)
 {
     ix->fd = open_file(ix->path, 1, exclusive, &ix->created);
     if (ix->fd < 0)
         return io_error(errno);
     ix->fd_writable = 1;
+    if (reset && ftruncate(ix->fd, 0) != 0)
+        return io_error(errno);
     struct stat st;
     if (fstat(ix->fd, &st) != 0)
         return io_error(errno);
@@ -875,10 +899,10 @@ static int read_last_entry(const index_file *ix, uint8_t *entry)
 static int time_entry_checks_out(lk_segment *seg, int64_t start, int64_t timestamp,
                                  int32_t relative)
 {
-    int64_t target = seg->base_offset + relative, from = start, pos;
+    int64_t target = seg->base_offset + relative, from = start, pos = 0;
     lk_batch_header h;
     if (lk_batch_parse_header(seg->log_map + start, (size_t)(seg->size - start),
-                              seg->max_batch_size, &h, NULL) != LK_OK)
+                              STORED_BATCH_LIMIT, &h, NULL) != LK_OK)
         return 0;
     if (h.base_offset > target) {
         if (!seg->offset_index.loaded)
@@ -889,7 +913,7 @@ static int time_entry_checks_out(lk_segment *seg, int64_t start, int64_t timesta
     if (walk_to(seg, from, 0, target, &pos, NULL) != LK_OK)
         return 0;
     return lk_batch_parse_header(seg->log_map + pos, (size_t)(seg->size - pos),
-                                 seg->max_batch_size, &h, NULL) == LK_OK &&
+                                 STORED_BATCH_LIMIT, &h, NULL) == LK_OK &&
            h.max_timestamp == timestamp;
 }
 
@@ -977,10 +1001,11 @@ static int open_segment_files(lk_segment *seg, const char *log_path, const lk_se
     if (writable) {
         int64_t entries = (int64_t)(c->index_capacity / OFFSET_ENTRY_SIZE);
         int rc;
-        if (ox->path && (rc = open_index_writable(ox, exclusive, entries)) != LK_OK)
+        int reset = (c->flags & LK_SEGMENT_RESET_INDEXES) != 0;
+        if (ox->path && (rc = open_index_writable(ox, exclusive, reset, entries)) != LK_OK)
             return rc;
-        if (tx->path &&
-            (rc = open_index_writable(tx, exclusive, entries + TIME_INDEX_SPARE_ENTRIES)) != LK_OK)
+        if (tx->path && (rc = open_index_writable(tx, exclusive, reset,
+                                                  entries + TIME_INDEX_SPARE_ENTRIES)) != LK_OK)
             return rc;
         return LK_OK;
     }
@@ -1071,7 +1096,8 @@ static int trim_writable_indexes(lk_segment *seg)
 static int check_config(const lk_segment_config *c)
 {
     if ((c->flags & ~SEGMENT_FLAGS_ALL) ||
-        ((c->flags & LK_SEGMENT_CREATE) && !(c->flags & LK_SEGMENT_WRITABLE)))
+        ((c->flags & (LK_SEGMENT_CREATE | LK_SEGMENT_RESET_INDEXES)) &&
+         !(c->flags & LK_SEGMENT_WRITABLE)))
         return LK_ERR_ARGUMENT;
     if (c->base_offset < 0 || c->base_offset > INT64_MAX - INT32_MAX - 1)
         return LK_ERR_ARGUMENT;
@@ -1153,6 +1179,7 @@ int lk_segment_open(const char *log_path, const char *index_path, const char *ti
             }
         }
         derive_state(seg, have_hint, hr, hp, have_time, tt, tr);
+        seg->unverified = seg->size > 0;
         if (writable)
             rc = trim_writable_indexes(seg);
     }
@@ -1456,7 +1483,8 @@ static int install_by_write(index_file *ix, const entry_list *list)
 static int install_in_map(index_file *ix, const entry_list *list)
 {
     int64_t n = (int64_t)list->count;
-    memcpy(ix->map, list->bytes, list->count * list->entry_size);
+    if (list->count)
+        memcpy(ix->map, list->bytes, list->count * list->entry_size);
     if (ix->entries > n)
         memset(ix->map + n * ix->entry_size, 0, (size_t)(ix->entries - n) * ix->entry_size);
     ix->entries = n;
@@ -1474,10 +1502,15 @@ static int build_indexes(lk_segment *seg, int64_t limit, log_walk *w)
     int in_map = seg->writable && !seg->sealed;
     entry_list offsets = {NULL, 0, 0, SIZE_MAX, OFFSET_ENTRY_SIZE};
     entry_list times = {NULL, 0, 0, SIZE_MAX, TIME_ENTRY_SIZE};
-    if (in_map && index_usable_for_writes(ox))
-        offsets.limit = (size_t)ox->capacity;
-    if (in_map && index_usable_for_writes(tx))
-        times.limit = (size_t)tx->capacity;
+    /* Writable: at most what the map holds; no index of a kind: collect nothing. */
+    if (in_map)
+        offsets.limit = index_usable_for_writes(ox) ? (size_t)ox->capacity : 0;
+    if (in_map)
+        times.limit = index_usable_for_writes(tx) ? (size_t)tx->capacity : 0;
+    if (!ox->path)
+        offsets.limit = 0;
+    if (!tx->path)
+        times.limit = 0;
 
     index_cursor c = {-1, -1, -1, -1};
     w->end = 0;
@@ -1572,7 +1605,7 @@ int lk_segment_recover(lk_segment *seg, int flags, lk_scan_result *out)
     if (!seg->writable || seg->sealed)
         return LK_ERR_CLOSED;
     lk_scan_result scan;
-    lk_log_scan(seg->log_map, (size_t)seg->file_size, 0, seg->base_offset, seg->max_batch_size,
+    lk_log_scan(seg->log_map, (size_t)seg->file_size, 0, seg->base_offset, STORED_BATCH_LIMIT,
                 flags | LK_VALIDATE_CRC, &scan);
     log_walk w;
     int rc = build_indexes(seg, scan.valid_bytes, &w);
@@ -1580,7 +1613,7 @@ int lk_segment_recover(lk_segment *seg, int flags, lk_scan_result *out)
         return rc;
     if (w.end < scan.valid_bytes) {
         /* lk_log_scan accepted it, but its offsets do not fit this segment's int32
-         * relative offsets (or, with max_batch_size, it is too large): cut there. */
+         * relative offsets: cut there. */
         scan.valid_bytes = w.end;
         scan.batches = w.batches;
         scan.records = w.records;
@@ -1604,6 +1637,7 @@ int lk_segment_recover(lk_segment *seg, int flags, lk_scan_result *out)
     seg->max_timestamp = w.max_timestamp;
     seg->offset_of_max_timestamp = w.offset_of_max_timestamp;
     seg->needs_recovery = 0;
+    seg->unverified = 0;
     if (out)
         *out = scan;
     debug_check(seg, "lk_segment_recover");
@@ -1685,6 +1719,7 @@ int lk_segment_truncate_to_offset(lk_segment *seg, int64_t offset)
     seg->max_timestamp = w.max_timestamp;
     seg->offset_of_max_timestamp = w.offset_of_max_timestamp;
     seg->needs_recovery = 0;
+    seg->unverified = 0;
 
     int64_t max_relative = w.next_offset - 1 - seg->base_offset;
     index_file *ox = &seg->offset_index, *tx = &seg->time_index;
@@ -1737,6 +1772,7 @@ int lk_segment_get_info(const lk_segment *seg, lk_segment_info *out)
     out->time_index_entries = seg->time_index.path ? seg->time_index.entries : 0;
     out->log_capacity = seg->log_capacity;
     out->writable = seg->writable && !seg->sealed;
+    out->needs_recovery = seg->needs_recovery;
     return LK_OK;
 }
 
@@ -1820,6 +1856,8 @@ static int lk_segment_check(const lk_segment *seg)
     /* 2 */
     log_walk w;
     walk_log(seg, 0, seg->size, &w);
+    if (seg->unverified && (w.stop_code != LK_OK || w.end != seg->size))
+        return 0; /* a broken file opened as found: open does not walk it, recover will */
     if (w.stop_code != LK_OK || w.end != seg->size || w.next_offset != seg->next_offset ||
         w.max_timestamp != seg->max_timestamp ||
         w.offset_of_max_timestamp != seg->offset_of_max_timestamp)

@@ -165,6 +165,7 @@ def test_recover_garbled_byte(tmp_path: Path) -> None:
             f.write(bytes([byte[0] ^ 0x40]))
     result, records, values = _damage_and_recover(tmp_path, garble)
     assert result.stop_reason == "corrupt"
+    assert result.stop_position > 0
     assert "CRC" in result.stop_detail
     assert result.valid_bytes == batch_start["at"]
     assert [r.value for r in records] == values[:80]
@@ -199,10 +200,8 @@ def test_lost_or_damaged_index_is_rebuilt(tmp_path: Path, how: str) -> None:
     except logkernel.errors.IndexCorruptError:
         seg = None
     if seg is None:
-        # The documented path: the caller rebuilds. Remove the bad files and reopen.
-        index.unlink()
-        timeindex.unlink()
-        seg = open_segment(tmp_path, index_interval_bytes=100)
+        # The documented path: reopen emptying the indexes, then rebuild.
+        seg = open_segment(tmp_path, index_interval_bytes=100, reset_indexes=True)
     with seg:
         seg.rebuild_indexes()
         assert seg.info().index_entries > 10
@@ -259,3 +258,24 @@ def test_sigkill_during_appends_keeps_every_flushed_record(tmp_path: Path) -> No
             assert [r.offset for r in records] == list(range(len(records)))
             assert [r.value for r in records] == [b"%d" % i for i in range(len(records))]
             assert len(records) >= flushed
+
+
+def test_open_flags_a_garbage_tail_for_recovery(tmp_path: Path) -> None:
+    with open_segment(tmp_path) as seg:
+        values = fill(seg, 5, 5)
+    log = paths(tmp_path)[0]
+    with open(log, "ab") as f:
+        f.write(b"\x01garbage after the last batch")
+    with open_segment(tmp_path) as seg:
+        assert seg.info().needs_recovery
+        result = seg.recover()
+        assert result.stop_reason in ("torn", "corrupt")
+        assert not seg.info().needs_recovery
+        assert [r.value for r in read_all(seg)] == values
+
+
+def test_reset_indexes_needs_a_writable_segment(tmp_path: Path) -> None:
+    with open_segment(tmp_path) as seg:
+        fill(seg, 2, 2)
+    with pytest.raises(ValueError):
+        open_segment(tmp_path, writable=False, reset_indexes=True)

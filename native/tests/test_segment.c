@@ -891,6 +891,7 @@ static void test_full(void)
     unlink(p.time);
     c = config(3000, 1 << 20, 16, 4096, 0, LK_SEGMENT_WRITABLE | LK_SEGMENT_CREATE);
     s = open_seg(&p, &c);
+    model_free(&m);
     model_init(&m, 3000);
     for (int i = 0; i < 3; i++) {
         size_t n = make_batch_ts(batch, sizeof batch, 2, 10 + i);
@@ -1017,6 +1018,47 @@ static void test_seal_and_release(void)
     REQUIRE_OK(lk_segment_close(s, 0));
     CHECK(memcmp(data, m.shadow, m.len) == 0);
     CHECK_EQ(lk_unmap(data, length), LK_OK);
+    model_free(&m);
+}
+
+/* max_batch_size limits appends, never what is stored: lowering it must not make
+ * recovery drop larger batches written before. */
+static void test_lowered_max_batch_size(void)
+{
+    seg_paths p = paths_for("00000000000000006000");
+    lk_segment_config c = config(6000, 1 << 20, 4096, 4096, 100,
+                                 LK_SEGMENT_WRITABLE | LK_SEGMENT_CREATE);
+    lk_segment *s = open_seg(&p, &c);
+    model m;
+    model_init(&m, 6000);
+    int64_t ts = 77;
+    append_random(s, &m, 40, &ts); /* batches up to ~700 bytes */
+    close_seg(s);
+    lk_segment_config rw = config(6000, 1 << 20, 4096, 4096, 100, LK_SEGMENT_WRITABLE);
+    rw.max_batch_size = 100;
+    s = open_seg(&p, &rw);
+    verify(s, &m);
+    lk_scan_result r;
+    REQUIRE_OK(lk_segment_recover(s, LK_VALIDATE_CRC | LK_VALIDATE_RECORDS, &r));
+    CHECK_EQ(r.valid_bytes, (int64_t)m.len);
+    verify(s, &m);
+    uint8_t batch[4096];
+    size_t n = make_batch(batch, sizeof batch, 5, ts, 40);
+    int64_t pos, next;
+    if (n > 100)
+        CHECK_EQ(lk_segment_append(s, batch, n, m.next_offset, &pos, &next), LK_ERR_BAD_LENGTH);
+    n = make_batch_ts(batch, sizeof batch, 1, ts);
+    CHECK(n <= 100);
+    append_set(s, &m, batch, n, m.next_offset);
+    verify(s, &m);
+    REQUIRE_OK(lk_segment_rebuild_indexes(s));
+    verify(s, &m);
+    close_seg(s);
+    lk_segment_config ro = config(6000, 0, 0, 0, 100, 0);
+    ro.max_batch_size = 100;
+    s = open_seg(&p, &ro);
+    verify(s, &m);
+    close_seg(s);
     model_free(&m);
 }
 
@@ -1329,6 +1371,7 @@ int main(void)
     test_full();
     test_truncate();
     test_seal_and_release();
+    test_lowered_max_batch_size();
     test_edges();
     test_no_space();
     remove_dir_contents(dir);
