@@ -69,7 +69,7 @@ def test_encode_kafka_python(benchmark) -> None:  # type: ignore[no-untyped-def]
 
 def test_decode_validate_logkernel(benchmark) -> None:  # type: ignore[no-untyped-def]
     _mark(benchmark, "decode 1000 x 100 B", peer=False)
-    header, spans = benchmark(_binding.decode_batch, BATCH)
+    _header, spans = benchmark(_binding.decode_batch, BATCH)
     assert len(spans) == N
 
 

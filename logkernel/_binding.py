@@ -137,6 +137,7 @@ LOG_OVERHEAD = lib.LK_LOG_OVERHEAD
 VALIDATE_CRC = lib.LK_VALIDATE_CRC
 VALIDATE_RECORDS = lib.LK_VALIDATE_RECORDS
 VALIDATE_CONTIGUOUS = lib.LK_VALIDATE_CONTIGUOUS
+LK_OFF_ATTRIBUTES_LOW = 22  # low byte of the big-endian attributes: the compression bits
 
 
 _HEADER_STRUCT = struct.Struct(">qiibIhiqqqhii")  # the 61-byte header, in field order
@@ -244,26 +245,24 @@ def decode_batch(data: Buffer, max_batch_size: int = 0) -> tuple[BatchHeader, np
     caller decompresses ``data[61:size]`` and calls ``decode_records``. Copies no payload.
     O(batch size).
     """
-    view = memoryview(data).cast("B")
-    pointer = ffi.from_buffer(view)
-    err = ffi.new("lk_error *")
-    check(lib.lk_batch_parse_header(pointer, len(view), max_batch_size, ffi.NULL, err), err,
-          context="record batch header")
-    header = _header_at(view)
-    if header.attributes & lib.LK_ATTR_COMPRESSION_MASK:
+    view = data if type(data) is bytes else memoryview(data).cast("B")
+    size = len(view)
+    # One C call validates and decodes; the span array must exist before it, sized from
+    # the untrusted recordsCount, bounded by the bytes present (a record takes at least
+    # 7 bytes). The C side rejects a count the records cannot fill before writing spans.
+    compressed = size > LK_OFF_ATTRIBUTES_LOW and view[LK_OFF_ATTRIBUTES_LOW] & 7
+    if size < BATCH_HEADER_SIZE or compressed:
         count = 0
     else:
-        # recordsCount is untrusted: bound the allocation by the bytes present (7 bytes is
-        # the smallest record); the C walk rejects a count the section cannot hold.
-        count = min(max(header.record_count, 0), header.size // 7 + 1)
+        count = min(max(int.from_bytes(view[57:61], "big", signed=True), 0), size // 7)
     spans = np.empty(count, dtype=RECORD_SPAN_DTYPE)
-    decoded = ffi.new("int32_t *")
-    check(lib.lk_batch_decode(pointer, len(view), max_batch_size, ffi.NULL,
-                              ffi.cast("lk_record_span *", ffi.from_buffer(spans)), count, decoded,
-                              err), err, context="record batch")
-    if header.attributes & lib.LK_ATTR_COMPRESSION_MASK:
-        return header, None
-    return header, spans
+    out = ffi.new("lk_decode_scratch *")
+    check(lib.lk_batch_decode(ffi.from_buffer(view), size, max_batch_size, ffi.NULL,
+                              ffi.cast("lk_record_span *", ffi.from_buffer(spans)), count,
+                              ffi.addressof(out, "decoded"), ffi.addressof(out, "err")),
+          out.err, context="record batch")
+    header = _header_at(view)
+    return header, (None if compressed else spans)
 
 
 def decode_records(records: Buffer, count: int, last_offset_delta: int = -1) -> np.ndarray:
@@ -305,7 +304,7 @@ class RecordColumns:
     long as the struct. Build once, encode once.
     """
 
-    __slots__ = ("struct", "_keep")
+    __slots__ = ("_keep", "struct")
 
     def __init__(self, count: int, *, keys: bytes = b"", key_lengths: Any = None,
                  values: bytes = b"", value_lengths: Any = None, timestamps: Any = None,

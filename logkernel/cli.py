@@ -67,13 +67,13 @@ def demo(data_dir: str, records: int) -> int:
     read_back = 0
     first = last = None
     while data:
-        batch = decode_batch(data)
-        for record in batch.records():
+        decoded = decode_batch(data)
+        for record in decoded.records():
             if record.offset >= start:
                 read_back += 1
                 first = first or record
                 last = record
-        data = data[batch.header.size:]
+        data = data[decoded.header.size:]
     elapsed = time.perf_counter() - began
     reader.close()
     print(f"  read back {read_back} records from offset {start} in {elapsed * 1000:.1f} ms "

@@ -62,13 +62,12 @@ class RecordBatch:
     """A decoded, validated batch. ``header`` is available at once; ``records()``
     builds Record objects on demand from the spans the C decoder found."""
 
-    __slots__ = ("header", "_data", "_spans", "_records_base")
+    __slots__ = ("_data", "_spans", "header")
 
-    def __init__(self, header: BatchHeader, data: bytes, spans: Any, records_base: int) -> None:
+    def __init__(self, header: BatchHeader, data: bytes, spans: Any) -> None:
         self.header = header
         self._data = data            # bytes the span positions refer to
         self._spans = spans          # numpy array of RECORD_SPAN_DTYPE
-        self._records_base = records_base
 
     def __len__(self) -> int:
         return len(self._spans)
@@ -151,14 +150,17 @@ def decode_batch(data: bytes | bytearray | memoryview,
     Raises CorruptRecordError (or a subclass naming the problem and byte position) for any
     malformed input; never returns a record that failed its CRC. O(batch size)."""
     if not isinstance(data, bytes):
-        data = bytes(data)
+        data = memoryview(data).cast("B")
     header, spans = _binding.decode_batch(data)
     if spans is not None:
-        return RecordBatch(header, data, spans, BATCH_HEADER_SIZE)
+        if not isinstance(data, bytes):
+            # Records are sliced out as bytes: copy this batch (only), once.
+            data = bytes(data[:header.size])
+        return RecordBatch(header, data, spans)
     payload = compression.decompress(header.compression, memoryview(data)[BATCH_HEADER_SIZE:header.size],
                                      max_decompressed)
     spans = _binding.decode_records(payload, header.record_count, header.last_offset_delta)
-    return RecordBatch(header, payload, spans, 0)
+    return RecordBatch(header, payload, spans)
 
 
 def iter_batches(data: bytes | bytearray | memoryview) -> Iterator[RecordBatch]:

@@ -112,7 +112,7 @@ def decode_records(data: bytes, start: int, end: int, count: int) -> list[RefRec
             raise ReferenceError_("offset delta not increasing")
         previous = offset_delta
 
-        def nullable(pos: int, allow_null: bool = True) -> tuple[bytes | None, int]:
+        def nullable(pos: int, allow_null: bool = True, rend: int = rend) -> tuple[bytes | None, int]:
             n, pos = read_varint(data, pos, rend, 5)
             if n < (-1 if allow_null else 0) or pos + max(n, 0) > rend:
                 raise ReferenceError_("bad length")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "logkernel", *args], capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, check=False)
 
 
 def test_demo_appends_and_reads_back_across_runs(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ preallocation, lost index), and after a writer process is killed with SIGKILL.""
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -69,7 +68,7 @@ def test_append_find_and_read(tmp_path: Path) -> None:
             assert [r.value for r in records if r.offset >= target] == values[target:]
         with pytest.raises(OffsetOutOfRangeError):
             seg.find_offset(1000)
-        position, base = seg.find_timestamp(1000 + 503)
+        _position, base = seg.find_timestamp(1000 + 503)
         assert base == 500
         seg.flush()
     # Reopen read-only: same answers from the indexes on disk.
