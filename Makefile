@@ -49,11 +49,12 @@ native-test: native-check
 	  $(CC) -O2 -g $(STRICT_CFLAGS) native/*.c native/tests/$$t.c -o $(NATIVE_BIN)/$$t && \
 	  $(NATIVE_BIN)/$$t || exit 1; done
 
-# The C tests under AddressSanitizer and UndefinedBehaviorSanitizer.
+# The C tests under AddressSanitizer and UndefinedBehaviorSanitizer, with the segment's
+# invariant checker (LK_DEBUG) run after every mutating call.
 test-asan:
 	@mkdir -p $(NATIVE_BIN)
 	@for t in $(NATIVE_TESTS); do \
-	  $(CC) -O1 -g $(STRICT_CFLAGS) $(SANITIZE) native/*.c native/tests/$$t.c -o $(NATIVE_BIN)/$$t-asan && \
+	  $(CC) -O1 -g -DLK_DEBUG $(STRICT_CFLAGS) $(SANITIZE) native/*.c native/tests/$$t.c -o $(NATIVE_BIN)/$$t-asan && \
 	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(NATIVE_BIN)/$$t-asan || exit 1; done
 	@echo "test-asan: native tests pass under ASan + UBSan"
 

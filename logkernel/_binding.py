@@ -69,7 +69,11 @@ def check(rc: int, err: Any = None, *, context: str = "", path: str | None = Non
         cls = errors.NoSpaceError if rc == lib.LK_ERR_NO_SPACE else errors.StorageError
         raise cls(errno, f"{prefix}{os.strerror(errno) if errno else what}", path)
     if rc == lib.LK_ERR_INDEX_CORRUPT:
-        raise errors.IndexCorruptError(f"{prefix}{what}; rebuild the index ({path})")
+        raise errors.IndexCorruptError(
+            f"{prefix}{what} ({path}): reopen with reset_indexes=True, then recover() or "
+            "rebuild_indexes()")
+    if rc == lib.LK_ERR_NEEDS_RECOVERY:
+        raise errors.NeedsRecoveryError(f"{prefix}{what} ({path})")
     if rc == lib.LK_ERR_SEGMENT_FULL:
         raise errors.SegmentFullError(f"{prefix}{what} ({path})")
     if rc == lib.LK_ERR_OFFSET_ORDER:
@@ -316,6 +320,12 @@ class RecordColumns:
         def ptr(obj: Any, ctype: str) -> Any:
             if obj is None:
                 return ffi.NULL
+            itemsize = ffi.sizeof(ctype.replace("[]", ""))
+            if memoryview(obj).itemsize != itemsize:
+                # The C side reads `count` elements of this size: a narrower array would be
+                # read past its end.
+                raise TypeError(f"a {ctype} column needs {itemsize}-byte items, got "
+                                f"{memoryview(obj).itemsize}-byte items")
             cdata = ffi.from_buffer(ctype, obj)
             keep.append(cdata)
             return cdata
@@ -334,11 +344,9 @@ class RecordColumns:
         s.header_lengths_count = 0 if header_lengths is None else len(header_lengths)
         s.header_data = ptr(header_data, "uint8_t[]")
         s.header_data_size = len(header_data)
-        for name, obj, n in (("key_lengths", key_lengths, count),
-                             ("value_lengths", value_lengths, count),
-                             ("timestamps", timestamps, count),
-                             ("offset_deltas", offset_deltas, count),
-                             ("header_counts", header_counts, count)):
+        for name, obj in (("key_lengths", key_lengths), ("value_lengths", value_lengths),
+                          ("timestamps", timestamps), ("offset_deltas", offset_deltas),
+                          ("header_counts", header_counts)):
             if obj is not None and len(obj) != count:
                 raise ValueError(f"{name} has {len(obj)} entries for {count} records")
         self.struct = s
@@ -441,6 +449,23 @@ def update_crc(batch: bytearray | memoryview) -> None:
           err, context="updating a batch CRC")
 
 
+def validate_record_set(data: Buffer, flags: int = VALIDATE_CRC) -> int:
+    """Checks that ``data`` is whole batches, each valid (their base offsets are not
+    compared: a producer's record set may carry several batches based at 0). Returns the
+    number of batches; raises CorruptRecordError naming the batch and byte position."""
+    view = memoryview(data).cast("B")
+    position = batches = 0
+    while position < len(view):
+        try:
+            header = validate_batch(view[position:], flags)
+        except errors.CorruptRecordError as exc:
+            raise type(exc)(f"batch at byte {position} of the record set: {exc.reason}",
+                            position + max(exc.position, 0), exc.record_index, exc.code) from exc
+        position += header.size
+        batches += 1
+    return batches
+
+
 # ---------------------------------------------------------------------------------------
 # Log scan and indexes
 # ---------------------------------------------------------------------------------------
@@ -530,6 +555,15 @@ class Segment:
                  index_capacity: int = 10 * 1024 * 1024, grow_step: int = 8 * 1024 * 1024,
                  index_interval_bytes: int = 4096, max_batch_size: int = 0) -> None:
         self.path = os.fspath(log_path)
+        if writable and log_capacity <= 0:
+            raise ValueError("a writable segment needs log_capacity > 0: the bytes of address "
+                             "space to reserve (segment.bytes plus one maximum batch)")
+        if writable and grow_step <= 0:
+            raise ValueError("grow_step must be > 0")
+        if (create or reset_indexes) and not writable:
+            raise ValueError("create and reset_indexes need writable=True")
+        if base_offset < 0:
+            raise ValueError(f"base_offset must be >= 0, not {base_offset}")
         config = ffi.new("lk_segment_config *")
         config.base_offset = base_offset
         config.log_capacity = log_capacity
@@ -575,10 +609,17 @@ class Segment:
                            int(out.time_index_entries), int(out.log_capacity), bool(out.writable),
                            bool(out.needs_recovery))
 
-    def append(self, record_set: Buffer, base_offset: int) -> tuple[int, int]:
-        """Appends validated batches with offsets from ``base_offset``; returns
-        (position, next_offset). Not durable until ``flush``. O(len)."""
+    def append(self, record_set: Buffer, base_offset: int, *, validated: bool = False
+               ) -> tuple[int, int]:
+        """Appends whole batches with offsets from ``base_offset``; returns (position,
+        next_offset). Not durable until ``flush``. O(len).
+
+        Every batch's CRC is checked first unless the caller already did (``validated``):
+        one bad batch written and flushed would make the next recovery drop it and every
+        good batch after it."""
         view = memoryview(record_set).cast("B")
+        if not validated:
+            validate_record_set(view)
         position = ffi.new("int64_t *")
         next_offset = ffi.new("int64_t *")
         check(lib.lk_segment_append(self._live(), ffi.from_buffer(view), len(view), base_offset,

@@ -61,6 +61,11 @@ class IndexCorruptError(StorageError):
     """An offset or time index file is not a valid index; it must be rebuilt from the log."""
 
 
+class NeedsRecoveryError(StorageError):
+    """The segment holds unrecognised bytes after its last batch (an unclean shutdown):
+    call ``recover()`` before writing to it."""
+
+
 class SegmentFullError(LogkernelError):
     """The append does not fit the segment's capacity: roll to a new segment."""
 

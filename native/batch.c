@@ -10,8 +10,8 @@
  *   2. CRC-32C of bytes [21, 12 + batchLength) equals the crc field.
  *   3. (uncompressed, when records are walked) exactly recordsCount records fill the
  *      records section with no byte left over; each record's length prefix covers
- *      exactly its fields; key/header-value lengths are >= -1, header-key lengths and
- *      header counts >= 0; offset deltas strictly increase from >= 0 and the last one
+ *      exactly its fields; header-key lengths and header counts are >= 0 (negative
+ *      key, value and header-value lengths mean null, as Kafka reads them); offset deltas strictly increase from >= 0 and the last one
  *      equals lastOffsetDelta.
  *   4. A control batch holds exactly one record.
  */
@@ -41,6 +41,8 @@ const char *lk_status_message(int status)
     case LK_ERR_OFFSET_ORDER: return "LK_ERR_OFFSET_ORDER: offsets out of order or range";
     case LK_ERR_INDEX_CORRUPT: return "LK_ERR_INDEX_CORRUPT: index file invalid";
     case LK_ERR_CLOSED: return "LK_ERR_CLOSED: segment sealed or closed";
+    case LK_ERR_NEEDS_RECOVERY:
+        return "LK_ERR_NEEDS_RECOVERY: unrecognised bytes after the last batch; recover first";
     default: return "unknown logkernel status";
     }
 }
@@ -240,17 +242,21 @@ static int walk_records(const uint8_t *base, size_t start, size_t end, int32_t c
             return lk_fail(err, LK_ERR_CORRUPT_RECORD, p - base, i,
                            "offsetDelta is not the record's index in the batch");
         previous_delta = offset_delta;
-        if (!read_varint(&p, record_end, &key_len) || key_len < -1 ||
-            key_len > record_end - p)
+        /* Kafka reads any negative key, value or header-value length as null (only
+         * -1 is ever written); spans report null as -1. */
+        if (!read_varint(&p, record_end, &key_len) || key_len > record_end - p)
             return lk_fail(err, LK_ERR_CORRUPT_RECORD, p - base, i,
-                           "key length is malformed, below -1, or runs past the record");
+                           "key length is malformed or runs past the record");
+        if (key_len < 0)
+            key_len = -1;
         const uint8_t *key = p;
         if (key_len > 0)
             p += key_len;
-        if (!read_varint(&p, record_end, &value_len) || value_len < -1 ||
-            value_len > record_end - p)
+        if (!read_varint(&p, record_end, &value_len) || value_len > record_end - p)
             return lk_fail(err, LK_ERR_CORRUPT_RECORD, p - base, i,
-                           "value length is malformed, below -1, or runs past the record");
+                           "value length is malformed or runs past the record");
+        if (value_len < 0)
+            value_len = -1;
         const uint8_t *value = p;
         if (value_len > 0)
             p += value_len;
@@ -268,9 +274,9 @@ static int walk_records(const uint8_t *base, size_t start, size_t end, int32_t c
                 return lk_fail(err, LK_ERR_CORRUPT_RECORD, p - base, i,
                                "header key length is malformed, negative, or too long");
             p += hk;
-            if (!read_varint(&p, record_end, &hv) || hv < -1 || hv > record_end - p)
+            if (!read_varint(&p, record_end, &hv) || hv > record_end - p)
                 return lk_fail(err, LK_ERR_CORRUPT_RECORD, p - base, i,
-                               "header value length is malformed, below -1, or too long");
+                               "header value length is malformed or too long");
             if (hv > 0)
                 p += hv;
         }
@@ -372,6 +378,11 @@ int lk_batch_decode(const uint8_t *buf, size_t len, uint32_t max_batch_size,
         *header = h;
     if (h.attributes & LK_ATTR_COMPRESSION_MASK)
         return LK_OK;
+    /* A count the records section cannot hold is the batch's fault, not the caller's:
+     * report it as corrupt before comparing it with the span capacity. */
+    if ((uint64_t)h.record_count * 7 > (uint64_t)h.batch_length + LK_LOG_OVERHEAD - LK_BATCH_HEADER_SIZE)
+        return lk_fail(err, LK_ERR_CORRUPT_RECORD, LK_OFF_RECORD_COUNT, -1,
+                       "recordsCount is larger than the records section can hold");
     if ((size_t)h.record_count > out_capacity || (!out && h.record_count > 0))
         return lk_fail(err, LK_ERR_BUFFER_TOO_SMALL, LK_OFF_RECORD_COUNT, -1,
                        "span array is smaller than recordsCount");
@@ -401,11 +412,11 @@ int lk_headers_decode(const uint8_t *buf, size_t len, int32_t headers_count,
         out[h].key_pos = (int32_t)(p - buf);
         out[h].key_len = hk;
         p += hk;
-        if (!read_varint(&p, end, &hv) || hv < -1 || hv > end - p)
+        if (!read_varint(&p, end, &hv) || hv > end - p)
             return lk_fail(err, LK_ERR_CORRUPT_RECORD, p - buf, h,
-                           "header value length is malformed, below -1, or too long");
+                           "header value length is malformed or too long");
         out[h].value_pos = (int32_t)(p - buf);
-        out[h].value_len = hv;
+        out[h].value_len = hv < 0 ? -1 : hv;
         if (hv > 0)
             p += hv;
     }
@@ -466,7 +477,7 @@ static int check_columns(const lk_records_in *r, lk_error *err)
                 if (hk < 0 || hv < -1)
                     return lk_fail(err, LK_ERR_ARGUMENT, 0, i,
                                    "header key length negative or value length below -1");
-                header_bytes += hk + (hv > 0 ? hv : 0);
+                header_bytes += (int64_t)hk + (hv > 0 ? hv : 0);
             }
         }
     }
@@ -505,11 +516,11 @@ static int64_t write_records(const lk_records_in *r, int64_t base_timestamp, uin
             max_ts = ts;
 
         int64_t body = 1 + varlong_size(ts_delta) + varint_size(offset_delta) +
-                       varint_size(klen) + (klen > 0 ? klen : 0) + varint_size(vlen) +
-                       (vlen > 0 ? vlen : 0) + varint_size(hcount);
+                       varint_size(klen) + (int64_t)(klen > 0 ? klen : 0) + varint_size(vlen) +
+                       (int64_t)(vlen > 0 ? vlen : 0) + varint_size(hcount);
         for (int32_t h = 0; h < hcount; h++) {
             int32_t hk = hlen[2 * h], hv = hlen[2 * h + 1];
-            body += varint_size(hk) + hk + varint_size(hv) + (hv > 0 ? hv : 0);
+            body += varint_size(hk) + (int64_t)hk + varint_size(hv) + (int64_t)(hv > 0 ? hv : 0);
         }
         if (body > INT32_MAX || body + varint_size((int32_t)body) > end - p)
             return -1;

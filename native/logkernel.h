@@ -47,7 +47,9 @@ enum lk_status {
     LK_ERR_NO_MEMORY = -13,
     LK_ERR_OFFSET_ORDER = -14,    /* offsets would go backwards or leave the segment's int32 range */
     LK_ERR_INDEX_CORRUPT = -15,   /* an index file is not a valid prefix of entries; rebuild it */
-    LK_ERR_CLOSED = -16           /* the segment handle was sealed read-only or closed */
+    LK_ERR_CLOSED = -16,          /* the segment handle was sealed read-only or closed */
+    LK_ERR_NEEDS_RECOVERY = -17   /* the segment holds unrecognised bytes after its last
+                                     batch: call lk_segment_recover before writing */
 };
 
 /* Returns a static English name for a status code ("LK_ERR_CRC: ..."); never NULL. */
@@ -71,7 +73,8 @@ enum lk_crc32c_impl {
     LK_CRC32C_TABLE = 0,      /* portable slicing-by-8 tables; every CPU */
     LK_CRC32C_SSE42 = 1,      /* x86 SSE4.2 crc32 instruction, three interleaved streams */
     LK_CRC32C_VPCLMUL = 2,    /* x86 VPCLMULQDQ carry-less-multiply folding (AVX2 ymm registers) */
-    LK_CRC32C_AVX512 = 3,     /* x86 AVX-512 VPCLMULQDQ folding on zmm registers */
+    LK_CRC32C_AVX512 = 3,     /* reserved for zmm folding: not built (no machine here to test
+                                 it on); always unavailable. The ymm path runs on AVX-512 CPUs */
     LK_CRC32C_IMPL_COUNT = 4
 };
 
@@ -422,18 +425,22 @@ int lk_segment_open(const char *log_path, const char *index_path, const char *ti
  * Errors: ARGUMENT, BAD_LENGTH/TRUNCATED/BAD_MAGIC (not a whole record set), OFFSET_ORDER
  * (base_offset < next offset, or relative offsets past int32), SEGMENT_FULL (roll;
  * nothing written), NO_SPACE / IO (nothing appended: the logical size is unchanged),
- * CLOSED (sealed). */
+ * CLOSED (sealed), NEEDS_RECOVERY (open found unrecognised bytes after the last batch). */
 int lk_segment_append(lk_segment *seg, const uint8_t *record_set, size_t len,
                       int64_t base_offset, int64_t *position, int64_t *next_offset);
 
 /* Makes everything appended so far durable: msync of the dirty range of the log and
- * indexes, then fdatasync. O(dirty bytes). Errors: IO. */
+ * indexes, then fdatasync, in the order log, time index, offset index; the first flush
+ * after this handle created a file also fsyncs the directory. O(dirty bytes).
+ * Errors: IO. */
 int lk_segment_flush(lk_segment *seg);
 
 /* Re-validates every batch from position 0 (CRC and header; records as flags say),
- * truncates the logical size and the file to the valid prefix, rebuilds both indexes
- * from scratch. The result says what was dropped and why. O(segment size).
- * Errors: IO, CLOSED. */
+ * truncates the logical size to the valid prefix, rebuilds both indexes from scratch.
+ * Bytes after the prefix that a reader may have seen are zeroed in place; the file is
+ * only cut past them (see lk_segment_data). The result says what was dropped and why.
+ * O(segment size). Call it after any unclean shutdown: open trusts the indexes.
+ * Errors: IO, NO_SPACE, NO_MEMORY, CLOSED. */
 int lk_segment_recover(lk_segment *seg, int flags, lk_scan_result *out);
 
 /* Rebuilds both indexes from the log without validating CRCs (for a missing or
@@ -442,17 +449,22 @@ int lk_segment_recover(lk_segment *seg, int flags, lk_scan_result *out);
  * Errors: IO, NO_SPACE, NO_MEMORY. */
 int lk_segment_rebuild_indexes(lk_segment *seg);
 
-/* Trims the .log and index files to their logical sizes, flushes, and makes the
- * handle read-only (further appends give LK_ERR_CLOSED). Idempotent. */
+/* Trims the index files to their entries and the .log to its logical size (or to the
+ * largest size this handle exposed, zero-filled, if it was truncated), flushes, and makes
+ * the handle read-only (further appends give LK_ERR_CLOSED). Idempotent. */
 int lk_segment_seal(lk_segment *seg);
 
 /* Truncates the segment to the batches with offsets < offset (drops whole batches),
- * and the indexes with them. Errors: IO, CLOSED. */
+ * and the indexes with them; cut bytes are zeroed as lk_segment_recover does.
+ * Errors: IO, CLOSED, NEEDS_RECOVERY, and header errors (TRUNCATED, BAD_LENGTH,
+ * OFFSET_ORDER) when the log before the cut is damaged: recover first. */
 int lk_segment_truncate_to_offset(lk_segment *seg, int64_t offset);
 
 /* Position of the first batch whose last offset >= target, for reads. *base_offset
  * is that batch's base offset. O(log index) + a scan of at most index_interval_bytes
- * of batch headers. Errors: NOT_FOUND (target >= next offset), ARGUMENT (target < base). */
+ * of batch headers. Errors: NOT_FOUND (target >= next offset), ARGUMENT (target < base),
+ * IO / NO_MEMORY (mapping a read-only segment's index on first use), header errors on
+ * an unrecovered damaged log. */
 int lk_segment_find_offset(lk_segment *seg, int64_t target, int64_t *position,
                            int64_t *base_offset);
 
@@ -465,7 +477,9 @@ int lk_segment_find_timestamp(lk_segment *seg, int64_t target, int64_t *position
 int lk_segment_get_info(const lk_segment *seg, lk_segment_info *out);
 
 /* The mapped .log bytes: valid for lk_segment_info.size bytes. The pointer stays valid
- * until the map is released (see lk_segment_close), even after close. */
+ * until the map is released (see lk_segment_close), even after close, and every byte
+ * below any size the segment ever had stays readable: truncation and recovery zero such
+ * bytes rather than cutting them from the file, so a reader's view never faults. */
 const uint8_t *lk_segment_data(const lk_segment *seg);
 
 /* Size in bytes of the address range the .log map covers (for lk_unmap). */

@@ -60,7 +60,8 @@
  * asserted when the log's headers walk cleanly from 0 to size.
  *
  *   1. 0 <= flushed_size <= size <= file_size; a writable segment's file_size <= the
- *      length of its .log map; a sealed segment's file_size == size.
+ *      length of its .log map; a sealed segment's file_size is size, or at most the
+ *      largest size it ever exposed to readers (bytes past size are zero, invariant 3).
  *   2. .log[0, size) is a whole number of batches whose headers parse, base offsets
  *      never below the previous batch's last offset + 1 (nor below base_offset), last
  *      offsets within base_offset + [0, INT32_MAX]; next_offset is the last batch's
@@ -448,6 +449,9 @@ struct lk_segment {
     int64_t log_capacity;        /* bytes appends may fill */
     int64_t file_size;           /* bytes the .log file holds */
     int64_t size;                /* logical bytes */
+    int64_t exposed_size;        /* largest logical size this handle had: a reader may hold
+                                    a view of any byte below it, so the file is never cut
+                                    shorter than this (zeroed instead) while the map lives */
     int64_t flushed_size;
     int log_dirty;
     int64_t base_offset;
@@ -464,6 +468,8 @@ struct lk_segment {
     int needs_recovery;          /* open found bytes after the last batch that are not 0 */
     int unverified;              /* opened over existing bytes that no walk from 0 has checked */
     long page_size;
+    char *dir_path;              /* set when this open created a file: the directory entry
+                                    is made durable by the next flush, then freed */
     index_file offset_index;
     index_file time_index;
 };
@@ -844,6 +850,7 @@ static int segment_free(lk_segment *seg, int release_map, const char *log_path_t
     }
     if (log_path_to_unlink && seg->log_created)
         unlink(log_path_to_unlink);
+    free(seg->dir_path);
     free(seg);
     if (rc != LK_OK)
         errno = saved;
@@ -894,8 +901,7 @@ static int read_last_entry(const index_file *ix, uint8_t *entry)
 
 /* Whether the batch holding offset base + relative carries maxTimestamp == timestamp, as
  * a time entry says. Found from `start` (a batch boundary) when the offset is at or
- * after the batch there, else through the offset index if it is mapped; a read-only
- * segment whose entry lies before `start` is trusted (its index is mapped lazily). */
+ * after the batch there, else through the offset index (mapped on demand). */
 static int time_entry_checks_out(lk_segment *seg, int64_t start, int64_t timestamp,
                                  int32_t relative)
 {
@@ -904,12 +910,8 @@ static int time_entry_checks_out(lk_segment *seg, int64_t start, int64_t timesta
     if (lk_batch_parse_header(seg->log_map + start, (size_t)(seg->size - start),
                               STORED_BATCH_LIMIT, &h, NULL) != LK_OK)
         return 0;
-    if (h.base_offset > target) {
-        if (!seg->offset_index.loaded)
-            return 1;
-        if (start_for_offset(seg, target, &from) != LK_OK)
-            return 0;
-    }
+    if (h.base_offset > target && start_for_offset(seg, target, &from) != LK_OK)
+        return 0; /* start_for_offset maps a read-only segment's index on demand */
     if (walk_to(seg, from, 0, target, &pos, NULL) != LK_OK)
         return 0;
     return lk_batch_parse_header(seg->log_map + pos, (size_t)(seg->size - pos),
@@ -1179,9 +1181,19 @@ int lk_segment_open(const char *log_path, const char *index_path, const char *ti
             }
         }
         derive_state(seg, have_hint, hr, hp, have_time, tt, tr);
+        seg->exposed_size = seg->size;
         seg->unverified = seg->size > 0;
         if (writable)
             rc = trim_writable_indexes(seg);
+    }
+    if (rc == LK_OK && (seg->log_created || seg->offset_index.created ||
+                        seg->time_index.created)) {
+        /* The index files live beside the .log (Kafka's layout), so one directory. */
+        const char *slash = strrchr(log_path, '/');
+        size_t n = slash ? (size_t)(slash - log_path) : 0;
+        seg->dir_path = n ? strndup(log_path, n) : strdup(slash ? "/" : ".");
+        if (!seg->dir_path)
+            rc = LK_ERR_NO_MEMORY;
     }
     if (rc != LK_OK) {
         int saved = errno;
@@ -1281,6 +1293,8 @@ int lk_segment_append(lk_segment *seg, const uint8_t *record_set, size_t len,
         return LK_ERR_ARGUMENT;
     if (!seg->writable || seg->sealed)
         return LK_ERR_CLOSED;
+    if (seg->needs_recovery)
+        return LK_ERR_NEEDS_RECOVERY; /* writing after unrecognised bytes would be lost */
     if (base_offset < seg->next_offset)
         return LK_ERR_OFFSET_ORDER;
     if (seg->size > seg->log_capacity || (uint64_t)len > (uint64_t)(seg->log_capacity - seg->size))
@@ -1325,6 +1339,8 @@ int lk_segment_append(lk_segment *seg, const uint8_t *record_set, size_t len,
         return LK_ERR_ARGUMENT;
     }
     seg->size = at + (int64_t)len;
+    if (seg->size > seg->exposed_size)
+        seg->exposed_size = seg->size;
     seg->next_offset = applied.next_offset;
     seg->max_timestamp = applied.cursor.max_timestamp;
     seg->offset_of_max_timestamp = applied.cursor.offset_of_max;
@@ -1376,9 +1392,24 @@ static int flush_all(lk_segment *seg)
         seg->flushed_size = seg->size;
         seg->log_dirty = 0;
     }
-    int rc = flush_index(seg, &seg->offset_index);
+    /* The time index before the offset index: a crash between the two then leaves
+     * time entries that a shorter offset index does not contradict (open starts its walk
+     * at the last offset entry and trusts the last time entry only for what precedes it). */
+    int rc = flush_index(seg, &seg->time_index);
     if (rc == LK_OK)
-        rc = flush_index(seg, &seg->time_index);
+        rc = flush_index(seg, &seg->offset_index);
+    if (rc == LK_OK && seg->dir_path) {
+        /* New files: their directory entries must be durable too, once. */
+        int fd = open(seg->dir_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+            return io_error(errno);
+        rc = sync_file(fd);
+        close(fd);
+        if (rc == LK_OK) {
+            free(seg->dir_path);
+            seg->dir_path = NULL;
+        }
+    }
     return rc;
 }
 
@@ -1598,6 +1629,30 @@ int lk_segment_rebuild_indexes(lk_segment *seg)
 
 /* ---- recover ---- */
 
+/* Sets the logical size to new_size (<= size). Bytes a reader may hold a view of (below
+ * exposed_size) are zeroed in place instead of cut from the file: cutting mapped pages
+ * would turn a later read of such a view into SIGBUS. The zeros read as a preallocated
+ * tail at the next open. Bytes past exposed_size are cut. */
+static int shrink_log(lk_segment *seg, int64_t new_size)
+{
+    int64_t keep = seg->exposed_size > new_size ? seg->exposed_size : new_size;
+    if (keep > seg->file_size)
+        keep = seg->file_size;
+    if (keep > new_size)
+        memset(seg->log_map + new_size, 0, (size_t)(keep - new_size));
+    if (seg->file_size > keep) {
+        int rc = truncate_file(seg->log_fd, keep);
+        if (rc != LK_OK)
+            return rc;
+        seg->file_size = keep;
+    }
+    seg->size = new_size;
+    if (seg->flushed_size > new_size)
+        seg->flushed_size = new_size;
+    seg->log_dirty = 1;
+    return LK_OK;
+}
+
 int lk_segment_recover(lk_segment *seg, int flags, lk_scan_result *out)
 {
     if (!seg || (flags & ~VALIDATE_ALL))
@@ -1624,15 +1679,8 @@ int lk_segment_recover(lk_segment *seg, int flags, lk_scan_result *out)
         scan_stop(&scan, LK_SCAN_OFFSET, LK_ERR_OFFSET_ORDER, w.end, -1,
                   "the batch's last offset is more than 2^31-1 past the segment's base offset");
     }
-    if (seg->file_size != scan.valid_bytes) {
-        if ((rc = truncate_file(seg->log_fd, scan.valid_bytes)) != LK_OK)
-            return rc;
-        seg->file_size = scan.valid_bytes;
-    }
-    seg->size = scan.valid_bytes;
-    if (seg->flushed_size > seg->size)
-        seg->flushed_size = seg->size;
-    seg->log_dirty = 1;
+    if ((rc = shrink_log(seg, scan.valid_bytes)) != LK_OK)
+        return rc;
     seg->next_offset = w.next_offset;
     seg->max_timestamp = w.max_timestamp;
     seg->offset_of_max_timestamp = w.offset_of_max_timestamp;
@@ -1658,12 +1706,8 @@ static int seal_files(lk_segment *seg)
         seg->last_time_entry_ts = c.max_timestamp;
     }
     int rc;
-    if (seg->file_size != seg->size) {
-        if ((rc = truncate_file(seg->log_fd, seg->size)) != LK_OK)
-            return rc;
-        seg->file_size = seg->size;
-        seg->log_dirty = 1;
-    }
+    if (seg->file_size != seg->size && (rc = shrink_log(seg, seg->size)) != LK_OK)
+        return rc;
     index_file *both[2] = {ox, tx};
     for (int i = 0; i < 2; i++) {
         index_file *ix = both[i];
@@ -1698,6 +1742,8 @@ int lk_segment_truncate_to_offset(lk_segment *seg, int64_t offset)
         return LK_ERR_ARGUMENT;
     if (!seg->writable || seg->sealed)
         return LK_ERR_CLOSED;
+    if (seg->needs_recovery)
+        return LK_ERR_NEEDS_RECOVERY;
     if (offset >= seg->next_offset)
         return LK_OK;
     int64_t new_size = 0;
@@ -1709,12 +1755,8 @@ int lk_segment_truncate_to_offset(lk_segment *seg, int64_t offset)
     walk_log(seg, 0, new_size, &w);
     if (w.stop_code != LK_OK)
         return w.stop_code; /* the log is broken before the cut: recover first */
-    if ((rc = truncate_file(seg->log_fd, new_size)) != LK_OK)
+    if ((rc = shrink_log(seg, new_size)) != LK_OK)
         return rc;
-    seg->size = seg->file_size = new_size;
-    if (seg->flushed_size > new_size)
-        seg->flushed_size = new_size;
-    seg->log_dirty = 1;
     seg->next_offset = w.next_offset;
     seg->max_timestamp = w.max_timestamp;
     seg->offset_of_max_timestamp = w.offset_of_max_timestamp;
@@ -1832,7 +1874,8 @@ static int lk_segment_check(const lk_segment *seg)
         return 1;
     if (seg->writable && (uint64_t)seg->file_size > seg->log_map_length)
         return 1;
-    if (seg->sealed && seg->file_size != seg->size)
+    if (seg->sealed && seg->file_size != seg->size &&
+        seg->file_size > (seg->exposed_size > seg->size ? seg->exposed_size : seg->size))
         return 1;
     /* 3 */
     if (seg->writable &&

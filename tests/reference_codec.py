@@ -114,7 +114,8 @@ def decode_records(data: bytes, start: int, end: int, count: int) -> list[RefRec
 
         def nullable(pos: int, allow_null: bool = True, rend: int = rend) -> tuple[bytes | None, int]:
             n, pos = read_varint(data, pos, rend, 5)
-            if n < (-1 if allow_null else 0) or pos + max(n, 0) > rend:
+            # Kafka: any negative key/value/header-value length is null; header keys >= 0
+            if (n < 0 and not allow_null) or pos + max(n, 0) > rend:
                 raise ReferenceError_("bad length")
             if n < 0:
                 return None, pos

@@ -151,3 +151,30 @@ def test_control_batch_round_trip() -> None:
     assert (marker.control_type, marker.coordinator_epoch, marker.offset) == (0, 3, 5)
     with pytest.raises(ValueError, match="not a control batch"):
         logkernel.decode_batch(logkernel.encode_batch([b"x"])).control_record()
+
+
+def test_impossible_record_count_is_corrupt_not_a_crash() -> None:
+    data = bytearray(logkernel.encode_batch([b"x"]))
+    struct.pack_into(">i", data, 57, 1_000_000)   # recordsCount
+    struct.pack_into(">i", data, 23, 999_999)     # lastOffsetDelta, consistent with it
+    logkernel._binding.update_crc(data)
+    with pytest.raises(CorruptRecordError, match="recordsCount is larger"):
+        logkernel.decode_batch(data)
+
+
+def test_negative_lengths_below_minus_one_read_as_null_like_kafka() -> None:
+    # record: attrs 0, tsΔ 0, offΔ 0, key len -2 (zig-zag 3), value len -5 (9), 0 headers
+    body = bytes([0, 0, 0, 3, 9, 0])
+    records = bytes([len(body) * 2]) + body
+    data = bytearray(logkernel.encode_batch([b""]))
+    data = data[:61] + records
+    struct.pack_into(">i", data, 8, len(data) - 12)
+    logkernel._binding.update_crc(data)
+    (record,) = logkernel.decode_batch(bytes(data)).records()
+    assert record.key is None and record.value is None
+
+
+def test_record_columns_refuse_arrays_of_the_wrong_width() -> None:
+    from array import array
+    with pytest.raises(TypeError, match="4-byte items"):
+        logkernel._binding.RecordColumns(2, values=b"ab", value_lengths=array("h", [1, 1]))
