@@ -277,10 +277,14 @@ def encode_batch(
         value_lengths=value_lengths, timestamps=ts_column, offset_deltas=deltas, **extra)
     attributes = codec | (0x10 if transactional else 0) | (0x08 if log_append_time else 0)
     if codec == compression.NONE:
-        return _binding.encode_batch(
+        view = _binding.encode_batch(
             columns, base_offset=base_offset, partition_leader_epoch=partition_leader_epoch,
             attributes=attributes, base_timestamp=base_ts, producer_id=producer_id,
             producer_epoch=producer_epoch, base_sequence=base_sequence)
+        # Free the concatenated inputs before allocating the result, so the allocator can
+        # hand their memory straight back instead of trimming and re-faulting the heap.
+        del columns, value_data, key_data, extra
+        return bytes(view)
     section = _binding.encode_records(columns, base_ts)
     last_delta = deltas[-1] if deltas is not None else count - 1
     return _binding.frame_batch(
