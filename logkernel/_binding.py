@@ -356,15 +356,12 @@ class RecordColumns:
 
 def _params(base_offset: int, partition_leader_epoch: int, attributes: int, base_timestamp: int,
             producer_id: int, producer_epoch: int, base_sequence: int) -> Any:
-    p = ffi.new("lk_batch_params *")
-    p.base_offset = base_offset
-    p.partition_leader_epoch = partition_leader_epoch
-    p.attributes = attributes
-    p.base_timestamp = base_timestamp
-    p.producer_id = producer_id
-    p.producer_epoch = producer_epoch
-    p.base_sequence = base_sequence
-    return p
+    return ffi.new("lk_batch_params *", {
+        "base_offset": base_offset, "partition_leader_epoch": partition_leader_epoch,
+        "attributes": attributes, "base_timestamp": base_timestamp,
+        "producer_id": producer_id, "producer_epoch": producer_epoch,
+        "base_sequence": base_sequence,
+    })
 
 
 # Encoding writes into a per-thread scratch buffer, then copies the exact bytes out: a
@@ -590,16 +587,14 @@ class Segment:
             raise ValueError("create and reset_indexes need writable=True")
         if base_offset < 0:
             raise ValueError(f"base_offset must be >= 0, not {base_offset}")
-        config = ffi.new("lk_segment_config *")
-        config.base_offset = base_offset
-        config.log_capacity = log_capacity
-        config.index_capacity = index_capacity
-        config.grow_step = grow_step
-        config.index_interval_bytes = index_interval_bytes
-        config.max_batch_size = max_batch_size
-        config.flags = ((lib.LK_SEGMENT_WRITABLE if writable else 0)
-                        | (lib.LK_SEGMENT_CREATE if create else 0)
-                        | (lib.LK_SEGMENT_RESET_INDEXES if reset_indexes else 0))
+        config = ffi.new("lk_segment_config *", {
+            "base_offset": base_offset, "log_capacity": log_capacity,
+            "index_capacity": index_capacity, "grow_step": grow_step,
+            "index_interval_bytes": index_interval_bytes, "max_batch_size": max_batch_size,
+            "flags": ((lib.LK_SEGMENT_WRITABLE if writable else 0)
+                      | (lib.LK_SEGMENT_CREATE if create else 0)
+                      | (lib.LK_SEGMENT_RESET_INDEXES if reset_indexes else 0)),
+        })
         handle = ffi.new("lk_segment **")
 
         def c_path(p: str | os.PathLike[str] | None) -> Any:

@@ -11,16 +11,7 @@
 
 #include "logkernel.h"
 
-static int checks, failures;
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        checks++;                                                                    \
-        if (!(cond)) {                                                               \
-            failures++;                                                              \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                            \
-    } while (0)
+#include "check.h"
 
 /* xorshift64*: deterministic pseudo-random numbers for the mutation loops. */
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
@@ -321,10 +312,5 @@ int main(void)
     test_hostile_lengths();
     test_encode_arguments();
     test_control();
-    if (failures) {
-        fprintf(stderr, "test_batch: %d of %d checks FAILED\n", failures, checks);
-        return 1;
-    }
-    printf("test_batch: %d checks passed\n", checks);
-    return 0;
+    return check_summary("test_batch");
 }

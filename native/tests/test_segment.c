@@ -27,42 +27,7 @@
 #include "logkernel.h"
 #include "internal.h"
 
-static long checks, failures;
-
-#define CHECK(cond)                                                                          \
-    do {                                                                                     \
-        checks++;                                                                            \
-        if (!(cond)) {                                                                       \
-            failures++;                                                                      \
-            if (failures < 50)                                                               \
-                fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);     \
-        }                                                                                    \
-    } while (0)
-
-#define CHECK_EQ(a, b)                                                                       \
-    do {                                                                                     \
-        int64_t a_ = (int64_t)(a), b_ = (int64_t)(b);                                        \
-        checks++;                                                                            \
-        if (a_ != b_) {                                                                      \
-            failures++;                                                                      \
-            if (failures < 50)                                                               \
-                fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%" PRId64 " != %" PRId64     \
-                                ")\n",                                                       \
-                        __FILE__, __LINE__, #a, #b, a_, b_);                                 \
-        }                                                                                    \
-    } while (0)
-
-/* Stops the test on a failure that would only cascade. */
-#define REQUIRE_OK(expr)                                                                     \
-    do {                                                                                     \
-        int rc_ = (expr);                                                                    \
-        checks++;                                                                            \
-        if (rc_ != LK_OK) {                                                                  \
-            fprintf(stderr, "%s:%d: %s returned %d (%s)\n", __FILE__, __LINE__, #expr, rc_,  \
-                    lk_status_message(rc_));                                                 \
-            exit(1);                                                                         \
-        }                                                                                    \
-    } while (0)
+#include "check.h"
 
 /* ------------------------------------------------------------------------------------
  * Random numbers, files
@@ -1390,10 +1355,5 @@ int main(void)
     test_no_space();
     remove_dir_contents(dir);
     rmdir(dir);
-    if (failures) {
-        fprintf(stderr, "test_segment: %ld of %ld checks FAILED\n", failures, checks);
-        return 1;
-    }
-    printf("test_segment: %ld checks passed\n", checks);
-    return 0;
+    return check_summary("test_segment");
 }
