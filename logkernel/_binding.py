@@ -643,8 +643,15 @@ class Segment:
             validate_record_set(view)
         position = ffi.new("int64_t *")
         next_offset = ffi.new("int64_t *")
-        check(lib.lk_segment_append(self._live(), ffi.from_buffer(view), len(view), base_offset,
-                                    position, next_offset), context="appending", path=self.path)
+        rc = lib.lk_segment_append(self._live(), ffi.from_buffer(view), len(view), base_offset,
+                                   position, next_offset)
+        if rc == lib.LK_ERR_OFFSET_ORDER:
+            info = self.info()
+            raise errors.OffsetOrderError(
+                f"cannot append at offset {base_offset} to {self.path}: its next offset is "
+                f"{info.next_offset}, and a batch's offsets must stay within 2^31-1 of the "
+                f"segment's base offset {info.base_offset}")
+        check(rc, context="appending", path=self.path)
         return int(position[0]), int(next_offset[0])
 
     def flush(self) -> None:

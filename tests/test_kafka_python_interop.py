@@ -125,3 +125,24 @@ def test_kafka_python_crc_agrees_on_random_buffers() -> None:
     for size in (0, 1, 100, 4096, 100_000):
         data = rng.randbytes(size)
         assert logkernel.crc32c(data) == crc_module.calc_crc32c(data)
+
+
+def test_kafka_python_reads_a_segment_file_we_wrote(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A .log segment is a record set Kafka clients read as-is."""
+    memory_records = pytest.importorskip("kafka.record.memory_records")
+    stem = tmp_path / ("0" * 20)
+    offset = 0
+    with logkernel.Segment(f"{stem}.log", f"{stem}.index", f"{stem}.timeindex", base_offset=0,
+                           writable=True, log_capacity=1 << 24) as seg:
+        for codec in ("none", "gzip", "zstd", "lz4", "none"):
+            _, offset = seg.append(logkernel.encode_batch(
+                [b"%s-%d" % (codec.encode(), i) for i in range(5)], compression_type=codec),
+                offset)
+    records = memory_records.MemoryRecords((tmp_path / ("0" * 20 + ".log")).read_bytes())
+    got = []
+    while records.has_next():
+        batch = records.next_batch()
+        assert batch.validate_crc()
+        got += [(r.offset, r.value) for r in batch]
+    assert [o for o, _ in got] == list(range(25))
+    assert got[7][1] == b"gzip-2"

@@ -80,7 +80,7 @@ def test_append_find_and_read(tmp_path: Path) -> None:
 def test_offsets_must_not_go_backwards(tmp_path: Path) -> None:
     with open_segment(tmp_path, base=100) as seg:
         seg.append(logkernel.encode_batch([b"a", b"b"]), 100)
-        with pytest.raises(OffsetOrderError):
+        with pytest.raises(OffsetOrderError, match="next offset is 102"):
             seg.append(logkernel.encode_batch([b"c"]), 101)
         assert seg.info().next_offset == 102
 
@@ -354,3 +354,31 @@ def test_recover_rebuilds_a_time_index_cut_short(tmp_path: Path) -> None:
         assert (info.max_timestamp, info.offset_of_max_timestamp) == (999, 4)
         assert seg.find_timestamp(500)[1] == 4
         assert seg.find_timestamp(85)[1] == 4
+
+
+def test_index_files_are_kafkas_layout(tmp_path: Path) -> None:
+    """.index: big-endian (int32 relative offset, int32 position) pairs, each pointing at
+    the start of a batch whose last offset is base + relative; .timeindex: (int64
+    timestamp, int32 relative offset), the running max timestamp and the first offset
+    that carries it."""
+    import struct
+    base = 1000
+    with open_segment(tmp_path, base=base, index_interval_bytes=200) as seg:
+        fill(seg, 60, 3, start=base, ts=50_000)
+        seg.seal()
+    log, index, timeindex = paths(tmp_path, base)
+    data = log.read_bytes()
+    raw = index.read_bytes()
+    assert len(raw) % 8 == 0 and len(raw) >= 8 * 10
+    entries = list(struct.iter_unpack(">ii", raw))
+    assert [p for _, p in entries] == sorted({p for _, p in entries})
+    for relative, position in entries:
+        header = logkernel._binding.parse_header(data[position:])
+        assert header.last_offset == base + relative
+    times = list(struct.iter_unpack(">qi", timeindex.read_bytes()))
+    assert times, "a sealed segment has at least its final time entry"
+    batches = {b.header.base_offset: b.header for b in logkernel.iter_batches(data)}
+    for timestamp, relative in times:
+        holder = max(o for o in batches if o <= base + relative)
+        assert batches[holder].max_timestamp == timestamp
+    assert times[-1][0] == max(h.max_timestamp for h in batches.values())
