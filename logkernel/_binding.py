@@ -315,41 +315,36 @@ class RecordColumns:
                  values: bytes = b"", value_lengths: Any = None, timestamps: Any = None,
                  offset_deltas: Any = None, header_counts: Any = None,
                  header_lengths: Any = None, header_data: bytes = b"") -> None:
-        s = ffi.new("lk_records_in *")
+        fields: dict[str, Any] = {"count": count, "keys_size": len(keys),
+                                  "values_size": len(values),
+                                  "header_data_size": len(header_data)}
         keep: list[Any] = []
-
-        def ptr(obj: Any, ctype: str) -> Any:
-            if obj is None:
-                return ffi.NULL
-            itemsize = ffi.sizeof(ctype.replace("[]", ""))
-            if memoryview(obj).itemsize != itemsize:
-                # The C side reads `count` elements of this size: a narrower array would be
-                # read past its end.
-                raise TypeError(f"a {ctype} column needs {itemsize}-byte items, got "
-                                f"{memoryview(obj).itemsize}-byte items")
+        for name, obj, ctype, itemsize, per_record in (
+                ("keys", keys, "uint8_t[]", 1, False),
+                ("values", values, "uint8_t[]", 1, False),
+                ("header_data", header_data, "uint8_t[]", 1, False),
+                ("key_lengths", key_lengths, "int32_t[]", 4, True),
+                ("value_lengths", value_lengths, "int32_t[]", 4, True),
+                ("timestamps", timestamps, "int64_t[]", 8, True),
+                ("offset_deltas", offset_deltas, "int32_t[]", 4, True),
+                ("header_counts", header_counts, "int32_t[]", 4, True),
+                ("header_lengths", header_lengths, "int32_t[]", 4, False)):
+            if obj is None or (itemsize == 1 and not obj):
+                continue  # NULL: the C side treats a missing column as documented
+            view = memoryview(obj)
+            if view.itemsize != itemsize:
+                # The C side reads elements of this size: a narrower array would be read
+                # past its end.
+                raise TypeError(f"the {name} column needs {itemsize}-byte items, got "
+                                f"{view.itemsize}-byte items")
+            if per_record and len(view) != count:
+                raise ValueError(f"{name} has {len(view)} entries for {count} records")
             cdata = ffi.from_buffer(ctype, obj)
             keep.append(cdata)
-            return cdata
-
-        s.count = count
-        s.keys = ptr(keys, "uint8_t[]")
-        s.keys_size = len(keys)
-        s.key_lengths = ptr(key_lengths, "int32_t[]")
-        s.values = ptr(values, "uint8_t[]")
-        s.values_size = len(values)
-        s.value_lengths = ptr(value_lengths, "int32_t[]")
-        s.timestamps = ptr(timestamps, "int64_t[]")
-        s.offset_deltas = ptr(offset_deltas, "int32_t[]")
-        s.header_counts = ptr(header_counts, "int32_t[]")
-        s.header_lengths = ptr(header_lengths, "int32_t[]")
-        s.header_lengths_count = 0 if header_lengths is None else len(header_lengths)
-        s.header_data = ptr(header_data, "uint8_t[]")
-        s.header_data_size = len(header_data)
-        for name, obj in (("key_lengths", key_lengths), ("value_lengths", value_lengths),
-                          ("timestamps", timestamps), ("offset_deltas", offset_deltas),
-                          ("header_counts", header_counts)):
-            if obj is not None and len(obj) != count:
-                raise ValueError(f"{name} has {len(obj)} entries for {count} records")
+            fields[name] = cdata
+        if header_lengths is not None:
+            fields["header_lengths_count"] = len(header_lengths)
+        s = ffi.new("lk_records_in *", fields)
         self.struct = s
         self._keep = (keep, keys, values, header_data)
 
