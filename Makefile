@@ -30,7 +30,7 @@ $(VENV)/.installed-test: $(BIN)/python pyproject.toml setup.py $(NATIVE_SOURCES)
 run: $(VENV)/.installed-run
 	$(BIN)/logkernel demo --data-dir ./logkernel-data
 
-test: $(VENV)/.installed-test native-test
+test: $(VENV)/.installed-test native-test lint
 	$(BIN)/python -m pytest
 
 # Long Hypothesis runs (more examples per property).
@@ -62,9 +62,10 @@ test-asan:
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m pytest bench --benchmark-only --benchmark-columns=min,median,ops -q
 
+# ruff and mypy, pinned in the test extras so a new release cannot fail CI by itself.
 lint: $(VENV)/.installed-test
-	$(BIN)/python -m pip install --quiet ruff
 	$(BIN)/ruff check logkernel tests bench
+	$(BIN)/mypy logkernel
 
 clean:
 	rm -rf $(VENV) build *.egg-info logkernel/_native.* $(NATIVE_BIN) .pytest_cache .benchmarks

@@ -47,7 +47,7 @@ def _kafka_python_decode(data: bytes) -> int:
 
 BATCH = logkernel.encode_batch(VALUES, timestamps=TIMESTAMP, partition_leader_epoch=0)
 # Same work on both sides: the two encoders produce identical bytes.
-assert BATCH == bytes(_kafka_python_encode(VALUES))
+assert bytes(_kafka_python_encode(VALUES)) == BATCH
 
 
 def _mark(benchmark, group: str, peer: bool) -> None:  # type: ignore[no-untyped-def]

@@ -98,11 +98,14 @@ class RecordBatch:
             headers: Any = [
                 _headers(self._data, p, length, c) if c else ()
                 for p, length, c in zip(spans["headers_pos"].tolist(),
-                                        spans["headers_len"].tolist(), counts.tolist())
+                                        spans["headers_len"].tolist(), counts.tolist(),
+                                        strict=True)
             ]
         else:
             headers = itertools.repeat((), n)
-        return list(map(_make_record, zip(offsets, timestamps, keys, values, headers)))
+        # not strict: timestamps and headers may be repeat() iterators of the same length
+        return list(map(_make_record, zip(offsets, timestamps, keys, values, headers,
+                                           strict=False)))
 
     def __iter__(self) -> Iterator[Record]:
         return iter(self.records())

@@ -136,7 +136,7 @@ def test_bad_arguments_get_clear_errors() -> None:
         logkernel.encode_batch([b"ok", "not bytes"])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="keys has 1 entries for 2 records"):
         logkernel.encode_batch([b"a", b"b"], keys=[b"k"])
-    with pytest.raises(ConfigError, match="compression.type='brotli'"):
+    with pytest.raises(ConfigError, match=r"compression\.type='brotli'"):
         logkernel.encode_batch([b"a"], compression_type="brotli")
     with pytest.raises(ValueError, match="offset deltas must increase"):
         logkernel.encode_batch([b"a", b"b"], offset_deltas=[1, 1])

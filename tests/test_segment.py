@@ -38,7 +38,7 @@ def fill(segment: Segment, batches: int, per_batch: int, start: int = 0, ts: int
     """Appends batches of distinct values; returns every value in offset order."""
     values = []
     offset = start
-    for b in range(batches):
+    for _ in range(batches):
         vals = [b"value-%d" % (offset + i) for i in range(per_batch)]
         batch = logkernel.encode_batch(vals, timestamps=[ts + offset + i for i in range(per_batch)])
         _, offset = segment.append(batch, offset)
