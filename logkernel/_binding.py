@@ -259,7 +259,11 @@ def decode_batch(data: Buffer, max_batch_size: int = 0) -> tuple[BatchHeader, np
     if size < BATCH_HEADER_SIZE or compressed:
         count = 0
     else:
-        count = min(max(int.from_bytes(view[57:61], "big", signed=True), 0), size // 7)
+        # Bounded by this batch's own records section (batchLength - 49), not by the
+        # buffer, which may hold a whole segment after it.
+        section = int.from_bytes(view[8:12], "big", signed=True) - (BATCH_HEADER_SIZE - LOG_OVERHEAD)
+        count = min(max(int.from_bytes(view[57:61], "big", signed=True), 0),
+                    max(section, 0) // 7)
     spans = np.empty(count, dtype=RECORD_SPAN_DTYPE)
     out = ffi.new("lk_decode_scratch *")
     check(lib.lk_batch_decode(ffi.from_buffer(view), size, max_batch_size, ffi.NULL,
@@ -559,11 +563,13 @@ class SegmentInfo:
 class Segment:
     """A memory-mapped segment: ``<base>.log`` with its ``.index`` and ``.timeindex``.
 
-    Thread-safety: none; the partition log serialises appends under its lock. Reads through
-    ``view`` are safe concurrently with appends (appends only write past ``size``).
+    Thread-safety: none; the partition log serialises calls under its lock.
 
-    Map lifetime: the .log map outlives ``close()`` for as long as any memoryview returned by
-    ``view`` is alive, so a reader holding bytes of a deleted or closed segment never faults.
+    Reads return copies. A view into the map would fault (SIGBUS, killing the process) once
+    recovery, truncation or another handle cut the file under it, and nothing in Python can
+    pin a memoryview's pages; copying is the safe price. Zero-copy paths belong in C, under
+    the partition's lock (scanning, index lookups), or in sendfile from the file itself.
+    One process owns a segment's files at a time.
     """
 
     def __init__(self, log_path: str | os.PathLike[str], index_path: str | os.PathLike[str] | None,
@@ -598,18 +604,6 @@ class Segment:
         check(lib.lk_segment_open(c_path(log_path), c_path(index_path), c_path(time_index_path),
                                   config, handle), context="opening segment", path=self.path)
         self._handle = handle[0]
-        self._view: memoryview | None = None
-        self._map_view()
-
-    def _map_view(self) -> None:
-        """Wraps the .log map in a memoryview that owns it (unmapped when the last view dies)."""
-        length = int(lib.lk_segment_map_length(self._handle))
-        if length == 0:
-            self._view = memoryview(b"")
-            return
-        data = ffi.cast("uint8_t *", lib.lk_segment_data(self._handle))
-        owner = ffi.gc(data, lambda pointer, n=length: lib.lk_unmap(pointer, n), size=length)
-        self._view = memoryview(ffi.buffer(owner, length)).toreadonly()
 
     def _live(self) -> Any:
         if self._handle is None:
@@ -687,20 +681,24 @@ class Segment:
               context=f"timestamp {timestamp}", path=self.path)
         return int(position[0]), int(base[0])
 
-    def read(self, position: int, size: int) -> memoryview:
-        """Zero-copy view of ``size`` bytes at ``position`` (clipped to the segment's end)."""
+    def read(self, position: int, size: int) -> bytes:
+        """A copy of ``size`` bytes at ``position`` (clipped to the segment's end). O(size)."""
+        handle = self._live()
         end = self.info().size
         if position < 0 or position > end:
             raise errors.OffsetOutOfRangeError(f"position {position} outside 0..{end} of {self.path}")
-        assert self._view is not None
-        return self._view[position:min(end, position + max(size, 0))]
+        n = min(end - position, max(size, 0))
+        if n == 0:
+            return b""
+        return ffi.buffer(lib.lk_segment_data(handle) + position, n)[:]
 
     def close(self) -> None:
-        """Closes the files (sealing a writable segment; no fsync). Views stay readable."""
+        """Flushes nothing (call ``flush`` for durability); seals a writable segment (trims
+        its files) and releases the files and the map."""
         if self._handle is None:
             return
         handle, self._handle = self._handle, None
-        check(lib.lk_segment_close(handle, 0), context="closing", path=self.path)
+        check(lib.lk_segment_close(handle, 1), context="closing", path=self.path)
 
     def __enter__(self) -> Segment:
         return self
@@ -710,5 +708,5 @@ class Segment:
 
     def __del__(self) -> None:
         if getattr(self, "_handle", None) is not None:
-            lib.lk_segment_close(self._handle, 0)
+            lib.lk_segment_close(self._handle, 1)
             self._handle = None

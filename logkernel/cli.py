@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 
 from logkernel import __version__, _binding
-from logkernel.records import decode_batch, encode_batch
+from logkernel.records import encode_batch, iter_batches
 
 # The demo's segment reserves this much address space (not disk): Kafka's default
 # segment.bytes (1 GiB) plus room for one maximum-size batch.
@@ -66,14 +66,12 @@ def demo(data_dir: str, records: int) -> int:
     data = reader.read(position, size - position)
     read_back = 0
     first = last = None
-    while data:
-        decoded = decode_batch(data)
+    for decoded in iter_batches(data):
         for record in decoded.records():
             if record.offset >= start:
                 read_back += 1
                 first = first or record
                 last = record
-        data = data[decoded.header.size:]
     elapsed = time.perf_counter() - began
     reader.close()
     print(f"  read back {read_back} records from offset {start} in {elapsed * 1000:.1f} ms "

@@ -358,7 +358,12 @@ int lk_records_decode(const uint8_t *records, size_t len, int32_t expected_count
         return lk_fail(err, LK_ERR_ARGUMENT, 0, -1, "records or out is NULL");
     if (len > INT32_MAX)
         return lk_fail(err, LK_ERR_ARGUMENT, 0, -1, "records section larger than 2 GiB");
-    if (expected_count >= 0 && (size_t)expected_count > out_capacity)
+    /* The count comes from the batch: one the bytes cannot hold is corrupt data, reported
+     * before it is compared with the caller's capacity. */
+    if (expected_count < 0 || (uint64_t)expected_count * 7 > len)
+        return lk_fail(err, LK_ERR_CORRUPT_RECORD, 0, -1,
+                       "recordsCount is negative or larger than the records section can hold");
+    if ((size_t)expected_count > out_capacity)
         return lk_fail(err, LK_ERR_BUFFER_TOO_SMALL, 0, -1,
                        "span array is smaller than the record count");
     return walk_records(records, 0, len, expected_count, expected_last_offset_delta, 0, out, err);

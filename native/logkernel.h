@@ -409,7 +409,9 @@ typedef struct {
  * (fallocate's, left by a crash); other bytes after the last batch set needs_recovery.
  * A writable open checks each index file is a valid prefix of entries followed only by
  * zeros; entries pointing past the log are zeroed. A read-only segment maps its indexes
- * lazily on first lookup and uses their valid prefix.
+ * on first use (a lookup, or open itself when it must check the last time entry) and
+ * uses their valid prefix. The .index and .timeindex live in the .log's directory: a
+ * handle that created any of the files fsyncs that directory at its first flush.
  * Errors: ARGUMENT, IO (errno), NO_SPACE, NO_MEMORY, INDEX_CORRUPT (an index file is not
  * an index: reopen with LK_SEGMENT_RESET_INDEXES, then recover or rebuild). The handle
  * is written only on success. */
@@ -436,10 +438,9 @@ int lk_segment_append(lk_segment *seg, const uint8_t *record_set, size_t len,
 int lk_segment_flush(lk_segment *seg);
 
 /* Re-validates every batch from position 0 (CRC and header; records as flags say),
- * truncates the logical size to the valid prefix, rebuilds both indexes from scratch.
- * Bytes after the prefix that a reader may have seen are zeroed in place; the file is
- * only cut past them (see lk_segment_data). The result says what was dropped and why.
- * O(segment size). Call it after any unclean shutdown: open trusts the indexes.
+ * truncates the logical size and the file to the valid prefix, rebuilds both indexes
+ * from scratch. The result says what was dropped and why. O(segment size). Call it after
+ * any unclean shutdown: open trusts the indexes, as Kafka does after a clean one.
  * Errors: IO, NO_SPACE, NO_MEMORY, CLOSED. */
 int lk_segment_recover(lk_segment *seg, int flags, lk_scan_result *out);
 
@@ -449,13 +450,12 @@ int lk_segment_recover(lk_segment *seg, int flags, lk_scan_result *out);
  * Errors: IO, NO_SPACE, NO_MEMORY. */
 int lk_segment_rebuild_indexes(lk_segment *seg);
 
-/* Trims the index files to their entries and the .log to its logical size (or to the
- * largest size this handle exposed, zero-filled, if it was truncated), flushes, and makes
- * the handle read-only (further appends give LK_ERR_CLOSED). Idempotent. */
+/* Trims the .log and index files to their logical sizes, flushes, and makes the handle
+ * read-only (further appends give LK_ERR_CLOSED). Idempotent. */
 int lk_segment_seal(lk_segment *seg);
 
-/* Truncates the segment to the batches with offsets < offset (drops whole batches),
- * and the indexes with them; cut bytes are zeroed as lk_segment_recover does.
+/* Truncates the segment (and its file) to the batches with offsets < offset (drops whole
+ * batches), and the indexes with them.
  * Errors: IO, CLOSED, NEEDS_RECOVERY, and header errors (TRUNCATED, BAD_LENGTH,
  * OFFSET_ORDER) when the log before the cut is damaged: recover first. */
 int lk_segment_truncate_to_offset(lk_segment *seg, int64_t offset);
@@ -476,10 +476,11 @@ int lk_segment_find_timestamp(lk_segment *seg, int64_t target, int64_t *position
 /* State of the segment. */
 int lk_segment_get_info(const lk_segment *seg, lk_segment_info *out);
 
-/* The mapped .log bytes: valid for lk_segment_info.size bytes. The pointer stays valid
- * until the map is released (see lk_segment_close), even after close, and every byte
- * below any size the segment ever had stays readable: truncation and recovery zero such
- * bytes rather than cutting them from the file, so a reader's view never faults. */
+/* The mapped .log bytes. Read only below the current lk_segment_info.size, and only while
+ * nothing can shrink the file: recovery, truncation and seal cut it to the logical size,
+ * and a page past the end of the file faults (SIGBUS) when touched. The pointer stays
+ * valid until the map is released (see lk_segment_close). Callers serialise reads with
+ * the calls that shrink the file; logkernel's Python side copies out under that rule. */
 const uint8_t *lk_segment_data(const lk_segment *seg);
 
 /* Size in bytes of the address range the .log map covers (for lk_unmap). */

@@ -60,8 +60,7 @@
  * asserted when the log's headers walk cleanly from 0 to size.
  *
  *   1. 0 <= flushed_size <= size <= file_size; a writable segment's file_size <= the
- *      length of its .log map; a sealed segment's file_size is size, or at most the
- *      largest size it ever exposed to readers (bytes past size are zero, invariant 3).
+ *      length of its .log map; a sealed segment's file_size == size.
  *   2. .log[0, size) is a whole number of batches whose headers parse, base offsets
  *      never below the previous batch's last offset + 1 (nor below base_offset), last
  *      offsets within base_offset + [0, INT32_MAX]; next_offset is the last batch's
@@ -449,9 +448,6 @@ struct lk_segment {
     int64_t log_capacity;        /* bytes appends may fill */
     int64_t file_size;           /* bytes the .log file holds */
     int64_t size;                /* logical bytes */
-    int64_t exposed_size;        /* largest logical size this handle had: a reader may hold
-                                    a view of any byte below it, so the file is never cut
-                                    shorter than this (zeroed instead) while the map lives */
     int64_t flushed_size;
     int log_dirty;
     int64_t base_offset;
@@ -468,8 +464,9 @@ struct lk_segment {
     int needs_recovery;          /* open found bytes after the last batch that are not 0 */
     int unverified;              /* opened over existing bytes that no walk from 0 has checked */
     long page_size;
-    char *dir_path;              /* set when this open created a file: the directory entry
-                                    is made durable by the next flush, then freed */
+    int dir_fd;                  /* >= 0 when this open created a file: the directory (opened
+                                    at open, so a later rename of it does not matter) is
+                                    fsynced by the next flush, then closed */
     index_file offset_index;
     index_file time_index;
 };
@@ -850,7 +847,8 @@ static int segment_free(lk_segment *seg, int release_map, const char *log_path_t
     }
     if (log_path_to_unlink && seg->log_created)
         unlink(log_path_to_unlink);
-    free(seg->dir_path);
+    if (seg->dir_fd >= 0)
+        close(seg->dir_fd);
     free(seg);
     if (rc != LK_OK)
         errno = saved;
@@ -1128,6 +1126,7 @@ int lk_segment_open(const char *log_path, const char *index_path, const char *ti
     if (!seg)
         return LK_ERR_NO_MEMORY;
     seg->log_fd = -1;
+    seg->dir_fd = -1;
     seg->offset_index.fd = seg->time_index.fd = -1;
     seg->offset_index.entry_size = OFFSET_ENTRY_SIZE;
     seg->time_index.entry_size = TIME_ENTRY_SIZE;
@@ -1181,19 +1180,25 @@ int lk_segment_open(const char *log_path, const char *index_path, const char *ti
             }
         }
         derive_state(seg, have_hint, hr, hp, have_time, tt, tr);
-        seg->exposed_size = seg->size;
         seg->unverified = seg->size > 0;
         if (writable)
             rc = trim_writable_indexes(seg);
     }
     if (rc == LK_OK && (seg->log_created || seg->offset_index.created ||
                         seg->time_index.created)) {
-        /* The index files live beside the .log (Kafka's layout), so one directory. */
+        /* The index files live beside the .log (Kafka's layout, and the contract's), so
+         * one directory. */
         const char *slash = strrchr(log_path, '/');
         size_t n = slash ? (size_t)(slash - log_path) : 0;
-        seg->dir_path = n ? strndup(log_path, n) : strdup(slash ? "/" : ".");
-        if (!seg->dir_path)
+        char *dir = n ? strndup(log_path, n) : strdup(slash ? "/" : ".");
+        if (!dir) {
             rc = LK_ERR_NO_MEMORY;
+        } else {
+            seg->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (seg->dir_fd < 0)
+                rc = io_error(errno);
+            free(dir);
+        }
     }
     if (rc != LK_OK) {
         int saved = errno;
@@ -1339,8 +1344,6 @@ int lk_segment_append(lk_segment *seg, const uint8_t *record_set, size_t len,
         return LK_ERR_ARGUMENT;
     }
     seg->size = at + (int64_t)len;
-    if (seg->size > seg->exposed_size)
-        seg->exposed_size = seg->size;
     seg->next_offset = applied.next_offset;
     seg->max_timestamp = applied.cursor.max_timestamp;
     seg->offset_of_max_timestamp = applied.cursor.offset_of_max;
@@ -1392,22 +1395,19 @@ static int flush_all(lk_segment *seg)
         seg->flushed_size = seg->size;
         seg->log_dirty = 0;
     }
-    /* The time index before the offset index: a crash between the two then leaves
-     * time entries that a shorter offset index does not contradict (open starts its walk
-     * at the last offset entry and trusts the last time entry only for what precedes it). */
+    /* The time index before the offset index, so a crash between these two syncs leaves
+     * time entries a shorter offset index does not contradict. This orders only our
+     * syncs, not the kernel's background writeback of mapped pages: after any unclean
+     * shutdown the indexes are rebuilt by lk_segment_recover regardless. */
     int rc = flush_index(seg, &seg->time_index);
     if (rc == LK_OK)
         rc = flush_index(seg, &seg->offset_index);
-    if (rc == LK_OK && seg->dir_path) {
+    if (rc == LK_OK && seg->dir_fd >= 0) {
         /* New files: their directory entries must be durable too, once. */
-        int fd = open(seg->dir_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0)
-            return io_error(errno);
-        rc = sync_file(fd);
-        close(fd);
+        rc = sync_file(seg->dir_fd);
         if (rc == LK_OK) {
-            free(seg->dir_path);
-            seg->dir_path = NULL;
+            close(seg->dir_fd);
+            seg->dir_fd = -1;
         }
     }
     return rc;
@@ -1629,22 +1629,16 @@ int lk_segment_rebuild_indexes(lk_segment *seg)
 
 /* ---- recover ---- */
 
-/* Sets the logical size to new_size (<= size). Bytes a reader may hold a view of (below
- * exposed_size) are zeroed in place instead of cut from the file: cutting mapped pages
- * would turn a later read of such a view into SIGBUS. The zeros read as a preallocated
- * tail at the next open. Bytes past exposed_size are cut. */
+/* Cuts the log to new_size (<= size): the file first, then the state, so a failed
+ * ftruncate changes nothing. Pages past the new end vanish from the map: only bytes below
+ * the logical size may ever be read through it (see lk_segment_data). */
 static int shrink_log(lk_segment *seg, int64_t new_size)
 {
-    int64_t keep = seg->exposed_size > new_size ? seg->exposed_size : new_size;
-    if (keep > seg->file_size)
-        keep = seg->file_size;
-    if (keep > new_size)
-        memset(seg->log_map + new_size, 0, (size_t)(keep - new_size));
-    if (seg->file_size > keep) {
-        int rc = truncate_file(seg->log_fd, keep);
+    if (seg->file_size != new_size) {
+        int rc = truncate_file(seg->log_fd, new_size);
         if (rc != LK_OK)
             return rc;
-        seg->file_size = keep;
+        seg->file_size = new_size;
     }
     seg->size = new_size;
     if (seg->flushed_size > new_size)
@@ -1874,8 +1868,7 @@ static int lk_segment_check(const lk_segment *seg)
         return 1;
     if (seg->writable && (uint64_t)seg->file_size > seg->log_map_length)
         return 1;
-    if (seg->sealed && seg->file_size != seg->size &&
-        seg->file_size > (seg->exposed_size > seg->size ? seg->exposed_size : seg->size))
+    if (seg->sealed && seg->file_size != seg->size)
         return 1;
     /* 3 */
     if (seg->writable &&

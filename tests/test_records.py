@@ -178,3 +178,22 @@ def test_record_columns_refuse_arrays_of_the_wrong_width() -> None:
     from array import array
     with pytest.raises(TypeError, match="4-byte items"):
         logkernel._binding.RecordColumns(2, values=b"ab", value_lengths=array("h", [1, 1]))
+
+
+def test_hostile_count_allocates_by_the_batch_not_the_buffer() -> None:
+    """recordsCount sizes the span array before C checks it: the bound must come from the
+    batch's own length, not from whatever follows it in the buffer (a whole segment)."""
+    import tracemalloc
+    data = bytearray(logkernel.encode_batch([b"x"]))
+    struct.pack_into(">i", data, 57, 2**31 - 1)
+    struct.pack_into(">i", data, 23, 2**31 - 2)
+    logkernel._binding.update_crc(data)
+    tail = bytes(20_000_000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptRecordError, match="recordsCount"):
+            next(logkernel.iter_batches(bytes(data) + tail))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 25_000_000  # the concatenated input itself, and no 137 MB span array
