@@ -60,7 +60,7 @@ test-asan:
 
 # Benchmarks beside their peers (crc32c, google-crc32c, kafka-python); prints ratios.
 bench: $(VENV)/.installed-test
-	$(BIN)/python -m pytest bench --benchmark-only --benchmark-columns=min,median,ops -q
+	$(BIN)/python -m pytest bench --benchmark-columns=min,median,ops -q
 
 # ruff and mypy, pinned in the test extras so a new release cannot fail CI by itself.
 lint: $(VENV)/.installed-test

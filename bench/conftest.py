@@ -24,7 +24,25 @@ def _shown(rate: float, unit: str) -> str:
     return f"{rate / 1e9:6.2f} G{unit}/s" if unit == "B" else f"{rate / 1e6:6.2f} M{unit}/s"
 
 
+def _paired_summary(write: Any) -> None:
+    try:
+        from bench.bench_paired import PAIRED_RESULTS
+    except ImportError:  # run from another root, or module not collected
+        return
+    if not PAIRED_RESULTS:
+        return
+    write("")
+    write("paired (ours and peer timed in alternation): median rate, ratio of medians; best rate, ratio")
+    for r in PAIRED_RESULTS:
+        unit = r["unit"]
+        write(f"  {r['name']:<28} vs {r['peer']:<24} median {_shown(r['ours_median'], unit)} vs "
+              f"{_shown(r['peer_median'], unit)} = {r['ours_median'] / r['peer_median']:6.2f}x | best "
+              f"{_shown(r['ours_best'], unit)} vs {_shown(r['peer_best'], unit)} = "
+              f"{r['ours_best'] / r['peer_best']:6.2f}x")
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
+    _paired_summary(terminalreporter.write_line)
     session = getattr(config, "_benchmarksession", None)
     if session is None or not session.benchmarks:
         return
