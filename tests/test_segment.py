@@ -4,6 +4,7 @@ preallocation, lost index), and after a writer process is killed with SIGKILL.""
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -385,3 +386,43 @@ def test_index_files_are_kafkas_layout(tmp_path: Path) -> None:
         holder = max(o for o in batches if o <= base + relative)
         assert batches[holder].max_timestamp == timestamp
     assert times[-1][0] == max(h.max_timestamp for h in batches.values())
+
+
+@pytest.fixture
+def small_filesystem(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A 2 MiB tmpfs mounted for the test (needs root, as CI and the dev machines run);
+    skipped where mounting is not allowed."""
+    mountpoint = tmp_path / "small"
+    mountpoint.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)],
+                             capture_output=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=False)
+
+
+def test_full_disk_is_a_clean_error_and_writes_resume_after_space_is_freed(
+        small_filesystem: Path) -> None:
+    filler = small_filesystem / "filler"
+    filler.write_bytes(bytes(1_200_000))
+    with open_segment(small_filesystem, grow_step=256 * 1024) as seg:
+        batch = logkernel.encode_batch([os.urandom(1000) for _ in range(50)], timestamps=0)
+        offset = 0
+        with pytest.raises(logkernel.errors.NoSpaceError):
+            for _ in range(1000):
+                _, offset = seg.append(batch, offset)
+        size_at_failure = seg.info().size
+        assert seg.info().next_offset == offset  # nothing half-appended
+        seg.flush()
+        assert len(read_all(seg)) == offset
+        filler.unlink()  # space comes back: the same handle writes again
+        _, after = seg.append(batch, offset)
+        assert after == offset + 50
+        assert seg.info().size == size_at_failure + len(batch)
+        seg.flush()
+    with open_segment(small_filesystem) as seg:
+        assert seg.recover().stop_reason in ("end", "zeros")
+        assert [r.offset for r in read_all(seg)] == list(range(offset + 50))
