@@ -698,7 +698,7 @@ class Segment:
         if self._handle is None:
             return
         handle, self._handle = self._handle, None
-        check(lib.lk_segment_close(handle, 1), context="closing", path=self.path)
+        check(lib.lk_segment_close(handle), context="closing", path=self.path)
 
     def __enter__(self) -> Segment:
         return self
@@ -708,5 +708,5 @@ class Segment:
 
     def __del__(self) -> None:
         if getattr(self, "_handle", None) is not None:
-            lib.lk_segment_close(self._handle, 1)
+            lib.lk_segment_close(self._handle)
             self._handle = None

@@ -479,21 +479,17 @@ int lk_segment_get_info(const lk_segment *seg, lk_segment_info *out);
 /* The mapped .log bytes. Read only below the current lk_segment_info.size, and only while
  * nothing can shrink the file: recovery, truncation and seal cut it to the logical size,
  * and a page past the end of the file faults (SIGBUS) when touched. The pointer stays
- * valid until the map is released (see lk_segment_close). Callers serialise reads with
+ * valid until lk_segment_close. Callers serialise reads with
  * the calls that shrink the file; logkernel's Python side copies out under that rule. */
 const uint8_t *lk_segment_data(const lk_segment *seg);
 
-/* Size in bytes of the address range the .log map covers (for lk_unmap). */
+/* Size in bytes of the address range the .log map covers. */
 uint64_t lk_segment_map_length(const lk_segment *seg);
 
-/* Closes the files and frees the handle. A writable segment is sealed first (trimmed,
- * not flushed: call lk_segment_flush when durability is wanted). If release_map is 0
- * the .log map stays valid and the caller must release it with
- * lk_unmap(data, map_length) once no reader uses it; with 1 it is released here.
- * Index maps are always released. Errors: IO (the handle is freed all the same). */
-int lk_segment_close(lk_segment *seg, int release_map);
-
-/* Releases a .log map kept by lk_segment_close(seg, 0). */
-int lk_unmap(const uint8_t *data, uint64_t length);
+/* Closes the files, releases the maps and frees the handle. A writable segment is
+ * sealed first (trimmed, not flushed: call lk_segment_flush when durability is wanted).
+ * Pointers from lk_segment_data are invalid afterwards. Errors: IO (the handle is freed
+ * all the same). */
+int lk_segment_close(lk_segment *seg);
 
 #endif /* LOGKERNEL_H */

@@ -823,11 +823,11 @@ static int index_close(index_file *ix, int unlink_created)
     return rc;
 }
 
-/* Frees everything; the .log map too if release_map. Returns the first error. */
-static int segment_free(lk_segment *seg, int release_map, const char *log_path_to_unlink)
+/* Frees everything, maps included. Returns the first error. */
+static int segment_free(lk_segment *seg, const char *log_path_to_unlink)
 {
     int rc = LK_OK, saved = 0, r;
-    if (release_map && seg->log_map && munmap(seg->log_map, (size_t)seg->log_map_length) != 0) {
+    if (seg->log_map && munmap(seg->log_map, (size_t)seg->log_map_length) != 0) {
         rc = LK_ERR_IO;
         saved = errno;
     }
@@ -1143,7 +1143,7 @@ int lk_segment_open(const char *log_path, const char *index_path, const char *ti
         seg->page_size = 4096;
     if ((index_path && !(seg->offset_index.path = strdup(index_path))) ||
         (time_index_path && !(seg->time_index.path = strdup(time_index_path)))) {
-        segment_free(seg, 1, NULL);
+        segment_free(seg, NULL);
         return LK_ERR_NO_MEMORY;
     }
 
@@ -1202,7 +1202,7 @@ int lk_segment_open(const char *log_path, const char *index_path, const char *ti
     }
     if (rc != LK_OK) {
         int saved = errno;
-        segment_free(seg, 1, log_path);
+        segment_free(seg, log_path);
         errno = saved;
         return rc;
     }
@@ -1822,7 +1822,7 @@ uint64_t lk_segment_map_length(const lk_segment *seg)
     return seg ? seg->log_map_length : 0;
 }
 
-int lk_segment_close(lk_segment *seg, int release_map)
+int lk_segment_close(lk_segment *seg)
 {
     if (!seg)
         return LK_ERR_ARGUMENT;
@@ -1833,26 +1833,12 @@ int lk_segment_close(lk_segment *seg, int release_map)
         if (rc == LK_OK)
             debug_check(seg, "lk_segment_close");
     }
-    int r = segment_free(seg, release_map != 0, NULL);
+    int r = segment_free(seg, NULL);
     if (rc != LK_OK) {
         errno = saved;
         return rc;
     }
     return r;
-}
-
-int lk_unmap(const uint8_t *data, uint64_t length)
-{
-    if (!data && length == 0)
-        return LK_OK;
-    long page = sysconf(_SC_PAGESIZE);
-    if (page <= 0)
-        page = 4096;
-    if (!data || length == 0 || length > SIZE_MAX || (uintptr_t)data % (uintptr_t)page != 0)
-        return LK_ERR_ARGUMENT;
-    if (munmap((void *)(uintptr_t)data, (size_t)length) != 0)
-        return io_error(errno);
-    return LK_OK;
 }
 
 /* ------------------------------------------------------------------------------------

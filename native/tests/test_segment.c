@@ -372,7 +372,7 @@ static void verify(lk_segment *s, const model *m)
     }
 }
 
-static void close_seg(lk_segment *s) { REQUIRE_OK(lk_segment_close(s, 1)); }
+static void close_seg(lk_segment *s) { REQUIRE_OK(lk_segment_close(s)); }
 
 /* Entries of an index file (whole entries only). */
 static uint8_t *read_entries(const char *path, size_t entry_size, size_t *count)
@@ -955,34 +955,22 @@ static void test_seal_and_release(void)
     verify(s, &m);
     REQUIRE_OK(lk_segment_seal(s));
 
-    /* Close keeping the map: the bytes stay readable until lk_unmap. */
-    const uint8_t *data = lk_segment_data(s);
-    uint64_t length = lk_segment_map_length(s);
-    REQUIRE_OK(lk_segment_close(s, 0));
-    CHECK(memcmp(data, m.shadow, m.len) == 0);
-    CHECK_EQ(lk_unmap(data + 1, length), LK_ERR_ARGUMENT);
-    CHECK_EQ(lk_unmap(NULL, 5), LK_ERR_ARGUMENT);
-    CHECK_EQ(lk_unmap(NULL, 0), LK_OK);
-    CHECK_EQ(lk_unmap(data, length), LK_OK);
+    CHECK(memcmp(lk_segment_data(s), m.shadow, m.len) == 0);
+    close_seg(s);
 
-    /* Same with a writable segment closed without sealing first, and read-only. */
+    /* A writable segment closed without sealing first is sealed by close; read-only
+     * segments map exactly the file. */
     lk_segment_config rw = config(5000, 1 << 20, 4096, 4096, 100, LK_SEGMENT_WRITABLE);
     s = open_seg(&p, &rw);
     append_random(s, &m, 5, &ts);
-    data = lk_segment_data(s);
-    length = lk_segment_map_length(s);
-    CHECK_EQ(length, 1 << 20);
-    REQUIRE_OK(lk_segment_close(s, 0));
-    CHECK(memcmp(data, m.shadow, m.len) == 0);
-    CHECK_EQ(lk_unmap(data, length), LK_OK);
+    CHECK_EQ(lk_segment_map_length(s), 1 << 20);
+    close_seg(s);
+    CHECK_EQ(file_size(p.log), (int64_t)m.len);
     lk_segment_config ro = config(5000, 0, 0, 0, 100, 0);
     s = open_seg(&p, &ro);
-    data = lk_segment_data(s);
-    length = lk_segment_map_length(s);
-    CHECK_EQ(length, (int64_t)m.len);
-    REQUIRE_OK(lk_segment_close(s, 0));
-    CHECK(memcmp(data, m.shadow, m.len) == 0);
-    CHECK_EQ(lk_unmap(data, length), LK_OK);
+    CHECK_EQ(lk_segment_map_length(s), (int64_t)m.len);
+    CHECK(memcmp(lk_segment_data(s), m.shadow, m.len) == 0);
+    close_seg(s);
     model_free(&m);
 }
 
@@ -1058,7 +1046,7 @@ static void test_edges(void)
     CHECK_EQ(errno, ENOENT);
     CHECK_EQ(lk_segment_get_info(NULL, NULL), LK_ERR_ARGUMENT);
     CHECK_EQ(lk_segment_flush(NULL), LK_ERR_ARGUMENT);
-    CHECK_EQ(lk_segment_close(NULL, 1), LK_ERR_ARGUMENT);
+    CHECK_EQ(lk_segment_close(NULL), LK_ERR_ARGUMENT);
     CHECK(lk_segment_data(NULL) == NULL);
     CHECK_EQ(lk_segment_map_length(NULL), 0);
 
@@ -1076,8 +1064,7 @@ static void test_edges(void)
     verify(s, &m);
     CHECK(lk_segment_data(s) == NULL);
     CHECK_EQ(lk_segment_map_length(s), 0);
-    REQUIRE_OK(lk_segment_close(s, 0));
-    CHECK_EQ(lk_unmap(NULL, 0), LK_OK);
+    close_seg(s);
 
     /* Timestamp 0 at relative offset 0 (an all-zero time entry is never written), and
      * equal timestamps. */
