@@ -481,8 +481,7 @@ def validate_record_set(data: Buffer, flags: int = VALIDATE_CRC) -> int:
         try:
             header = validate_batch(view[position:], flags)
         except errors.CorruptRecordError as exc:
-            raise type(exc)(f"batch at byte {position} of the record set: {exc.reason}",
-                            position + max(exc.position, 0), exc.record_index, exc.code) from exc
+            raise exc.in_record_set(position) from exc
         position += header.size
         batches += 1
     return batches

@@ -36,6 +36,12 @@ class CorruptRecordError(LogkernelError, ValueError):
         which = f" (record {record_index})" if record_index >= 0 else ""
         super().__init__(f"{reason}{where}{which}")
 
+    def in_record_set(self, batch_position: int) -> CorruptRecordError:
+        """The same error for a batch found at ``batch_position`` of a larger buffer (a
+        record set or segment): the message names the batch, positions become absolute."""
+        return type(self)(f"batch at byte {batch_position}: {self.reason}",
+                          batch_position + max(self.position, 0), self.record_index, self.code)
+
 
 class TruncatedBatchError(CorruptRecordError):
     """The bytes end before the batch does: a torn write, or a short read."""

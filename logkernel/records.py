@@ -175,8 +175,7 @@ def iter_batches(data: bytes | bytearray | memoryview) -> Iterator[RecordBatch]:
         try:
             batch = decode_batch(view[position:])
         except CorruptRecordError as exc:
-            raise type(exc)(f"batch at byte {position}: {exc.reason}",
-                            position + max(exc.position, 0), exc.record_index, exc.code) from exc
+            raise exc.in_record_set(position) from exc
         yield batch
         position += batch.header.size
 
