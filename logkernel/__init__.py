@@ -3,8 +3,10 @@
 Segments hold Apache Kafka's RecordBatch v2 bytes; the hot paths (CRC-32C, the batch
 codec, memory-mapped segment I/O, index search) are C compiled with cffi.
 
-This release provides the native core: ``crc32c``, ``encode_batch`` / ``decode_batch``,
-and ``Segment`` (one memory-mapped segment with Kafka's offset and time indexes).
+``logkernel.open(path)`` opens a data directory and returns the ``Engine``: topics,
+partitions, an embedded ``Producer`` and ``Consumer``, committed offsets, retention and
+recovery. The codec (``encode_batch`` / ``decode_batch``) and ``Segment`` are the layers
+under it, public for tools and tests.
 """
 
 from logkernel import errors
@@ -18,11 +20,13 @@ from logkernel._binding import (
     crc32c_selected,
     scan_log,
 )
+from logkernel.consumer import ColumnBatch, Consumer, Record, TopicPartition
+from logkernel.engine import Engine, PartitionDescription, TopicDescription, open
+from logkernel.producer import Producer, RecordMetadata
 from logkernel.records import (
     CONTROL_ABORT,
     CONTROL_COMMIT,
     ControlRecord,
-    Record,
     RecordBatch,
     decode_batch,
     encode_batch,
@@ -36,12 +40,20 @@ __all__ = [
     "CONTROL_ABORT",
     "CONTROL_COMMIT",
     "BatchHeader",
+    "ColumnBatch",
+    "Consumer",
     "ControlRecord",
+    "Engine",
+    "PartitionDescription",
+    "Producer",
     "Record",
     "RecordBatch",
+    "RecordMetadata",
     "ScanResult",
     "Segment",
     "SegmentInfo",
+    "TopicDescription",
+    "TopicPartition",
     "crc32c",
     "crc32c_available",
     "crc32c_selected",
@@ -50,5 +62,6 @@ __all__ = [
     "encode_control_batch",
     "errors",
     "iter_batches",
+    "open",
     "scan_log",
 ]

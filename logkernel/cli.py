@@ -1,86 +1,74 @@
 """The ``logkernel`` command.
 
-    logkernel demo [--data-dir DIR] [--records N]   append records to a segment, read them back
+    logkernel demo [--data-dir DIR] [--records N]   produce records to a topic, consume them back
     logkernel info                                   version and native-core facts
 
-``make run`` runs ``logkernel demo --data-dir ./logkernel-data`` until the broker exists.
+``make run`` runs ``logkernel demo --data-dir ./logkernel-data`` until the broker exists;
+each run appends to the same durable topic and reads its own records back.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
 
+import logkernel
 from logkernel import __version__, _binding
-from logkernel.records import encode_batch, iter_batches
 
-# The demo's segment reserves this much address space (not disk): Kafka's default
-# segment.bytes (1 GiB) plus room for one maximum-size batch.
-DEMO_LOG_CAPACITY = 1024 * 1024 * 1024 + 1024 * 1024
+DEMO_TOPIC = "demo"
 DEMO_BATCH = 1000
 
 
-def _segment_paths(partition_dir: str, base_offset: int) -> tuple[str, str, str]:
-    stem = os.path.join(partition_dir, f"{base_offset:020d}")
-    return stem + ".log", stem + ".index", stem + ".timeindex"
-
-
 def demo(data_dir: str, records: int) -> int:
-    partition_dir = os.path.join(data_dir, "demo-0")
-    os.makedirs(partition_dir, exist_ok=True)
-    log_path, index_path, time_index_path = _segment_paths(partition_dir, 0)
-    print(f"logkernel {__version__} demo: data in {os.path.abspath(partition_dir)}")
-    print(f"  CRC-32C implementation: {_binding.crc32c_selected()}")
-
-    segment = _binding.Segment(log_path, index_path, time_index_path, base_offset=0,
-                               writable=True, log_capacity=DEMO_LOG_CAPACITY)
-    recovered = segment.recover()
-    start = recovered.next_offset
-    print(f"  opened {os.path.basename(log_path)}: {recovered.batches} batches, "
-          f"{recovered.records} records already stored (valid prefix {recovered.valid_bytes} bytes, "
-          f"stop: {recovered.stop_reason})")
-
     began = time.perf_counter()
-    offset = start
-    now = int(time.time() * 1000)
-    while offset < start + records:
-        n = min(DEMO_BATCH, start + records - offset)
-        values = [b"event %d: user=%d action=click" % (i, i % 97) for i in range(offset, offset + n)]
-        keys = [b"user-%d" % (i % 97) for i in range(offset, offset + n)]
-        batch = encode_batch(values, keys=keys, timestamps=now, compression_type="none")
-        _, offset = segment.append(batch, offset)
-    segment.flush()
-    elapsed = time.perf_counter() - began
-    info = segment.info()
-    segment.close()
-    print(f"  appended {records} records (offsets {start}..{offset - 1}) in {elapsed * 1000:.1f} ms, "
-          f"fsynced; segment is {info.size} bytes with {info.index_entries} index entries")
+    with logkernel.open(data_dir) as lk:
+        opened = time.perf_counter() - began
+        print(f"logkernel {__version__} demo: data in {lk.path} (opened in {opened * 1000:.1f} ms)")
+        print(f"  CRC-32C implementation: {_binding.crc32c_selected()}")
+        for name, report in lk.recovery.items():
+            print(f"  recovered {name}: {len(report.truncated)} segment(s) truncated, "
+                  f"{len(report.deleted)} deleted, {len(report.rebuilt_indexes)} index rebuild(s)")
+        if DEMO_TOPIC not in lk.topics():
+            lk.create_topic(DEMO_TOPIC, partitions=3)
+        start = {p.partition: p.log_end_offset for p in lk.describe_topic(DEMO_TOPIC).partitions}
+        producer = lk.producer()
 
-    began = time.perf_counter()
-    reader = _binding.Segment(log_path, index_path, time_index_path, base_offset=0, writable=False)
-    size = reader.info().size
-    position, _ = reader.find_offset(start)
-    data = reader.read(position, size - position)
-    read_back = 0
-    first = last = None
-    for decoded in iter_batches(data):
-        for record in decoded.records():
-            if record.offset >= start:
-                read_back += 1
-                first = first or record
-                last = record
-    elapsed = time.perf_counter() - began
-    reader.close()
-    print(f"  read back {read_back} records from offset {start} in {elapsed * 1000:.1f} ms "
-          f"(every batch CRC-checked)")
-    if first is not None and last is not None:
-        print(f"  first: offset {first.offset} key={first.key!r} value={first.value!r}")
-        print(f"  last:  offset {last.offset} key={last.key!r} value={last.value!r}")
-    if read_back != records:
-        print(f"  ERROR: expected {records} records, read {read_back}", file=sys.stderr)
+        began = time.perf_counter()
+        sent = 0
+        while sent < records:
+            n = min(DEMO_BATCH, records - sent)
+            values = [b"event %d: action=click" % i for i in range(sent, sent + n)]
+            keys = [b"user-%d" % (i % 97) for i in range(sent, sent + n)]
+            producer.send_batch(DEMO_TOPIC, values, keys=keys)
+            sent += n
+        last = producer.send(DEMO_TOPIC, b"the last one", key=b"user-1")
+        lk.flush()
+        elapsed = time.perf_counter() - began
+        print(f"  appended {records + 1} records to topic {DEMO_TOPIC!r} (3 partitions, keyed) in "
+              f"{elapsed * 1000:.1f} ms, then fsynced; the last went to partition "
+              f"{last.partition} at offset {last.offset}")
+
+        began = time.perf_counter()
+        consumer = lk.consumer(DEMO_TOPIC, auto_offset_reset="earliest")
+        for partition, offset in start.items():
+            consumer.seek((DEMO_TOPIC, partition), offset)
+        read_back = 0
+        newest = None
+        while batch := consumer.poll(max_records=10_000):
+            read_back += len(batch)
+            newest = batch[-1]
+        elapsed = time.perf_counter() - began
+        print(f"  read back {read_back} records in {elapsed * 1000:.1f} ms (every batch CRC-checked)")
+        if newest is not None:
+            print(f"  e.g. {newest.topic}-{newest.partition} offset {newest.offset}: "
+                  f"key={newest.key!r} value={newest.value!r}")
+        for p in lk.describe_topic(DEMO_TOPIC).partitions:
+            print(f"  partition {p.partition}: offsets {p.log_start_offset}..{p.log_end_offset - 1}, "
+                  f"{p.segments} segment(s), {p.size_bytes} bytes")
+    if read_back != records + 1:
+        print(f"  ERROR: expected {records + 1} records, read {read_back}", file=sys.stderr)
         return 1
     return 0
 
@@ -95,7 +83,7 @@ def info() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="logkernel", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    p_demo = commands.add_parser("demo", help="append records to a segment and read them back")
+    p_demo = commands.add_parser("demo", help="produce records to a topic and consume them back")
     p_demo.add_argument("--data-dir", default="./logkernel-data")
     p_demo.add_argument("--records", type=int, default=100_000)
     commands.add_parser("info", help="version and native-core facts")

@@ -94,3 +94,23 @@ class UnsupportedError(LogkernelError):
 
 class ConfigError(LogkernelError, ValueError):
     """A configuration key or value is invalid. The message names the key and value."""
+
+
+class UnknownTopicError(LogkernelError, LookupError):
+    """No such topic (or partition). Kafka's UNKNOWN_TOPIC_OR_PARTITION."""
+
+
+class TopicExistsError(LogkernelError):
+    """A topic of that name exists already. Kafka's TOPIC_ALREADY_EXISTS."""
+
+
+class RecordTooLargeError(LogkernelError, ValueError):
+    """A record batch is larger than the topic's max.message.bytes. Nothing was written."""
+
+
+class DataDirLockedError(LogkernelError):
+    """Another process (or another open engine in this one) has the data directory open."""
+
+
+class GroupFencedError(LogkernelError):
+    """A commit came from a consumer that is no longer the group's member for that work."""

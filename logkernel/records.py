@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import struct
 import time
 from array import array
 from collections.abc import Iterator, Sequence
@@ -91,12 +92,12 @@ class RecordBatch:
             timestamps: Any = itertools.repeat(h.max_timestamp, n)
         else:
             timestamps = (spans["timestamp_delta"] + h.base_timestamp).tolist()
-        keys = _slices(self._data, spans["key_pos"], spans["key_len"])
-        values = _slices(self._data, spans["value_pos"], spans["value_len"])
+        keys = slice_spans(self._data, spans["key_pos"], spans["key_len"])
+        values = slice_spans(self._data, spans["value_pos"], spans["value_len"])
         counts = spans["headers_count"]
         if counts.any():
             headers: Any = [
-                _headers(self._data, p, length, c) if c else ()
+                decode_record_headers(self._data, p, length, c) if c else ()
                 for p, length, c in zip(spans["headers_pos"].tolist(),
                                         spans["headers_len"].tolist(), counts.tolist(),
                                         strict=True)
@@ -112,7 +113,7 @@ class RecordBatch:
 
     def values(self) -> list[bytes | None]:
         """Just the values, the cheapest way to read a batch's payloads. O(records)."""
-        return _slices(self._data, self._spans["value_pos"], self._spans["value_len"])
+        return slice_spans(self._data, self._spans["value_pos"], self._spans["value_len"])
 
     def control_record(self) -> ControlRecord:
         """The marker of a control batch (raises ValueError for a data batch)."""
@@ -123,7 +124,7 @@ class RecordBatch:
         return ControlRecord(record.offset, record.timestamp, control_type, epoch)
 
 
-def _slices(data: bytes, positions: np.ndarray, lengths: np.ndarray) -> list[bytes | None]:
+def slice_spans(data: bytes, positions: np.ndarray, lengths: np.ndarray) -> list[bytes | None]:
     """data[p:p+n] for each span, None where n is -1 (null)."""
     nulls = np.flatnonzero(lengths < 0)
     if len(nulls) == len(lengths):
@@ -136,7 +137,7 @@ def _slices(data: bytes, positions: np.ndarray, lengths: np.ndarray) -> list[byt
     return out
 
 
-def _headers(data: bytes, position: int, length: int, count: int) -> tuple[Header, ...]:
+def decode_record_headers(data: bytes, position: int, length: int, count: int) -> tuple[Header, ...]:
     block = data[position:position + length]
     spans = _binding.decode_headers(block, count)
     return tuple(
@@ -305,3 +306,54 @@ def encode_control_batch(control_type: int, *, producer_id: int, producer_epoch:
         control_type, coordinator_epoch, ts, base_offset=base_offset,
         partition_leader_epoch=partition_leader_epoch, producer_id=producer_id,
         producer_epoch=producer_epoch)
+
+
+def batch_sizes(record_set: bytes | bytearray | memoryview) -> list[int]:
+    """Sizes of the consecutive batches of a record set (headers only; no CRC check)."""
+    view = memoryview(record_set).cast("B")
+    sizes = []
+    position = 0
+    while position < len(view):
+        size = _binding.parse_header(view[position:]).size
+        sizes.append(size)
+        position += size
+    return sizes
+
+
+# Where LogAppendTime stamping writes, in each batch header (see logkernel.h).
+_ATTRIBUTES_AT = 21
+_MAX_TIMESTAMP_AT = 35
+_LOG_APPEND_TIME = 0x08
+_COMPRESSION_BITS = 0x07
+
+
+def stamp_log_append_time(record_set: bytes | bytearray | memoryview, now_ms: int) -> bytearray:
+    """A copy of the record set with every batch marked LogAppendTime and its max
+    timestamp set to ``now_ms`` (what a topic with message.timestamp.type=LogAppendTime
+    stores), CRCs recomputed. O(bytes)."""
+    out = bytearray(record_set)
+    view = memoryview(out)
+    position = 0
+    for size in batch_sizes(out):
+        (attributes,) = struct.unpack_from(">h", out, position + _ATTRIBUTES_AT)
+        struct.pack_into(">h", out, position + _ATTRIBUTES_AT, attributes | _LOG_APPEND_TIME)
+        struct.pack_into(">q", out, position + _MAX_TIMESTAMP_AT, now_ms)
+        _binding.update_crc(view[position:position + size])
+        position += size
+    return out
+
+
+def decompressed_batch(data: bytes | bytearray | memoryview) -> bytes:
+    """The batch at the start of ``data`` with its records section decompressed and the
+    compression bits cleared: the same records, offsets and timestamps, as an
+    uncompressed batch (CRC recomputed). Validates the original first. O(batch size)."""
+    view = memoryview(data).cast("B")
+    header, _ = _binding.decode_batch(view)
+    payload = compression.decompress(header.compression, view[BATCH_HEADER_SIZE:header.size])
+    return _binding.frame_batch(
+        payload, header.record_count, header.last_offset_delta, header.max_timestamp,
+        base_offset=header.base_offset, partition_leader_epoch=header.partition_leader_epoch,
+        attributes=header.attributes & ~_COMPRESSION_BITS, base_timestamp=header.base_timestamp,
+        producer_id=header.producer_id, producer_epoch=header.producer_epoch,
+        base_sequence=header.base_sequence)
+

@@ -15,13 +15,16 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_demo_appends_and_reads_back_across_runs(tmp_path: Path) -> None:
     first = run("demo", "--data-dir", str(tmp_path), "--records", "2500")
     assert first.returncode == 0, first.stderr
-    assert "appended 2500 records (offsets 0..2499)" in first.stdout
-    assert "read back 2500 records" in first.stdout
+    assert "appended 2501 records to topic 'demo'" in first.stdout
+    assert "read back 2501 records" in first.stdout
     second = run("demo", "--data-dir", str(tmp_path), "--records", "100")
     assert second.returncode == 0, second.stderr
-    assert "2500 records already stored" in second.stdout
-    assert "offsets 2500..2599" in second.stdout
+    assert "read back 101 records" in second.stdout
+    ends = [line.split("..")[1].split(",")[0] for line in second.stdout.splitlines()
+            if line.strip().startswith("partition ")]
+    assert sum(int(e) + 1 for e in ends) == 2602  # both runs' records are stored
     assert (tmp_path / "demo-0" / ("0" * 20 + ".log")).exists()
+    assert len(list((tmp_path / "topics").glob("*.json"))) == 2  # demo, __consumer_offsets
 
 
 def test_info_names_the_crc_implementation() -> None:

@@ -8,12 +8,19 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "logkernel"
 
-# module -> modules of the package it must not import
+# module (a file, or a package directory) -> modules of the package it must not import
+UPPER = {"engine", "producer", "consumer", "cli"}
 FORBIDDEN = {
-    "errors": {"_binding", "records", "compression", "cli"},
-    "compression": {"_binding", "records", "cli"},
-    "_binding": {"records", "compression", "cli"},
-    "records": {"cli"},
+    "errors": {"_binding", "records", "compression", "config", "log", "coordinator"} | UPPER,
+    "config": {"_binding", "records", "compression", "log", "coordinator"} | UPPER,
+    "compression": {"_binding", "records", "log", "coordinator"} | UPPER,
+    "_binding": {"records", "compression", "config", "log", "coordinator"} | UPPER,
+    "records": {"log", "coordinator"} | UPPER,
+    "log": {"coordinator"} | UPPER,
+    "coordinator": UPPER,
+    "engine": {"cli"},
+    "producer": {"cli", "consumer"},
+    "consumer": {"cli", "producer"},
 }
 
 
@@ -41,6 +48,11 @@ def test_only_binding_imports_the_native_module() -> None:
 
 def test_layers_point_down() -> None:
     for module, banned in FORBIDDEN.items():
-        imported = imports_of(PACKAGE / f"{module}.py")
-        bad = {b for b in banned for i in imported if i in (f"logkernel.{b}",)}
-        assert not bad, f"logkernel.{module} imports {bad}"
+        path = PACKAGE / module
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [PACKAGE / f"{module}.py"]
+        assert files, module
+        for file in files:
+            imported = imports_of(file)
+            bad = {b for b in banned for i in imported
+                   if i == f"logkernel.{b}" or i.startswith(f"logkernel.{b}.")}
+            assert not bad, f"{file.relative_to(PACKAGE)} imports {bad}"

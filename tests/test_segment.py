@@ -47,7 +47,7 @@ def fill(segment: Segment, batches: int, per_batch: int, start: int = 0, ts: int
     return values
 
 
-def read_all(segment: Segment, start_offset: int | None = None) -> list[logkernel.Record]:
+def read_all(segment: Segment, start_offset: int | None = None) -> list[logkernel.records.Record]:
     info = segment.info()
     position = 0
     if start_offset is not None:

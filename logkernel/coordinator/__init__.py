@@ -1,0 +1,1 @@
+"""Coordinators that live in the engine: committed offsets (and later groups, transactions)."""

@@ -1,0 +1,198 @@
+"""Committed offsets, stored in the internal compacted topic ``__consumer_offsets``.
+
+Each commit is a record whose key names (group, topic, partition) and whose value holds
+the offset, in Kafka's own schemas, so the store reads like Kafka's:
+
+    key   (OffsetCommitKey v1):   version int16 = 1 | group string | topic string | partition int32
+    value (OffsetCommitValue v3): version int16 = 3 | offset int64 | leader epoch int32 |
+                                  metadata string | commit timestamp int64
+    (string = int16 length + UTF-8 bytes.) A null value (tombstone) deletes the offset.
+
+A group's commits go to partition ``abs(javaHashCode(group)) % partitions``, as in Kafka,
+so one group's history is in one partition and in commit order. The latest value per key
+wins; the whole topic is read once at open into a dict, so ``fetch`` is a dict lookup.
+Until the log cleaner exists the topic keeps every commit; opening reads them all.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from dataclasses import dataclass
+
+from logkernel import errors
+from logkernel.log.partition import PartitionLog
+from logkernel.records import encode_batch, iter_batches
+
+OFFSETS_TOPIC = "__consumer_offsets"
+KEY_VERSION = 1
+VALUE_VERSION = 3
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+_VALUE_HEAD = struct.Struct(">hqi")  # version, offset, leader epoch
+_I64 = struct.Struct(">q")
+# A commit record's read budget while loading: 1 MiB of batches per read.
+LOAD_READ_BYTES = 1024 * 1024
+
+
+def java_string_hash(text: str) -> int:
+    """Java's String.hashCode (over UTF-16 code units), as a signed 32-bit int."""
+    h = 0
+    data = text.encode("utf-16-be")
+    for i in range(0, len(data), 2):
+        h = (31 * h + ((data[i] << 8) | data[i + 1])) & 0xFFFFFFFF
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def partition_for_group(group_id: str, partitions: int) -> int:
+    h = java_string_hash(group_id)
+    # Kafka's Utils.abs maps Integer.MIN_VALUE to 0 rather than overflowing.
+    return (0 if h == -(1 << 31) else abs(h)) % partitions
+
+
+def _string(text: str) -> bytes:
+    data = text.encode("utf-8")
+    if len(data) > 32767:
+        raise ValueError(f"string of {len(data)} bytes is too long (at most 32767)")
+    return _I16.pack(len(data)) + data
+
+
+def _read_string(data: bytes, position: int) -> tuple[str, int]:
+    (n,) = _I16.unpack_from(data, position)
+    position += 2
+    if n < 0:
+        return "", position
+    if position + n > len(data):
+        raise ValueError("string runs past the end of the record")
+    return data[position:position + n].decode("utf-8"), position + n
+
+
+def encode_key(group: str, topic: str, partition: int) -> bytes:
+    return _I16.pack(KEY_VERSION) + _string(group) + _string(topic) + _I32.pack(partition)
+
+
+def decode_key(data: bytes) -> tuple[str, str, int] | None:
+    """(group, topic, partition), or None for keys of other kinds (group metadata)."""
+    (version,) = _I16.unpack_from(data, 0)
+    if version not in (0, 1):
+        return None
+    group, position = _read_string(data, 2)
+    topic, position = _read_string(data, position)
+    (partition,) = _I32.unpack_from(data, position)
+    return group, topic, partition
+
+
+@dataclass(frozen=True)
+class OffsetAndMetadata:
+    offset: int
+    metadata: str = ""
+    leader_epoch: int = -1
+    commit_timestamp_ms: int = -1
+
+
+def encode_value(value: OffsetAndMetadata) -> bytes:
+    return (_VALUE_HEAD.pack(VALUE_VERSION, value.offset, value.leader_epoch)
+            + _string(value.metadata) + _I64.pack(value.commit_timestamp_ms))
+
+
+def decode_value(data: bytes) -> OffsetAndMetadata:
+    (version,) = _I16.unpack_from(data, 0)
+    if version == 3:
+        _, offset, epoch = _VALUE_HEAD.unpack_from(data, 0)
+        metadata, position = _read_string(data, _VALUE_HEAD.size)
+        (timestamp,) = _I64.unpack_from(data, position)
+        return OffsetAndMetadata(offset, metadata, epoch, timestamp)
+    if version in (0, 1):  # offset int64 | metadata | commit timestamp [| expire timestamp]
+        (offset,) = _I64.unpack_from(data, 2)
+        metadata, position = _read_string(data, 10)
+        (timestamp,) = _I64.unpack_from(data, position)
+        return OffsetAndMetadata(offset, metadata, -1, timestamp)
+    raise ValueError(f"unknown offset commit value version {version}")
+
+
+TopicPartitionKey = tuple[str, int]
+
+
+class OffsetStore:
+    """Committed offsets of every group, backed by the ``__consumer_offsets`` logs."""
+
+    def __init__(self, logs: list[PartitionLog]) -> None:
+        self._logs = logs
+        self._lock = threading.Lock()
+        self._offsets: dict[str, dict[TopicPartitionKey, OffsetAndMetadata]] = {}
+        for partition_log in logs:
+            self._load(partition_log)
+
+    def _load(self, partition_log: PartitionLog) -> None:
+        offset = partition_log.log_start_offset
+        while offset < partition_log.log_end_offset:
+            data = partition_log.read(offset, LOAD_READ_BYTES)
+            if not data:
+                break
+            position = 0
+            for batch in iter_batches(data):
+                position += batch.header.size
+                if batch.is_control:
+                    continue
+                for record in batch.records():
+                    if record.offset < offset or record.key is None:
+                        continue
+                    self._apply(record.key, record.value)
+                offset = batch.header.base_offset + batch.header.last_offset_delta + 1
+            if position == 0:
+                break
+
+    def _apply(self, key: bytes, value: bytes | None) -> None:
+        try:
+            decoded = decode_key(key)
+            if decoded is None:
+                return
+            group, topic, partition = decoded
+            if value is None:
+                self._offsets.get(group, {}).pop((topic, partition), None)
+            else:
+                self._offsets.setdefault(group, {})[(topic, partition)] = decode_value(value)
+        except (ValueError, struct.error, UnicodeDecodeError) as exc:
+            raise errors.StorageError(
+                0, f"{OFFSETS_TOPIC} holds a record that is not an offset commit ({exc}); "
+                "the topic is reserved for committed offsets", None) from exc
+
+    def _log_for(self, group: str) -> PartitionLog:
+        return self._logs[partition_for_group(group, len(self._logs))]
+
+    def commit(self, group: str, offsets: dict[TopicPartitionKey, OffsetAndMetadata]) -> None:
+        """Stores the offsets of one group as one batch (all or none). Durable as the
+        __consumer_offsets topic's flush settings say."""
+        if not offsets:
+            return
+        keys = [encode_key(group, topic, partition) for topic, partition in offsets]
+        values = [encode_value(v) for v in offsets.values()]
+        with self._lock:
+            self._log_for(group).append(encode_batch(values, keys=keys), validated=True)
+            self._offsets.setdefault(group, {}).update(offsets)
+
+    def delete(self, group: str, partitions: list[TopicPartitionKey]) -> None:
+        """Removes committed offsets (tombstones)."""
+        if not partitions:
+            return
+        keys = [encode_key(group, topic, partition) for topic, partition in partitions]
+        with self._lock:
+            self._log_for(group).append(encode_batch([None] * len(keys), keys=keys), validated=True)
+            stored = self._offsets.get(group, {})
+            for tp in partitions:
+                stored.pop(tp, None)
+
+    def fetch(self, group: str, topic: str, partition: int) -> OffsetAndMetadata | None:
+        return self._offsets.get(group, {}).get((topic, partition))
+
+    def group_offsets(self, group: str) -> dict[TopicPartitionKey, OffsetAndMetadata]:
+        return dict(self._offsets.get(group, {}))
+
+    def groups(self) -> list[str]:
+        return sorted(g for g, offsets in self._offsets.items() if offsets)
+
+    def forget_topic(self, topic: str) -> None:
+        """Drops the offsets of a deleted topic (tombstones, so they stay gone)."""
+        for group in self.groups():
+            doomed = [tp for tp in self._offsets[group] if tp[0] == topic]
+            self.delete(group, doomed)

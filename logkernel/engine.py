@@ -1,0 +1,489 @@
+"""The engine: one data directory, its topics and partitions, and the background tasks.
+
+``logkernel.open(path)`` returns an ``Engine``. It is the one entry point both front doors
+use: the embedded Producer/Consumer here, and (later) the broker.
+
+Data directory::
+
+    .lock                       held (flock) while an engine has the directory open
+    .clean-shutdown             written by close() after every log was flushed; removed at open
+    topics/<topic id>.json      topic metadata: name, partitions, config overrides (named by
+                                the id: a 249-character topic name plus ".json.tmp" would
+                                not fit the file system's 255-byte file names)
+    <topic>-<partition>/        one partition log (log/partition.py)
+
+Topic metadata is written with temp + fsync + rename. Creating a topic writes its metadata
+last, so a crash leaves either no topic or a whole one (stray empty partition directories
+are harmless and reused). Deleting marks the metadata "deleting", removes the partition
+directories, then removes the metadata: a crash in between is finished at the next open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from logkernel import errors
+from logkernel.config import EngineConfig, TopicConfig, validate_topic_name
+from logkernel.coordinator.offsets import OFFSETS_TOPIC, OffsetAndMetadata, OffsetStore
+from logkernel.log.checkpoint import fsync_directory, write_atomically
+from logkernel.log.partition import AppendNotifier, PartitionLog, RecoveryReport
+
+log = logging.getLogger("logkernel.engine")
+
+LOCK_FILE = ".lock"
+CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
+TOPICS_DIR = "topics"
+INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC})
+# Largest partition count of one topic: each partition is a directory and an open segment
+# (a file descriptor and an address-space reservation of segment.bytes).
+MAX_PARTITIONS = 10_000
+
+
+@dataclass
+class Topic:
+    name: str
+    topic_id: str
+    config: TopicConfig
+    partitions: list[PartitionLog]
+    internal: bool = False
+
+
+@dataclass(frozen=True)
+class PartitionDescription:
+    partition: int
+    log_start_offset: int
+    log_end_offset: int
+    high_watermark: int
+    recovery_point: int
+    segments: int
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class TopicDescription:
+    name: str
+    topic_id: str
+    internal: bool
+    partitions: list[PartitionDescription]
+    config: dict[str, Any]        # every effective setting
+    overrides: dict[str, Any] = field(default_factory=dict)  # only those set on the topic
+
+
+class Engine:
+    """An open data directory. Thread-safe; close it (or use ``with``) to shut down cleanly."""
+
+    def __init__(self, path: str | os.PathLike[str], config: Mapping[str, Any] | None = None) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        self.config = EngineConfig(config)
+        os.makedirs(os.path.join(self.path, TOPICS_DIR), exist_ok=True)
+        self._lock_fd = self._acquire_lock()
+        self._closed = False
+        self._meta_lock = threading.RLock()
+        self.notifier = AppendNotifier()
+        self._topics: dict[str, Topic] = {}
+        self.generation = 0  # bumped on every topic or partition change (consumers refresh)
+        self.recovery: dict[str, RecoveryReport] = {}
+        try:
+            marker = os.path.join(self.path, CLEAN_SHUTDOWN_FILE)
+            self._clean_shutdown = os.path.exists(marker)
+            if self._clean_shutdown:
+                os.unlink(marker)
+                fsync_directory(self.path)
+            self._load_topics()
+            if OFFSETS_TOPIC not in self._topics:
+                self._create_topic(OFFSETS_TOPIC, self.config["offsets.topic.num.partitions"], {
+                    "cleanup.policy": "compact",
+                    "segment.bytes": self.config["offsets.topic.segment.bytes"]}, internal=True)
+            self.offsets = OffsetStore(self._topics[OFFSETS_TOPIC].partitions)
+        except BaseException:
+            self._release_everything()
+            raise
+        self._stop = threading.Event()
+        self._background = threading.Thread(target=self._background_loop,
+                                             name=f"logkernel-background {self.path}", daemon=True)
+        self._background.start()
+
+    # ---- the directory lock --------------------------------------------------------
+
+    def _acquire_lock(self) -> int:
+        path = os.path.join(self.path, LOCK_FILE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise errors.DataDirLockedError(
+                    f"{self.path} is open in another engine (process {holder or 'unknown'}); "
+                    "one engine owns a data directory at a time. Close it, or connect to that "
+                    "process's broker instead.") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    # ---- topics --------------------------------------------------------------------
+
+    def _metadata_path(self, topic_id: str) -> str:
+        return os.path.join(self.path, TOPICS_DIR, f"{topic_id}.json")
+
+    def _partition_dir(self, name: str, partition: int) -> str:
+        return os.path.join(self.path, f"{name}-{partition}")
+
+    def _write_metadata(self, topic: Topic, state: str = "live") -> None:
+        document = {"name": topic.name, "topic_id": topic.topic_id,
+                    "partitions": len(topic.partitions), "internal": topic.internal,
+                    "config": {k: str(v) for k, v in topic.config.overrides.items()},
+                    "state": state}
+        write_atomically(self._metadata_path(topic.topic_id),
+                         json.dumps(document, indent=1, sort_keys=True).encode())
+
+    def _load_topics(self) -> None:
+        directory = os.path.join(self.path, TOPICS_DIR)
+        for entry in sorted(os.listdir(directory)):
+            path = os.path.join(directory, entry)
+            if entry.endswith(".tmp"):
+                os.unlink(path)
+                continue
+            if not entry.endswith(".json"):
+                continue
+            try:
+                document = json.loads(Path(path).read_bytes())
+                name = validate_topic_name(document["name"])
+                count = int(document["partitions"])
+                overrides = dict(document.get("config", {}))
+                state = document.get("state", "live")
+                topic_id = str(document["topic_id"])
+                internal = bool(document.get("internal", False))
+            except (ValueError, KeyError, TypeError, errors.ConfigError) as exc:
+                raise errors.StorageError(
+                    0, f"topic metadata {path} is unreadable ({exc}); fix or remove it (the "
+                    "partition directories stay untouched)", path) from exc
+            if state == "deleting":
+                self._remove_partition_dirs(name, count)
+                os.unlink(path)
+                fsync_directory(directory)
+                log.warning("finished deleting topic %s (interrupted by a crash)", name)
+                continue
+            config = TopicConfig(self.config.topic_defaults, overrides)
+            logs = [self._open_partition(name, p, config) for p in range(count)]
+            self._topics[name] = Topic(name, topic_id, config, logs, internal)
+
+    def _open_partition(self, name: str, partition: int, config: TopicConfig) -> PartitionLog:
+        partition_log = PartitionLog(self._partition_dir(name, partition), name, partition, config,
+                                     clean_shutdown=self._clean_shutdown, notifier=self.notifier)
+        if not partition_log.recovery.clean:
+            self.recovery[partition_log.name] = partition_log.recovery
+        return partition_log
+
+    def _remove_partition_dirs(self, name: str, count: int) -> None:
+        for p in range(count):
+            directory = self._partition_dir(name, p)
+            if os.path.isdir(directory):
+                shutil.rmtree(directory)
+        fsync_directory(self.path)
+
+    def _live(self) -> None:
+        if self._closed:
+            raise errors.ClosedError(f"the engine for {self.path} is closed")
+
+    def _create_topic(self, name: str, partitions: int, config: Mapping[str, Any] | None, *,
+                      internal: bool = False) -> Topic:
+        topic_config = TopicConfig(self.config.topic_defaults, config)
+        logs: list[PartitionLog] = []
+        try:
+            for p in range(partitions):
+                directory = self._partition_dir(name, p)
+                if os.path.isdir(directory) and os.listdir(directory):
+                    # Left by a crash during an earlier create or delete: not a topic's data
+                    # (no metadata names it), so start it empty.
+                    shutil.rmtree(directory)
+                logs.append(PartitionLog(directory, name, p, topic_config, clean_shutdown=True,
+                                         notifier=self.notifier))
+            topic = Topic(name, uuid.uuid4().hex, topic_config, logs, internal)
+            self._write_metadata(topic)
+        except BaseException:
+            for partition_log in logs:
+                partition_log.close(flush=False)
+            self._remove_partition_dirs(name, partitions)
+            raise
+        self._topics[name] = topic
+        self.generation += 1
+        return topic
+
+    def create_topic(self, name: str, partitions: int = 1,
+                     config: Mapping[str, Any] | None = None) -> None:
+        """Creates a topic with ``partitions`` partitions and config overrides (Kafka's names,
+        values as strings or numbers). Durable on return. Raises TopicExistsError,
+        ConfigError for a bad name, count or config (naming the key and value)."""
+        validate_topic_name(name)
+        if name in INTERNAL_TOPICS or name.startswith("__"):
+            raise errors.ConfigError(f"topic names starting with '__' are reserved for internal "
+                                     f"topics; {name!r} cannot be created")
+        if isinstance(partitions, bool) or not isinstance(partitions, int) or not (
+                1 <= partitions <= MAX_PARTITIONS):
+            raise errors.ConfigError(f"partitions must be an integer from 1 to {MAX_PARTITIONS}, "
+                                     f"got {partitions!r}")
+        with self._meta_lock:
+            self._live()
+            if name in self._topics:
+                raise errors.TopicExistsError(f"topic {name!r} already exists")
+            clash = name.replace(".", "_")
+            for existing in self._topics:
+                if existing.replace(".", "_") == clash:
+                    raise errors.ConfigError(
+                        f"topic {name!r} collides with existing topic {existing!r}: Kafka treats "
+                        "'.' and '_' as the same in metric names, so it refuses both")
+            self._create_topic(name, partitions, config)
+
+    def delete_topic(self, name: str) -> None:
+        """Deletes a topic, its data and its committed offsets. Durable on return."""
+        with self._meta_lock:
+            self._live()
+            topic = self._topic(name)
+            if topic.internal:
+                raise errors.ConfigError(f"{name!r} is an internal topic and cannot be deleted")
+            self._write_metadata(topic, state="deleting")
+            del self._topics[name]
+            self.generation += 1
+            for partition_log in topic.partitions:
+                partition_log.close(flush=False)
+            self._remove_partition_dirs(name, len(topic.partitions))
+            os.unlink(self._metadata_path(topic.topic_id))
+            fsync_directory(os.path.join(self.path, TOPICS_DIR))
+            self.offsets.forget_topic(name)
+
+    def create_partitions(self, name: str, total: int) -> None:
+        """Grows a topic to ``total`` partitions (Kafka's CreatePartitions: never shrinks).
+        Keyed records then map to different partitions, as in Kafka."""
+        with self._meta_lock:
+            self._live()
+            topic = self._topic(name)
+            current = len(topic.partitions)
+            if isinstance(total, bool) or not isinstance(total, int) or total <= current \
+                    or total > MAX_PARTITIONS:
+                raise errors.ConfigError(
+                    f"topic {name!r} has {current} partitions; the new count must be an integer "
+                    f"above that and at most {MAX_PARTITIONS}, got {total!r}")
+            added = [self._open_partition(name, p, topic.config) for p in range(current, total)]
+            partitions = topic.partitions + added
+            self._write_metadata(Topic(name, topic.topic_id, topic.config, partitions, topic.internal))
+            topic.partitions = partitions
+            self.generation += 1
+
+    def alter_topic_config(self, name: str, changes: Mapping[str, Any | None]) -> None:
+        """Sets (or, with value None, removes) topic config overrides. Takes effect at once
+        (segment sizes from the next roll). Durable on return."""
+        with self._meta_lock:
+            self._live()
+            topic = self._topic(name)
+            new = topic.config.with_changes(self.config.topic_defaults, changes)
+            self._write_metadata(Topic(name, topic.topic_id, new, topic.partitions, topic.internal))
+            topic.config = new
+            for partition_log in topic.partitions:
+                partition_log.update_config(new)
+
+    def _topic(self, name: str) -> Topic:
+        topic = self._topics.get(name)
+        if topic is None:
+            raise errors.UnknownTopicError(
+                f"unknown topic {name!r}; create it with create_topic({name!r}) (existing: "
+                f"{', '.join(sorted(t for t in self._topics if t not in INTERNAL_TOPICS)) or 'none'})")
+        return topic
+
+    def topic(self, name: str) -> Topic:
+        """The topic, creating it if auto.create.topics.enable is set. For the clients."""
+        topic = self._topics.get(name)
+        if topic is not None:
+            return topic
+        if self.config["auto.create.topics.enable"] and name not in INTERNAL_TOPICS:
+            with self._meta_lock:
+                self._live()
+                topic = self._topics.get(name)
+                if topic is None:
+                    validate_topic_name(name)
+                    topic = self._create_topic(name, self.config["num.partitions"], None)
+                return topic
+        self._live()
+        return self._topic(name)
+
+    def partition_log(self, name: str, partition: int) -> PartitionLog:
+        topic = self.topic(name)
+        if isinstance(partition, bool) or not isinstance(partition, int) or not (
+                0 <= partition < len(topic.partitions)):
+            raise errors.UnknownTopicError(
+                f"topic {name!r} has partitions 0..{len(topic.partitions) - 1}; there is no "
+                f"partition {partition!r}")
+        return topic.partitions[partition]
+
+    def topics(self, *, internal: bool = False) -> list[str]:
+        """Topic names, sorted; internal topics (``__consumer_offsets``) only if asked."""
+        return sorted(n for n, t in self._topics.items() if internal or not t.internal)
+
+    def describe_topic(self, name: str) -> TopicDescription:
+        topic = self._topic(name)
+        partitions = []
+        for p in topic.partitions:
+            segments = p.segments()
+            partitions.append(PartitionDescription(
+                p.partition, p.log_start_offset, p.log_end_offset, p.high_watermark,
+                p.recovery_point, len(segments), sum(s.size for s in segments)))
+        return TopicDescription(name, topic.topic_id, topic.internal, partitions,
+                                dict(topic.config.values), dict(topic.config.overrides))
+
+    # ---- records -------------------------------------------------------------------
+
+    def delete_records(self, topic: str, partition: int, before_offset: int) -> int:
+        """Advances the partition's log start offset to ``before_offset`` (-1: the high
+        watermark), deleting whole segments below it; returns the new log start offset.
+        Kafka's DeleteRecords. Durable on return."""
+        return self.partition_log(topic, partition).delete_records(before_offset)
+
+    def beginning_offset(self, topic: str, partition: int) -> int:
+        return self.partition_log(topic, partition).log_start_offset
+
+    def end_offset(self, topic: str, partition: int) -> int:
+        return self.partition_log(topic, partition).high_watermark
+
+    def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record with timestamp >= timestamp_ms, or None."""
+        return self.partition_log(topic, partition).offset_for_timestamp(timestamp_ms)
+
+    def producer(self, **options: Any) -> Any:
+        """An embedded producer (see logkernel.producer.Producer for the options)."""
+        from logkernel.producer import Producer
+        return Producer(self, **options)
+
+    def consumer(self, *topics: str, **options: Any) -> Any:
+        """An embedded consumer (see logkernel.consumer.Consumer for the options)."""
+        from logkernel.consumer import Consumer
+        return Consumer(self, *topics, **options)
+
+    def commit_offsets(self, group_id: str,
+                       offsets: Mapping[tuple[str, int], int | OffsetAndMetadata]) -> None:
+        """Stores committed offsets for a group (what a consumer's commit() does)."""
+        self._live()
+        normalized: dict[tuple[str, int], OffsetAndMetadata] = {}
+        now = int(time.time() * 1000)
+        for (topic, partition), value in offsets.items():
+            self.partition_log(topic, partition)
+            if isinstance(value, int):
+                value = OffsetAndMetadata(value, "", -1, now)
+            if value.offset < 0:
+                raise ValueError(f"cannot commit negative offset {value.offset} for {topic}-{partition}")
+            normalized[(topic, partition)] = value
+        self.offsets.commit(group_id, normalized)
+
+    def committed(self, group_id: str, topic: str, partition: int) -> int | None:
+        stored = self.offsets.fetch(group_id, topic, partition)
+        return None if stored is None else stored.offset
+
+    # ---- background tasks ----------------------------------------------------------
+
+    def _all_logs(self) -> Iterable[PartitionLog]:
+        return [p for topic in list(self._topics.values()) for p in topic.partitions]
+
+    def run_retention(self, now_ms: int | None = None) -> int:
+        """Applies retention to every partition now; returns segments deleted."""
+        deleted = 0
+        for partition_log in self._all_logs():
+            with contextlib.suppress(errors.ClosedError):  # its topic was deleted meanwhile
+                deleted += partition_log.apply_retention(now_ms)
+        return deleted
+
+    def flush(self) -> None:
+        """fsyncs every partition and writes the checkpoints."""
+        for partition_log in self._all_logs():
+            try:
+                partition_log.flush()
+                partition_log.checkpoint()
+            except errors.ClosedError:
+                pass
+
+    def _background_loop(self) -> None:
+        flush_every = self.config["log.flush.scheduler.interval.ms"] / 1000
+        retention_every = self.config["log.retention.check.interval.ms"] / 1000
+        checkpoint_every = self.config["log.flush.offset.checkpoint.interval.ms"] / 1000
+        now = time.monotonic()
+        next_retention = now + retention_every
+        next_checkpoint = now + checkpoint_every
+        next_flush = now + flush_every
+        while not self._stop.wait(max(0.0, min(next_retention, next_checkpoint, next_flush)
+                                      - time.monotonic())):
+            now = time.monotonic()
+            try:
+                if now >= next_flush:
+                    next_flush = now + flush_every
+                    wall = int(time.time() * 1000)
+                    for partition_log in self._all_logs():
+                        partition_log.flush_if_due(wall)
+                if now >= next_retention:
+                    next_retention = now + retention_every
+                    self.run_retention()
+                if now >= next_checkpoint:
+                    next_checkpoint = now + checkpoint_every
+                    for partition_log in self._all_logs():
+                        partition_log.checkpoint()
+            except errors.ClosedError:
+                continue
+            except Exception:  # keep the task alive; the next round retries
+                log.exception("background task failed in %s", self.path)
+
+    # ---- lifecycle -----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stops the background task, flushes and checkpoints every partition, marks the
+        shutdown clean (so the next open skips recovery) and releases the directory."""
+        with self._meta_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        self._background.join()
+        try:
+            for partition_log in self._all_logs():
+                partition_log.close(flush=True)
+            write_atomically(os.path.join(self.path, CLEAN_SHUTDOWN_FILE), b"")
+        finally:
+            self._release_everything()
+        with self.notifier.condition:
+            self.notifier.condition.notify_all()
+
+    def _release_everything(self) -> None:
+        for partition_log in self._all_logs():
+            partition_log.close(flush=False)
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = -1
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<logkernel.Engine {self.path!r} topics={len(self._topics)}>"
+
+
+def open(path: str | os.PathLike[str], config: Mapping[str, Any] | None = None) -> Engine:
+    """Opens (creating if needed) the data directory at ``path``; see ``Engine``."""
+    return Engine(path, config)

@@ -1,0 +1,1 @@
+"""Partition logs: segments, offsets, recovery, retention (see partition.py)."""

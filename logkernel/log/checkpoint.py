@@ -1,0 +1,81 @@
+"""Small durable files: written whole to ``<name>.tmp``, fsynced, renamed over the old
+file, and the directory fsynced, so a crash leaves either the old or the new contents,
+never a mix (Kafka's CheckpointFile does the same).
+
+The partition checkpoint, one per partition directory, is text::
+
+    0                          format version
+    recovery-point 1234        every offset below this was fsynced
+    log-start-offset 1000      the first offset readers may see
+
+A checkpoint that is missing or unreadable is not an error: the partition log then
+recovers from its first segment, which costs time but loses nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+CHECKPOINT_FILE = "partition.checkpoint"
+CHECKPOINT_VERSION = 0
+
+
+def fsync_directory(path: str) -> None:
+    """Makes a rename or unlink inside ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Replaces ``path`` with ``data``: temp file, fsync, rename, directory fsync."""
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_directory(os.path.dirname(path) or ".")
+
+
+@dataclass(frozen=True)
+class PartitionCheckpoint:
+    recovery_point: int
+    log_start_offset: int
+
+
+def write_partition_checkpoint(directory: str, checkpoint: PartitionCheckpoint) -> None:
+    text = (f"{CHECKPOINT_VERSION}\nrecovery-point {checkpoint.recovery_point}\n"
+            f"log-start-offset {checkpoint.log_start_offset}\n")
+    write_atomically(os.path.join(directory, CHECKPOINT_FILE), text.encode("ascii"))
+
+
+def read_partition_checkpoint(directory: str) -> tuple[PartitionCheckpoint | None, str]:
+    """(checkpoint, "") or (None, why it could not be used)."""
+    path = os.path.join(directory, CHECKPOINT_FILE)
+    try:
+        with open(path, "rb") as f:
+            text = f.read(4096).decode("ascii")
+    except FileNotFoundError:
+        return None, "no checkpoint file"
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"unreadable checkpoint {path}: {exc}"
+    lines = text.split("\n")
+    try:
+        if lines[0] != str(CHECKPOINT_VERSION) or lines[3] != "" or len(lines) != 4:
+            raise ValueError("unexpected layout")
+        fields = dict(line.split(" ") for line in lines[1:3])
+        recovery_point = int(fields["recovery-point"])
+        log_start_offset = int(fields["log-start-offset"])
+        if recovery_point < 0 or log_start_offset < 0:
+            raise ValueError("negative offset")
+    except (ValueError, KeyError, IndexError) as exc:
+        return None, f"corrupt checkpoint {path} ({exc}): {text[:80]!r}"
+    return PartitionCheckpoint(recovery_point, log_start_offset), ""

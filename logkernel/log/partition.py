@@ -1,0 +1,802 @@
+"""The partition log: one partition's directory of segments, and the one home of its
+offsets (log start, log end, high watermark, recovery point).
+
+Files in ``<topic>-<partition>/``::
+
+    00000000000000000000.log        RecordBatch v2, Kafka's bytes
+    00000000000000000000.index      sparse offset index (Kafka's layout)
+    00000000000000000000.timeindex  sparse time index (Kafka's layout)
+    00000000000000005120.log ...    the next segment, named by its base offset
+    partition.checkpoint            recovery point and log start offset (checkpoint.py)
+
+Offsets, in the order they must always keep (``check()`` asserts them)::
+
+    first segment's base <= log_start_offset <= recovery_point* <= high_watermark == log_end_offset
+
+    (* the recovery point may lag behind the log start offset after delete_records; it
+       only says which bytes were fsynced, and every segment below it was.)
+
+Invariants a crash must not break:
+
+1. Segment base offsets are strictly increasing, and every offset in a segment is below
+   the next segment's base. Only the last segment (the active one) is written to.
+2. Every byte below the recovery point was fsynced, and so was every segment before the
+   active one (a segment is sealed, which flushes it, when the log rolls past it).
+3. The checkpoint never claims more than is durable: the recovery point written is one
+   that a flush reached, and a stale checkpoint only makes the next open re-validate more.
+4. The log start offset only moves forward, and is checkpointed before the files below it
+   are deleted would matter: open takes max(checkpoint, first segment's base).
+
+Opening after an unclean shutdown re-validates every segment holding offsets at or past
+the recovery point (CRC and structure of every batch), truncates at the first invalid
+byte, deletes any segment after a truncated one, rebuilds indexes, and logs what it
+dropped. After a clean shutdown (the engine's marker file) only the active segment is
+opened; older segments are opened on first use, so opening thousands is cheap.
+
+Thread safety: one lock serialises appends, reads (which copy bytes out of the maps) and
+every change to the segment list. fsync happens under that lock too, so appends wait for
+a flush in progress and the next flush covers all of them: that is the group commit.
+
+This is a single-replica log: the high watermark equals the log end offset, because no
+follower has to acknowledge a record before consumers may read it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import logging
+import os
+import struct
+import threading
+import time
+from dataclasses import dataclass
+
+from logkernel import _binding, errors
+from logkernel._binding import Segment
+from logkernel.config import LONG_MAX, TopicConfig
+from logkernel.log.checkpoint import (
+    CHECKPOINT_FILE,
+    PartitionCheckpoint,
+    fsync_directory,
+    read_partition_checkpoint,
+    write_partition_checkpoint,
+)
+from logkernel.records import batch_sizes, decode_batch, stamp_log_append_time
+
+log = logging.getLogger("logkernel.log")
+
+LOG_SUFFIX = ".log"
+INDEX_SUFFIX = ".index"
+TIME_INDEX_SUFFIX = ".timeindex"
+# Files a crash can leave behind: half-written checkpoints and (once compaction exists)
+# cleaner output that never got swapped in. Deleted at open.
+LEFTOVER_SUFFIXES = (".tmp", ".cleaned", ".deleted")
+
+# Largest bytes one record adds to its batch beyond key, value and headers: the 61-byte
+# batch header plus Kafka's MAX_RECORD_OVERHEAD (21). Used to decide, without encoding,
+# whether a record could exceed max.message.bytes or overflow the active segment.
+RECORD_BATCH_OVERHEAD = 61 + 21 + 5
+
+# The partition leader epoch stamped on batches appended here. One replica, never a
+# leader change: epoch 0, as a freshly created Kafka partition has.
+LEADER_EPOCH = 0
+
+# The .log file grows in steps of this many bytes (fallocate): big enough that a stream of
+# small appends rarely reaches the file system, small enough not to waste disk on many
+# nearly empty partitions.
+GROW_STEP = 8 * 1024 * 1024
+
+ATTRIBUTE_LOG_APPEND_TIME = 0x08
+
+
+# What a read needs from a batch header before the batch itself is in hand.
+_LENGTH = struct.Struct(">i")        # batchLength at byte 8
+_MAX_TIMESTAMP = struct.Struct(">q")  # maxTimestamp at byte 35
+
+
+def _batch_size(header: bytes) -> int:
+    return _LENGTH.unpack_from(header, 8)[0] + 12
+
+
+def _varint_size(value: int) -> int:
+    """Bytes of a zig-zag varint (Kafka's record fields)."""
+    n = (value << 1) ^ (value >> 63)
+    size = 1
+    while n >= 0x80:
+        n >>= 7
+        size += 1
+    return size
+
+
+def single_record_batch_size(key_len: int, value_len: int, headers_len: int,
+                             headers_count: int) -> int:
+    """Exact bytes of a batch holding one record (offset and timestamp deltas 0)."""
+    body = (3 + _varint_size(key_len) + max(key_len, 0) + _varint_size(value_len)
+            + max(value_len, 0) + _varint_size(headers_count) + headers_len)
+    return 61 + _varint_size(body) + body
+
+
+def segment_name(base_offset: int) -> str:
+    return f"{base_offset:020d}"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class AppendNotifier:
+    """Wakes consumers blocked in poll when any partition gets data.
+
+    ``waiting`` is read without the lock on every append; a waiter increments it before it
+    checks for data, so an append either sees the waiter or the waiter sees the append."""
+
+    def __init__(self) -> None:
+        self.condition = threading.Condition(threading.Lock())
+        self.waiting = 0
+
+    def notify(self) -> None:
+        with self.condition:
+            self.condition.notify_all()
+
+
+@dataclass(frozen=True)
+class SegmentSummary:
+    base_offset: int
+    next_offset: int
+    size: int
+    max_timestamp: int
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    """What opening the log had to repair (empty lists after a clean shutdown)."""
+
+    truncated: tuple[str, ...] = ()       # one sentence per segment cut short
+    deleted: tuple[str, ...] = ()         # segment files removed because an earlier one was cut
+    rebuilt_indexes: tuple[str, ...] = ()  # segments whose indexes were rebuilt
+
+    @property
+    def clean(self) -> bool:
+        return not (self.truncated or self.deleted or self.rebuilt_indexes)
+
+
+class PartitionLog:
+    """One partition's log. See the module docstring for files, offsets and invariants."""
+
+    def __init__(self, directory: str, topic: str, partition: int, config: TopicConfig, *,
+                 clean_shutdown: bool = False, notifier: AppendNotifier | None = None) -> None:
+        self.directory = directory
+        self.topic = topic
+        self.partition = partition
+        self.name = f"{topic}-{partition}"
+        self._config = config
+        self._notifier = notifier or AppendNotifier()
+        self._lock = threading.Lock()
+        self._flush_condition = threading.Condition(threading.Lock())
+        self._flushing = False
+        self._closed = False
+        self._bases: list[int] = []
+        self._segments: dict[int, Segment] = {}   # open handles, by base offset
+        self._sealed_sizes: dict[int, int] = {}  # sizes of every segment but the active one
+        self._active: Segment
+        self._active_size = 0
+        self._active_first_timestamp = -1       # first batch's timestamp, for segment.ms
+        self._next_offset = 0
+        self._log_start_offset = 0
+        self._recovery_point = 0
+        self._checkpointed: PartitionCheckpoint | None = None
+        self._unflushed_messages = 0
+        self._first_unflushed_ms = -1
+        os.makedirs(directory, exist_ok=True)
+        self.recovery = self._open(clean_shutdown)
+
+    # ---- offsets -------------------------------------------------------------------
+
+    @property
+    def config(self) -> TopicConfig:
+        return self._config
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._next_offset
+
+    @property
+    def high_watermark(self) -> int:
+        """Offsets below this are readable. One replica: the log end offset."""
+        return self._next_offset
+
+    @property
+    def recovery_point(self) -> int:
+        """Every offset below this has been fsynced."""
+        return self._recovery_point
+
+    def size_bytes(self) -> int:
+        with self._lock:
+            return sum(self._sealed_sizes.values()) + self._active_size
+
+    # ---- opening and recovery ------------------------------------------------------
+
+    def _paths(self, base_offset: int) -> tuple[str, str, str]:
+        stem = os.path.join(self.directory, segment_name(base_offset))
+        return stem + LOG_SUFFIX, stem + INDEX_SUFFIX, stem + TIME_INDEX_SUFFIX
+
+    def _open_segment(self, base_offset: int, *, writable: bool, reset_indexes: bool = False) -> Segment:
+        log_path, index_path, time_index_path = self._paths(base_offset)
+        if not writable:
+            return Segment(log_path, index_path, time_index_path, base_offset=base_offset,
+                           writable=False)
+        c = self._config
+        # Room for segment.bytes plus one maximum batch: a batch that starts below
+        # segment.bytes always fits, so the roll rule alone decides where segments end.
+        capacity = c.segment_bytes + max(c.max_message_bytes, 0) + RECORD_BATCH_OVERHEAD
+        return Segment(log_path, index_path, time_index_path, base_offset=base_offset,
+                       writable=True, reset_indexes=reset_indexes, log_capacity=capacity,
+                       index_capacity=c.segment_index_bytes,
+                       grow_step=min(GROW_STEP, capacity),
+                       index_interval_bytes=c.index_interval_bytes)
+
+    def _open(self, clean_shutdown: bool) -> RecoveryReport:
+        names = os.listdir(self.directory)
+        for name in names:
+            if name.endswith(LEFTOVER_SUFFIXES):
+                log.warning("%s: removing leftover file %s from an interrupted operation",
+                            self.name, name)
+                os.unlink(os.path.join(self.directory, name))
+        bases = sorted(int(n[:20]) for n in names
+                       if n.endswith(LOG_SUFFIX) and len(n) == 24 and n[:20].isdigit())
+        present = set(names)
+        base_set = set(bases)
+        for name in names:  # indexes without their log cannot be used for anything
+            if (name.endswith((INDEX_SUFFIX, TIME_INDEX_SUFFIX)) and name[:20].isdigit()
+                    and int(name[:20]) not in base_set):
+                os.unlink(os.path.join(self.directory, name))
+
+        checkpoint, why = read_partition_checkpoint(self.directory)
+        if checkpoint is None and bases and why != "no checkpoint file":
+            log.warning("%s: %s; recovering every segment", self.name, why)
+        if not bases:
+            start = checkpoint.log_start_offset if checkpoint else 0
+            self._bases = [start]
+            self._active = self._open_segment(start, writable=True)
+            self._segments[start] = self._active
+            self._next_offset = self._log_start_offset = self._recovery_point = start
+            self._active_first_timestamp = -1
+            self._write_checkpoint()
+            return RecoveryReport()
+
+        if checkpoint is not None and checkpoint.recovery_point >= bases[0]:
+            recovery_point = checkpoint.recovery_point
+        else:
+            recovery_point = bases[0]
+        must_recover_from = LONG_MAX if clean_shutdown and checkpoint is not None else recovery_point
+        truncated: list[str] = []
+        deleted: list[str] = []
+        rebuilt: list[str] = []
+
+        kept = list(bases)
+        for i, base in enumerate(bases):
+            last = i == len(bases) - 1
+            next_base = LONG_MAX if last else bases[i + 1]
+            log_path, index_path, time_index_path = self._paths(base)
+            indexes_missing = (os.path.basename(index_path) not in present
+                               or os.path.basename(time_index_path) not in present)
+            recover = next_base > must_recover_from
+            if not (last or recover or indexes_missing):
+                self._sealed_sizes[base] = os.stat(log_path).st_size
+                continue
+            try:
+                seg = self._open_segment(base, writable=True, reset_indexes=indexes_missing)
+            except errors.IndexCorruptError as exc:
+                log.warning("%s: %s; rebuilding its indexes", self.name, exc)
+                seg = self._open_segment(base, writable=True, reset_indexes=True)
+                indexes_missing = True
+            if seg.info().needs_recovery:
+                recover = True
+            if recover:
+                before = seg.info().size
+                result = seg.recover()
+                if result.valid_bytes < before:
+                    sentence = (f"{log_path}: kept {result.valid_bytes} bytes (offsets {base}.."
+                                f"{result.next_offset - 1}), dropped {before - result.valid_bytes} "
+                                f"bytes from position {result.valid_bytes} (offset "
+                                f"{result.next_offset}): {result.stop_reason}"
+                                f"{': ' + result.stop_detail if result.stop_detail else ''}")
+                    log.warning("%s: recovery truncated %s", self.name, sentence)
+                    truncated.append(sentence)
+                if not last and (result.valid_bytes < before or result.next_offset > next_base):
+                    # A hole in the middle of the log: what follows cannot be trusted to
+                    # continue it (Kafka deletes it too).
+                    for later in bases[i + 1:]:
+                        for path in self._paths(later):
+                            if os.path.exists(path):
+                                os.unlink(path)
+                        deleted.append(self._paths(later)[0])
+                        log.warning("%s: deleted %s after the truncation before it", self.name,
+                                    self._paths(later)[0])
+                    fsync_directory(self.directory)
+                    kept = bases[:i + 1]
+                    last = True
+            elif indexes_missing:
+                seg.rebuild_indexes()
+                rebuilt.append(log_path)
+                log.warning("%s: rebuilt the indexes of %s", self.name, log_path)
+            if last:
+                self._active = seg
+                self._segments[base] = seg
+                break
+            seg.seal()
+            self._sealed_sizes[base] = seg.info().size
+            seg.close()
+
+        self._bases = kept
+        info = self._active.info()
+        self._active_size = info.size
+        self._next_offset = info.next_offset
+        self._active_first_timestamp = self._first_timestamp(self._active, info.size)
+        start = max(checkpoint.log_start_offset if checkpoint else 0, kept[0])
+        self._log_start_offset = min(start, self._next_offset)
+        if must_recover_from == LONG_MAX:
+            self._recovery_point = min(recovery_point, self._next_offset)
+        else:
+            # Everything that survived recovery is made durable before the recovery point
+            # claims it.
+            self._active.flush()
+            self._recovery_point = self._next_offset
+        self._write_checkpoint()
+        return RecoveryReport(tuple(truncated), tuple(deleted), tuple(rebuilt))
+
+    @staticmethod
+    def _first_timestamp(seg: Segment, size: int) -> int:
+        if size < _binding.BATCH_HEADER_SIZE:
+            return -1
+        return _MAX_TIMESTAMP.unpack_from(seg.read(35, 8))[0]
+
+    # ---- segments ------------------------------------------------------------------
+
+    def _segment_at(self, i: int) -> Segment:
+        base = self._bases[i]
+        seg = self._segments.get(base)
+        if seg is None:
+            seg = self._open_segment(base, writable=False)
+            self._segments[base] = seg
+        return seg
+
+    def _segment_size(self, i: int) -> int:
+        if i == len(self._bases) - 1:
+            return self._active_size
+        return self._sealed_sizes[self._bases[i]]
+
+    def _roll_locked(self) -> None:
+        """Seals the active segment (trim + fsync) and starts a new one at the log end."""
+        old = self._active
+        old_base = self._bases[-1]
+        if self._active_size == 0 and old_base == self._next_offset:
+            return  # already an empty active segment
+        old.seal()
+        self._sealed_sizes[old_base] = self._active_size
+        new_base = self._next_offset
+        self._active = self._open_segment(new_base, writable=True)
+        self._segments[new_base] = self._active
+        self._bases.append(new_base)
+        self._active_size = 0
+        self._active_first_timestamp = -1
+        # Sealing flushed the old segment, and every one before it was sealed too.
+        self._recovery_point = max(self._recovery_point, new_base)
+        self._unflushed_messages = 0
+        self._first_unflushed_ms = -1
+
+    def roll(self) -> None:
+        """Starts a new active segment now (no-op if the active one is empty)."""
+        with self._lock:
+            self._live()
+            self._roll_locked()
+
+    def _live(self) -> None:
+        if self._closed:
+            raise errors.ClosedError(f"partition log {self.name} is closed")
+
+    def _delete_segment_files(self, base: int) -> None:
+        seg = self._segments.pop(base, None)
+        if seg is not None:
+            seg.close()
+        self._sealed_sizes.pop(base, None)
+        for path in self._paths(base):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    # ---- appending -----------------------------------------------------------------
+
+    def append_record(self, key: bytes | None, value: bytes | None, timestamp: int,
+                      headers: bytes | None = None, headers_count: int = 0) -> tuple[int, int]:
+        """Appends one record as its own batch; returns (offset, timestamp stored).
+
+        ``headers`` is the encoded headers section (``_binding.encode_headers``). O(record
+        size): the batch is encoded straight into the segment's map. Durable on return only
+        when flush.messages says so (then it returns after fsync, sharing it with
+        concurrent appenders)."""
+        key_len = -1 if key is None else len(key)
+        value_len = -1 if value is None else len(value)
+        headers_len = 0 if headers is None else len(headers)
+        upper = key_len + value_len + headers_len + RECORD_BATCH_OVERHEAD
+        with self._lock:
+            if self._closed:
+                self._live()
+            c = self._config
+            attributes = 0
+            if c.log_append_time:
+                timestamp = _now_ms()
+                attributes = ATTRIBUTE_LOG_APPEND_TIME
+            if upper > c.max_message_bytes:
+                size = single_record_batch_size(key_len, value_len, headers_len, headers_count)
+                if size > c.max_message_bytes:
+                    raise errors.RecordTooLargeError(
+                        f"a record batch of {size} bytes exceeds max.message.bytes="
+                        f"{c.max_message_bytes} of topic {self.topic!r}; nothing was written. "
+                        "Send smaller records, or raise max.message.bytes with "
+                        "alter_topic_config.")
+            if self._active_size and (self._active_size + upper > c.segment_bytes or (
+                    timestamp - self._active_first_timestamp > c.segment_ms)):
+                self._roll_locked()
+            offset = self._next_offset
+            try:
+                position = self._active.append_record(offset, timestamp, attributes, LEADER_EPOCH,
+                                                      key, value, headers, headers_count)
+            except errors.SegmentFullError:
+                self._roll_locked()
+                position = self._active.append_record(offset, timestamp, attributes, LEADER_EPOCH,
+                                                      key, value, headers, headers_count)
+            end = position + single_record_batch_size(key_len, value_len, headers_len, headers_count)
+            if not self._active_size:
+                self._active_first_timestamp = timestamp
+            self._active_size = end
+            self._next_offset = offset + 1
+            self._unflushed_messages += 1
+            sync = self._unflushed_messages >= c.flush_messages
+            if self._first_unflushed_ms < 0 and c.flush_ms != LONG_MAX:
+                self._first_unflushed_ms = _now_ms()
+        if self._notifier.waiting:
+            self._notifier.notify()
+        if sync:
+            self._sync_to(offset + 1)
+        return offset, timestamp
+
+    def append(self, record_set: bytes | bytearray | memoryview, *, validated: bool = False,
+               max_timestamp: int = -1) -> tuple[int, int, int]:
+        """Appends a record set (whole batches, as a producer sends them; base offsets are
+        assigned here) and returns (first offset, next offset, log append time or -1 when
+        the topic keeps CreateTime). ``max_timestamp``, if the caller knows it, saves reading
+        it back for the segment.ms rule. Every batch's CRC and
+        structure are checked first unless ``validated``. Each batch must fit
+        max.message.bytes. O(bytes). Durability as for ``append_record``."""
+        view = memoryview(record_set).cast("B")
+        if not validated:
+            _binding.validate_record_set(view)
+        with self._lock:
+            self._live()
+            c = self._config
+            largest = max(batch_sizes(view))
+            if largest > c.max_message_bytes:
+                raise errors.RecordTooLargeError(
+                    f"a record batch of {largest} bytes exceeds max.message.bytes="
+                    f"{c.max_message_bytes} of topic {self.topic!r}; nothing was written")
+            append_time = -1
+            if c.log_append_time:
+                append_time = _now_ms()
+                view = memoryview(stamp_log_append_time(view, append_time))
+            first_timestamp = max_timestamp if max_timestamp >= 0 else -1
+            if self._active_size and (self._active_size + len(view) > c.segment_bytes or (
+                    first_timestamp >= 0
+                    and first_timestamp - self._active_first_timestamp > c.segment_ms)):
+                self._roll_locked()
+            first = self._next_offset
+            try:
+                position, next_offset = self._active.append(view, first, validated=True)
+            except errors.SegmentFullError:
+                if not self._active_size:
+                    raise
+                self._roll_locked()
+                position, next_offset = self._active.append(view, first, validated=True)
+            if not self._active_size:
+                self._active_first_timestamp = (first_timestamp if first_timestamp >= 0 else
+                                                self._first_timestamp(self._active, len(view)))
+            self._active_size = position + len(view)
+            self._next_offset = next_offset
+            self._unflushed_messages += next_offset - first
+            sync = self._unflushed_messages >= c.flush_messages
+            if self._first_unflushed_ms < 0 and c.flush_ms != LONG_MAX:
+                self._first_unflushed_ms = _now_ms()
+        if self._notifier.waiting:
+            self._notifier.notify()
+        if sync:
+            self._sync_to(next_offset)
+        return first, next_offset, append_time
+
+    # ---- durability ----------------------------------------------------------------
+
+    def _sync_to(self, target: int) -> None:
+        """Returns once every offset below ``target`` is fsynced. Callers that arrive while a
+        flush is running wait for it, then one of them flushes for everyone who appended
+        meanwhile: group commit."""
+        with self._flush_condition:
+            while self._recovery_point < target:
+                if not self._flushing:
+                    self._flushing = True
+                    break
+                self._flush_condition.wait()
+            else:
+                return
+        reached = -1
+        try:
+            with self._lock:
+                self._live()
+                reached = self._next_offset
+                self._active.flush()
+                self._unflushed_messages = 0
+                self._first_unflushed_ms = -1
+        finally:
+            with self._flush_condition:
+                self._flushing = False
+                if reached > self._recovery_point:
+                    self._recovery_point = reached
+                self._flush_condition.notify_all()
+
+    def flush(self) -> None:
+        """fsyncs everything appended so far; returns when it is durable."""
+        self._sync_to(self._next_offset)
+
+    def flush_if_due(self, now_ms: int) -> bool:
+        """Flushes if the oldest unflushed append is older than flush.ms (background task)."""
+        first = self._first_unflushed_ms
+        if first < 0 or now_ms - first < self._config.flush_ms:
+            return False
+        self._sync_to(self._next_offset)
+        return True
+
+    def checkpoint(self) -> None:
+        """Writes the recovery point and log start offset if they changed."""
+        with self._lock:
+            if not self._closed:
+                self._write_checkpoint()
+
+    def _write_checkpoint(self) -> None:
+        current = PartitionCheckpoint(self._recovery_point, self._log_start_offset)
+        if current != self._checkpointed:
+            write_partition_checkpoint(self.directory, current)
+            self._checkpointed = current
+
+    # ---- reading -------------------------------------------------------------------
+
+    def read(self, offset: int, max_bytes: int) -> bytes:
+        """A copy of the batches from the one holding ``offset``: at most ``max_bytes``
+        (cut at a batch boundary or inside the last batch; the decoder stops there), but
+        always the whole first batch, however large (as Kafka's fetch does, so a consumer
+        never stalls on a batch bigger than its limit). Empty at the log end.
+
+        O(log segments + log index entries) to find the start, plus O(bytes) copied.
+        Raises OffsetOutOfRangeError below the log start offset or past the log end."""
+        with self._lock:
+            self._live()
+            if offset < self._log_start_offset or offset > self._next_offset:
+                raise errors.OffsetOutOfRangeError(
+                    f"offset {offset} is out of range for {self.name}: readable offsets are "
+                    f"{self._log_start_offset}..{self._next_offset - 1}" if self._next_offset >
+                    self._log_start_offset else
+                    f"offset {offset} is out of range for {self.name}: the log is empty at "
+                    f"{self._next_offset}")
+            if offset == self._next_offset:
+                return b""
+            i = bisect.bisect_right(self._bases, offset) - 1
+            while i < len(self._bases):
+                seg = self._segment_at(i)
+                try:
+                    position, _ = seg.find_offset(max(offset, self._bases[i]))
+                except errors.OffsetOutOfRangeError:
+                    i += 1  # offset falls in a gap after this segment's last batch
+                    continue
+                end = self._segment_size(i)
+                first = _batch_size(seg.read(position, 12))
+                return seg.read(position, min(end - position, max(max_bytes, first)))
+            return b""
+
+    def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record whose timestamp is >= ``timestamp``, as
+        Kafka's ListOffsets answers it: the first batch whose max timestamp reaches it, then
+        the first record in that batch that does. None if there is none. O(segments)."""
+        with self._lock:
+            self._live()
+            for i in range(len(self._bases)):
+                seg = self._segment_at(i)
+                if self._segment_size(i) == 0:
+                    continue
+                try:
+                    position, _ = seg.find_timestamp(timestamp)
+                except errors.OffsetOutOfRangeError:
+                    continue
+                data = seg.read(position, _batch_size(seg.read(position, 12)))
+                for record in decode_batch(data).records():
+                    if record.timestamp >= timestamp and record.offset >= self._log_start_offset:
+                        return record.offset, record.timestamp
+        return None
+
+    def segments(self) -> list[SegmentSummary]:
+        """Every segment, oldest first. Opens the older ones (their indexes stay unmapped)."""
+        with self._lock:
+            self._live()
+            out = []
+            for i, base in enumerate(self._bases):
+                info = self._segment_at(i).info()
+                next_offset = self._bases[i + 1] if i + 1 < len(self._bases) else self._next_offset
+                out.append(SegmentSummary(base, next_offset, self._segment_size(i),
+                                          info.max_timestamp))
+            return out
+
+    # ---- deleting ------------------------------------------------------------------
+
+    def delete_records(self, before_offset: int) -> int:
+        """Advances the log start offset to ``before_offset`` (Kafka's DeleteRecords; -1 means
+        the high watermark) and deletes segments wholly below it. Returns the new log start
+        offset. Durable on return (the checkpoint is written)."""
+        with self._lock:
+            self._live()
+            if before_offset == -1:
+                before_offset = self._next_offset
+            if before_offset < 0 or before_offset > self._next_offset:
+                raise errors.OffsetOutOfRangeError(
+                    f"cannot delete records before offset {before_offset} of {self.name}: it must "
+                    f"be between 0 and the high watermark {self._next_offset} (or -1 for the "
+                    "high watermark)")
+            if before_offset <= self._log_start_offset:
+                return self._log_start_offset
+            self._log_start_offset = before_offset
+            self._write_checkpoint()
+            self._delete_segments_below_start()
+            return self._log_start_offset
+
+    def _delete_segments_below_start(self) -> None:
+        if self._log_start_offset >= self._next_offset and self._active_size:
+            self._roll_locked()
+        count = 0
+        while count + 1 < len(self._bases) and self._bases[count + 1] <= self._log_start_offset:
+            count += 1
+        self._delete_oldest(count, "below the log start offset")
+
+    def _delete_oldest(self, count: int, why: str) -> None:
+        if count <= 0:
+            return
+        doomed = self._bases[:count]
+        self._bases = self._bases[count:]
+        self._log_start_offset = max(self._log_start_offset, self._bases[0])
+        # The checkpoint moves first: a crash between it and the unlinks leaves files that
+        # the next open deletes as below the log start... or keeps and serves from the
+        # checkpointed start; either way no reader sees offsets below it.
+        self._write_checkpoint()
+        for base in doomed:
+            self._delete_segment_files(base)
+            log.info("%s: deleted segment %s (%s)", self.name, segment_name(base), why)
+        fsync_directory(self.directory)
+
+    def apply_retention(self, now_ms: int | None = None) -> int:
+        """Deletes whole old segments past retention.ms (by their newest timestamp) or beyond
+        retention.bytes, oldest first, if cleanup.policy includes delete. If every segment
+        has expired the active one is rolled first, as Kafka does. Returns segments deleted."""
+        now = _now_ms() if now_ms is None else now_ms
+        with self._lock:
+            self._live()
+            c = self._config
+            if not c.deletes:
+                return 0
+            count = 0
+            if c.retention_ms >= 0:
+                for i in range(len(self._bases)):
+                    if self._segment_size(i) == 0:
+                        break
+                    newest = self._segment_at(i).info().max_timestamp
+                    if now - newest <= c.retention_ms:
+                        break
+                    count = i + 1
+            if c.retention_bytes >= 0:
+                excess = sum(self._sealed_sizes.values()) + self._active_size - c.retention_bytes
+                by_size = 0
+                for i in range(len(self._bases)):
+                    size = self._segment_size(i)
+                    if excess - size < 0:
+                        break
+                    excess -= size
+                    by_size = i + 1
+                count = max(count, by_size)
+            if count == 0:
+                return 0
+            if count >= len(self._bases):
+                if not self._active_size:
+                    count = len(self._bases) - 1
+                else:
+                    self._roll_locked()
+            self._delete_oldest(count, "retention")
+            return count
+
+    def truncate_to(self, offset: int) -> int:
+        """Removes every batch with offsets >= ``offset`` (whole batches: a batch that
+        straddles it goes too). Returns the new log end offset. For tests and tools; the
+        log is normally only appended to."""
+        with self._lock:
+            self._live()
+            if offset >= self._next_offset:
+                return self._next_offset
+            if offset < self._log_start_offset:
+                raise errors.OffsetOutOfRangeError(
+                    f"cannot truncate {self.name} to {offset}: below the log start offset "
+                    f"{self._log_start_offset}")
+            keep = max(1, bisect.bisect_right(self._bases, offset) if offset > self._bases[0] else 1)
+            if offset == self._bases[keep - 1] and keep > 1:
+                keep -= 1
+            for base in self._bases[keep:]:
+                self._delete_segment_files(base)
+            del self._bases[keep:]
+            last = self._bases[-1]
+            if self._segments.get(last) is not self._active:
+                old = self._segments.pop(last, None)
+                if old is not None:
+                    old.close()
+                self._sealed_sizes.pop(last, None)
+                self._active = self._open_segment(last, writable=True)
+                self._segments[last] = self._active
+            self._active.truncate_to_offset(offset)
+            info = self._active.info()
+            self._active_size = info.size
+            self._next_offset = info.next_offset
+            self._active_first_timestamp = self._first_timestamp(self._active, info.size)
+            self._active.flush()
+            self._recovery_point = min(self._recovery_point, self._next_offset)
+            self._log_start_offset = min(self._log_start_offset, self._next_offset)
+            self._write_checkpoint()
+            fsync_directory(self.directory)
+            return self._next_offset
+
+    # ---- lifecycle -----------------------------------------------------------------
+
+    def close(self, *, flush: bool = True) -> None:
+        """Flushes (unless told not to), checkpoints and releases every file."""
+        if self._closed:
+            return
+        if flush:
+            self.flush()
+        with self._lock:
+            if self._closed:
+                return
+            if flush:
+                self._write_checkpoint()
+            for seg in self._segments.values():
+                seg.close()
+            self._segments.clear()
+            self._closed = True
+
+    def update_config(self, config: TopicConfig) -> None:
+        """New settings take effect at the next append (segment sizes at the next roll)."""
+        with self._lock:
+            self._config = config
+
+    def check(self) -> None:
+        """Asserts the invariants in the module docstring (for tests; O(segments))."""
+        with self._lock:
+            assert self._bases == sorted(set(self._bases)), self._bases
+            assert self._bases[0] <= self._log_start_offset <= self._next_offset
+            assert self._recovery_point <= self._next_offset
+            assert set(self._sealed_sizes) == set(self._bases[:-1])
+            assert self._segments[self._bases[-1]] is self._active
+            info = self._active.info()
+            assert info.size == self._active_size and info.next_offset == self._next_offset
+            assert info.base_offset == self._bases[-1] <= self._next_offset
+            for i, base in enumerate(self._bases[:-1]):
+                seg = self._segment_at(i)
+                sinfo = seg.info()
+                assert sinfo.size == self._sealed_sizes[base], (base, sinfo, self._sealed_sizes)
+                assert sinfo.next_offset <= self._bases[i + 1], (base, sinfo.next_offset)
+            on_disk = sorted(int(n[:20]) for n in os.listdir(self.directory) if n.endswith(LOG_SUFFIX))
+            assert on_disk == self._bases, (on_disk, self._bases)
+            assert CHECKPOINT_FILE in os.listdir(self.directory)
+

@@ -1,0 +1,220 @@
+"""The embedded producer: appends records to the engine's partition logs in this process.
+
+Sends are synchronous: when ``send`` returns, the record is in the log at the offset it
+reports and readable by consumers. It is durable (fsynced) on return only if the topic's
+flush.messages says so (flush.messages=1: every send returns after fsync; concurrent sends
+share one fsync). ``acks`` is accepted for compatibility with Kafka producers' settings;
+with one replica in-process every value means "appended before send returns".
+
+Partitioning is the Java client's: a keyed record goes to
+``(murmur2(key) & 0x7fffffff) % partitions``, so keys keep their partitions when the
+application moves to an Apache Kafka cluster with the same partition count. Keyless
+records stick to one partition for ``batch_size`` bytes, then move to the next (Kafka's
+sticky partitioner, round robin instead of random so tests are repeatable).
+
+Costs: ``send`` is one C call that encodes the record as its own batch straight into the
+segment's map, plus the Python around it (~1 us). ``send_batch`` encodes one batch per
+partition in C and appends it in one call: use it when records come in groups.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from logkernel import _binding, compression, errors
+from logkernel.records import Header, encode_batch
+
+if TYPE_CHECKING:
+    from logkernel.engine import Engine, Topic
+
+# Kafka's producer default batch.size: how many bytes of keyless records go to one
+# partition before the sticky partitioner moves on.
+DEFAULT_BATCH_SIZE = 16384
+_ACKS = (0, 1, -1, "0", "1", "-1", "all")
+
+
+class RecordMetadata(NamedTuple):
+    """Where a record was stored."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+_make_metadata = functools.partial(tuple.__new__, RecordMetadata)
+
+
+class Producer:
+    """Appends records to topics of one engine. Thread-safe: many threads may share one."""
+
+    def __init__(self, engine: Engine, *, acks: int | str = 1,
+                 compression_type: str | None = None, linger_ms: int = 0,
+                 batch_size: int = DEFAULT_BATCH_SIZE, client_id: str = "logkernel-producer",
+                 compression_level: int | None = None) -> None:
+        if acks not in _ACKS:
+            raise errors.ConfigError(f"invalid value {acks!r} for acks: expected 0, 1, -1 or 'all'")
+        if compression_type not in (None, "none", "gzip", "snappy", "lz4", "zstd"):
+            raise errors.ConfigError(f"invalid value {compression_type!r} for compression_type: "
+                                     "expected None, 'gzip', 'snappy', 'lz4' or 'zstd'")
+        if isinstance(linger_ms, bool) or not isinstance(linger_ms, int) or linger_ms != 0:
+            raise errors.ConfigError(
+                f"invalid value {linger_ms!r} for linger_ms: embedded sends append synchronously, "
+                "so only 0 is meaningful; to batch records, use send_batch")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise errors.ConfigError(f"invalid value {batch_size!r} for batch_size: expected a "
+                                     "positive integer")
+        self._engine = engine
+        self.client_id = client_id
+        self._codec = compression.codec_id(compression_type or "none")
+        self._level = compression_level
+        self._batch_size = batch_size
+        self._closed = False
+        self._sticky: dict[str, list[int]] = {}  # topic -> [partition, bytes sent to it]
+
+    # ---- partitioning --------------------------------------------------------------
+
+    def _sticky_partition(self, topic: str, partitions: int, size: int) -> int:
+        state = self._sticky.get(topic)
+        if state is None:
+            state = self._sticky[topic] = [0, 0]
+        if state[1] >= self._batch_size or state[0] >= partitions:
+            state[0] = (state[0] + 1) % partitions
+            state[1] = 0
+        state[1] += size
+        return state[0]
+
+    def partition_for(self, topic: str, key: bytes | None) -> int:
+        """The partition a record with this key goes to (keyless: the sticky choice)."""
+        count = len(self._engine.topic(topic).partitions)
+        if key is None:
+            return self._sticky_partition(topic, count, 0)
+        return _binding.partition_for_key(key, count)
+
+    # ---- sending -------------------------------------------------------------------
+
+    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+             headers: Sequence[Header] | None = None, partition: int | None = None,
+             timestamp_ms: int | None = None) -> RecordMetadata:
+        """Appends one record; returns its RecordMetadata once appended (and fsynced, if the
+        topic's flush.messages asks). Raises UnknownTopicError, RecordTooLargeError,
+        TypeError for keys/values that are not bytes, ClosedError after close."""
+        if self._closed:
+            raise errors.ClosedError("this producer is closed")
+        t = self._engine._topics.get(topic) or self._engine.topic(topic)
+        logs = t.partitions
+        if partition is None:
+            if key is not None:
+                partition = _binding.partition_for_key(key, len(logs))
+            else:
+                partition = self._sticky_partition(topic, len(logs),
+                                                   len(value) if value is not None else 0)
+        elif not (type(partition) is int and 0 <= partition < len(logs)):
+            raise errors.UnknownTopicError(
+                f"topic {topic!r} has partitions 0..{len(logs) - 1}; there is no partition "
+                f"{partition!r}")
+        if timestamp_ms is None:
+            timestamp_ms = time.time_ns() // 1_000_000
+        elif type(timestamp_ms) is not int or timestamp_ms < 0:
+            raise ValueError(f"timestamp_ms must be a non-negative int, got {timestamp_ms!r}")
+        if self._codec or t.config.compression_type not in ("producer", "uncompressed"):
+            return self._send_encoded(t, partition, [value], [key], [headers], timestamp_ms)[0]
+        if headers:
+            blob, count = _binding.encode_headers(headers)
+        else:
+            blob, count = None, 0
+        try:
+            offset, stored = logs[partition].append_record(key, value, timestamp_ms, blob, count)
+        except TypeError:
+            key, value = _as_bytes(key, "key"), _as_bytes(value, "value")
+            offset, stored = logs[partition].append_record(key, value, timestamp_ms, blob, count)
+        except errors.ClosedError:
+            self._engine._live()
+            raise errors.UnknownTopicError(f"topic {topic!r} was deleted") from None
+        return _make_metadata((topic, partition, offset, stored))
+
+    def send_batch(self, topic: str, values: Sequence[bytes | None],
+                   keys: Sequence[bytes | None] | None = None, partition: int | None = None,
+                   headers: Sequence[Sequence[Header] | None] | None = None,
+                   timestamp_ms: int | None = None) -> list[RecordMetadata]:
+        """Appends many records, one batch per partition they go to (keyed records by key,
+        keyless ones to one sticky partition, or all to ``partition``). Returns their
+        RecordMetadata in input order. Each batch is all-or-nothing. O(total bytes)."""
+        if self._closed:
+            raise errors.ClosedError("this producer is closed")
+        count = len(values)
+        if count == 0:
+            return []
+        if keys is not None and len(keys) != count:
+            raise ValueError(f"keys has {len(keys)} entries for {count} values")
+        if headers is not None and len(headers) != count:
+            raise ValueError(f"headers has {len(headers)} entries for {count} values")
+        t = self._engine._topics.get(topic) or self._engine.topic(topic)
+        n = len(t.partitions)
+        if timestamp_ms is None:
+            timestamp_ms = time.time_ns() // 1_000_000
+        if partition is not None:
+            if not (type(partition) is int and 0 <= partition < n):
+                raise errors.UnknownTopicError(
+                    f"topic {topic!r} has partitions 0..{n - 1}; there is no partition {partition!r}")
+            return self._send_encoded(t, partition, values, keys, headers, timestamp_ms)
+        if keys is None or n == 1:
+            target = self._sticky_partition(topic, n, 0) if keys is None else 0
+            self._sticky_partition(topic, n, self._batch_size)  # next batch moves on
+            return self._send_encoded(t, target, values, keys, headers, timestamp_ms)
+        groups: dict[int, list[int]] = {}
+        for i, key in enumerate(keys):
+            p = (_binding.partition_for_key(key, n) if key is not None
+                 else self._sticky_partition(topic, n, 0))
+            groups.setdefault(p, []).append(i)
+        out: list[RecordMetadata | None] = [None] * count
+        for p, indexes in groups.items():
+            sent = self._send_encoded(t, p, [values[i] for i in indexes], [keys[i] for i in indexes],
+                                      None if headers is None else [headers[i] for i in indexes],
+                                      timestamp_ms)
+            for i, metadata in zip(indexes, sent, strict=True):
+                out[i] = metadata
+        return out  # type: ignore[return-value]
+
+    def _send_encoded(self, t: Topic, partition: int, values: Sequence[bytes | None],
+                      keys: Sequence[bytes | None] | None,
+                      headers: Sequence[Sequence[Header] | None] | None,
+                      timestamp_ms: int) -> list[RecordMetadata]:
+        topic_codec = t.config.compression_type
+        codec = self._codec if topic_codec in ("producer",) else compression.codec_id(
+            "none" if topic_codec == "uncompressed" else topic_codec)
+        batch = encode_batch(values, keys=keys, headers=headers, timestamps=timestamp_ms,
+                             compression_type=codec, compression_level=self._level)
+        try:
+            first, _, append_time = t.partitions[partition].append(batch, validated=True,
+                                                                   max_timestamp=timestamp_ms)
+        except errors.ClosedError:
+            self._engine._live()
+            raise errors.UnknownTopicError(f"topic {t.name!r} was deleted") from None
+        stored = append_time if append_time >= 0 else timestamp_ms
+        return [_make_metadata((t.name, partition, first + i, stored)) for i in range(len(values))]
+
+    def flush(self) -> None:
+        """Returns once every record this process appended is fsynced (all partitions)."""
+        self._engine.flush()
+
+    def close(self) -> None:
+        self._closed = True
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _as_bytes(item: Any, name: str) -> bytes | None:
+    if item is None or isinstance(item, bytes):
+        return item
+    if isinstance(item, (bytearray, memoryview)):
+        return bytes(item)
+    raise TypeError(f"record {name}s are bytes or None, got {type(item).__name__}; encode "
+                    f"strings first (e.g. {name}.encode())")
