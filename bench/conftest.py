@@ -3,7 +3,9 @@ ratios, so every headline number in the README comes straight from this output.
 
 Each benchmark records ``extra_info["items"]`` (bytes or records per call) and
 ``extra_info["unit"]``; the group's reference is the best benchmark marked
-``extra_info["peer"] = True`` (what a user would otherwise pick).
+``extra_info["peer"] = True`` (what a user would otherwise pick). An optional
+``extra_info["tag"]`` replaces the "peer"/"ours" label, for groups whose reference is one
+of ours (e.g. "ref" for 1 thread beside 8 threads, "peer" for the alternatives beside it).
 
 Two rates per benchmark: from the fastest round (``best``: the machine at its quietest,
 what timeit reports) and from the median round (what a typical call costs here, with
@@ -21,6 +23,8 @@ def _rate(bench: Any, stat: str) -> float:
 
 
 def _shown(rate: float, unit: str) -> str:
+    if unit != "B" and rate < 1e4:  # fsync-bound rates would print as 0.00 M/s
+        return f"{rate / 1e3:6.2f} k{unit}/s"
     return f"{rate / 1e9:6.2f} G{unit}/s" if unit == "B" else f"{rate / 1e6:6.2f} M{unit}/s"
 
 
@@ -48,8 +52,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
         return
     groups: dict[str, list[Any]] = {}
     for bench in session.benchmarks:
-        if bench.stats is None or "items" not in bench.extra_info:
-            continue
+        if bench.stats is None or not bench.stats.data or "items" not in bench.extra_info:
+            continue  # not a throughput benchmark, or it failed before a round finished
         groups.setdefault(bench.group or bench.name, []).append(bench)
     write = terminalreporter.write_line
     write("")
@@ -67,5 +71,5 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
                     best_peer = max(_rate(p, stat) for p in peers)
                     ratio = f" {rate / best_peer:6.2f}x"
                 cells.append(f"{_shown(rate, unit)}{ratio}")
-            tag = "peer" if b.extra_info.get("peer") else "ours"
+            tag = b.extra_info.get("tag") or ("peer" if b.extra_info.get("peer") else "ours")
             write(f"  {b.name:<42} {tag:<4} best {cells[0]}  | median {cells[1]}")

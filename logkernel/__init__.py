@@ -22,7 +22,7 @@ from logkernel._binding import (
 )
 from logkernel.consumer import ColumnBatch, Consumer, Record, TopicPartition
 from logkernel.engine import Engine, PartitionDescription, TopicDescription, open
-from logkernel.producer import Producer, RecordMetadata
+from logkernel.producer import BatchMetadata, Producer, RecordMetadata
 from logkernel.records import (
     CONTROL_ABORT,
     CONTROL_COMMIT,
@@ -40,6 +40,7 @@ __all__ = [
     "CONTROL_ABORT",
     "CONTROL_COMMIT",
     "BatchHeader",
+    "BatchMetadata",
     "ColumnBatch",
     "Consumer",
     "ControlRecord",

@@ -20,6 +20,7 @@ next append to any partition. One consumer is used by one thread at a time, as i
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections.abc import Iterator, Sequence
@@ -59,7 +60,8 @@ class Record(NamedTuple):
     headers: tuple[Header, ...] = ()
 
 
-_make_record = Record._make
+# Builds a Record from a 7-tuple without Record._make's Python-level call (3x slower).
+_make_record = functools.partial(tuple.__new__, Record)
 
 
 @dataclass(frozen=True, slots=True)

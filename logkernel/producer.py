@@ -20,9 +20,12 @@ partition in C and appends it in one call: use it when records come in groups.
 from __future__ import annotations
 
 import functools
+import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
 
 from logkernel import _binding, compression, errors
 from logkernel.records import Header, encode_batch
@@ -46,6 +49,35 @@ class RecordMetadata(NamedTuple):
 
 
 _make_metadata = functools.partial(tuple.__new__, RecordMetadata)
+
+
+class BatchMetadata:
+    """Where ``send_batch`` stored its records, as columns: record i went to
+    ``partitions[i]`` at ``offsets[i]`` (numpy arrays, input order). Indexing or iterating
+    gives RecordMetadata; the arrays avoid building one object per record."""
+
+    __slots__ = ("offsets", "partitions", "timestamp_ms", "topic")
+
+    def __init__(self, topic: str, partitions: np.ndarray, offsets: np.ndarray,
+                 timestamp_ms: int) -> None:
+        self.topic = topic
+        self.partitions = partitions
+        self.offsets = offsets
+        self.timestamp_ms = timestamp_ms
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, i: int) -> RecordMetadata:
+        return _make_metadata((self.topic, int(self.partitions[i]), int(self.offsets[i]),
+                               self.timestamp_ms))
+
+    def __iter__(self) -> Iterator[RecordMetadata]:
+        return map(_make_metadata, zip(itertools.repeat(self.topic), self.partitions.tolist(),
+                                       self.offsets.tolist(), itertools.repeat(self.timestamp_ms)))
+
+    def __repr__(self) -> str:
+        return f"BatchMetadata(topic={self.topic!r}, records={len(self)})"
 
 
 class Producer:
@@ -121,7 +153,8 @@ class Producer:
         elif type(timestamp_ms) is not int or timestamp_ms < 0:
             raise ValueError(f"timestamp_ms must be a non-negative int, got {timestamp_ms!r}")
         if self._codec or t.config.compression_type not in ("producer", "uncompressed"):
-            return self._send_encoded(t, partition, [value], [key], [headers], timestamp_ms)[0]
+            first, stored = self._append_batch(t, partition, [value], [key], [headers], timestamp_ms)
+            return _make_metadata((topic, partition, first, stored))
         if headers:
             blob, count = _binding.encode_headers(headers)
         else:
@@ -139,15 +172,15 @@ class Producer:
     def send_batch(self, topic: str, values: Sequence[bytes | None],
                    keys: Sequence[bytes | None] | None = None, partition: int | None = None,
                    headers: Sequence[Sequence[Header] | None] | None = None,
-                   timestamp_ms: int | None = None) -> list[RecordMetadata]:
+                   timestamp_ms: int | None = None) -> BatchMetadata:
         """Appends many records, one batch per partition they go to (keyed records by key,
-        keyless ones to one sticky partition, or all to ``partition``). Returns their
-        RecordMetadata in input order. Each batch is all-or-nothing. O(total bytes)."""
+        keyless ones to one sticky partition, or all to ``partition``), and returns where
+        they went (BatchMetadata: offsets and partitions in input order). Each batch is
+        all-or-nothing and must fit max.message.bytes (1 MiB by default: about 9,000
+        records of 100 bytes). O(total bytes)."""
         if self._closed:
             raise errors.ClosedError("this producer is closed")
         count = len(values)
-        if count == 0:
-            return []
         if keys is not None and len(keys) != count:
             raise ValueError(f"keys has {len(keys)} entries for {count} values")
         if headers is not None and len(headers) != count:
@@ -156,35 +189,45 @@ class Producer:
         n = len(t.partitions)
         if timestamp_ms is None:
             timestamp_ms = time.time_ns() // 1_000_000
+        if count == 0:
+            return BatchMetadata(topic, np.empty(0, np.int32), np.empty(0, np.int64), timestamp_ms)
         if partition is not None:
-            if not (type(partition) is int and 0 <= partition < n):
+            if not (type(partition) is int and 0 <= partition < n):  # noqa: E721
                 raise errors.UnknownTopicError(
                     f"topic {topic!r} has partitions 0..{n - 1}; there is no partition {partition!r}")
-            return self._send_encoded(t, partition, values, keys, headers, timestamp_ms)
-        if keys is None or n == 1:
+            target = partition
+        elif keys is None or n == 1:
             target = self._sticky_partition(topic, n, 0) if keys is None else 0
-            self._sticky_partition(topic, n, self._batch_size)  # next batch moves on
-            return self._send_encoded(t, target, values, keys, headers, timestamp_ms)
+            self._sticky_partition(topic, n, self._batch_size)  # the next batch moves on
+        else:
+            target = -1
+        if target >= 0:
+            first, stored = self._append_batch(t, target, values, keys, headers, timestamp_ms)
+            return BatchMetadata(topic, np.full(count, target, np.int32),
+                                 np.arange(first, first + count, dtype=np.int64), stored)
         groups: dict[int, list[int]] = {}
-        for i, key in enumerate(keys):
+        for i, key in enumerate(keys):  # type: ignore[arg-type]
             p = (_binding.partition_for_key(key, n) if key is not None
                  else self._sticky_partition(topic, n, 0))
             groups.setdefault(p, []).append(i)
-        out: list[RecordMetadata | None] = [None] * count
+        partitions = np.empty(count, np.int32)
+        offsets = np.empty(count, np.int64)
+        stored = timestamp_ms
         for p, indexes in groups.items():
-            sent = self._send_encoded(t, p, [values[i] for i in indexes], [keys[i] for i in indexes],
-                                      None if headers is None else [headers[i] for i in indexes],
-                                      timestamp_ms)
-            for i, metadata in zip(indexes, sent, strict=True):
-                out[i] = metadata
-        return out  # type: ignore[return-value]
+            first, stored = self._append_batch(
+                t, p, [values[i] for i in indexes], [keys[i] for i in indexes],  # type: ignore[index]
+                None if headers is None else [headers[i] for i in indexes], timestamp_ms)
+            partitions[indexes] = p
+            offsets[indexes] = np.arange(first, first + len(indexes), dtype=np.int64)
+        return BatchMetadata(topic, partitions, offsets, stored)
 
-    def _send_encoded(self, t: Topic, partition: int, values: Sequence[bytes | None],
+    def _append_batch(self, t: Topic, partition: int, values: Sequence[bytes | None],
                       keys: Sequence[bytes | None] | None,
                       headers: Sequence[Sequence[Header] | None] | None,
-                      timestamp_ms: int) -> list[RecordMetadata]:
+                      timestamp_ms: int) -> tuple[int, int]:
+        """Encodes and appends one batch; returns (first offset, timestamp stored)."""
         topic_codec = t.config.compression_type
-        codec = self._codec if topic_codec in ("producer",) else compression.codec_id(
+        codec = self._codec if topic_codec == "producer" else compression.codec_id(
             "none" if topic_codec == "uncompressed" else topic_codec)
         batch = encode_batch(values, keys=keys, headers=headers, timestamps=timestamp_ms,
                              compression_type=codec, compression_level=self._level)
@@ -194,8 +237,7 @@ class Producer:
         except errors.ClosedError:
             self._engine._live()
             raise errors.UnknownTopicError(f"topic {t.name!r} was deleted") from None
-        stored = append_time if append_time >= 0 else timestamp_ms
-        return [_make_metadata((t.name, partition, first + i, stored)) for i in range(len(values))]
+        return first, append_time if append_time >= 0 else timestamp_ms
 
     def flush(self) -> None:
         """Returns once every record this process appended is fsynced (all partitions)."""

@@ -140,6 +140,43 @@ class AppendNotifier:
             self.condition.notify_all()
 
 
+class _DurableFiles:
+    """Descriptors of the active segment's three files, so a flush can fdatasync them
+    without holding the partition's lock: appends go on during the fsync and the next
+    flush takes all of them at once (group commit). fdatasync on any descriptor of a file
+    writes back its dirty pages, including those written through the segment's shared
+    map. Closed when the last flusher using them lets go (reference counting)."""
+
+    __slots__ = ("fds", "synced_entries")
+
+    def __init__(self, paths: tuple[str, ...]) -> None:
+        self.synced_entries = (-1, -1)
+        self.fds: list[int] = []
+        try:
+            for path in paths:
+                self.fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+        except BaseException:
+            self.close()
+            raise
+
+    def sync(self, index_entries: tuple[int, int]) -> None:
+        """fdatasync of the log, then of the indexes that gained entries since the last
+        sync (an fdatasync of an unchanged file still costs ~0.07 ms here)."""
+        os.fdatasync(self.fds[0])  # the log first: an index entry never outlives its batch
+        if index_entries != self.synced_entries:
+            for fd in self.fds[1:]:
+                os.fdatasync(fd)
+            self.synced_entries = index_entries
+
+    def close(self) -> None:
+        fds, self.fds = self.fds, []
+        for fd in fds:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
+
+
 @dataclass(frozen=True)
 class SegmentSummary:
     base_offset: int
@@ -180,6 +217,7 @@ class PartitionLog:
         self._segments: dict[int, Segment] = {}   # open handles, by base offset
         self._sealed_sizes: dict[int, int] = {}  # sizes of every segment but the active one
         self._active: Segment
+        self._active_files: _DurableFiles | None = None
         self._active_size = 0
         self._active_first_timestamp = -1       # first batch's timestamp, for segment.ms
         self._next_offset = 0
@@ -262,8 +300,7 @@ class PartitionLog:
         if not bases:
             start = checkpoint.log_start_offset if checkpoint else 0
             self._bases = [start]
-            self._active = self._open_segment(start, writable=True)
-            self._segments[start] = self._active
+            self._set_active(self._open_segment(start, writable=True))
             self._next_offset = self._log_start_offset = self._recovery_point = start
             self._active_first_timestamp = -1
             self._write_checkpoint()
@@ -326,8 +363,7 @@ class PartitionLog:
                 rebuilt.append(log_path)
                 log.warning("%s: rebuilt the indexes of %s", self.name, log_path)
             if last:
-                self._active = seg
-                self._segments[base] = seg
+                self._set_active(seg)
                 break
             seg.seal()
             self._sealed_sizes[base] = seg.info().size
@@ -349,6 +385,15 @@ class PartitionLog:
             self._recovery_point = self._next_offset
         self._write_checkpoint()
         return RecoveryReport(tuple(truncated), tuple(deleted), tuple(rebuilt))
+
+    def _set_active(self, seg: Segment) -> None:
+        """Makes ``seg`` the active segment. Flushes it once through the C core, which
+        also fsyncs the directory if the files are new, so later flushes need only the
+        files' own fdatasync."""
+        seg.flush()
+        self._active = seg
+        self._segments[seg.info().base_offset] = seg
+        self._active_files = _DurableFiles(self._paths(seg.info().base_offset))
 
     @staticmethod
     def _first_timestamp(seg: Segment, size: int) -> int:
@@ -380,8 +425,7 @@ class PartitionLog:
         old.seal()
         self._sealed_sizes[old_base] = self._active_size
         new_base = self._next_offset
-        self._active = self._open_segment(new_base, writable=True)
-        self._segments[new_base] = self._active
+        self._set_active(self._open_segment(new_base, writable=True))
         self._bases.append(new_base)
         self._active_size = 0
         self._active_first_timestamp = -1
@@ -532,12 +576,22 @@ class PartitionLog:
                 return
         reached = -1
         try:
+            # Let the threads the previous flush just released append first (they are
+            # runnable, waiting for the GIL): then this fsync covers them too. Measured with
+            # 8 threads: 4.5 -> 6+ records per fsync.
+            time.sleep(0)
             with self._lock:
                 self._live()
                 reached = self._next_offset
-                self._active.flush()
+                files = self._active_files
+                info = self._active.info()
                 self._unflushed_messages = 0
                 self._first_unflushed_ms = -1
+            # Outside the lock: appends continue while this fsync runs. If the log rolls
+            # meanwhile, sealing flushed the old segment, so syncing its files is redundant
+            # but harmless; `files` keeps them open until this returns.
+            assert files is not None
+            files.sync((info.index_entries, info.time_index_entries))
         finally:
             with self._flush_condition:
                 self._flushing = False
@@ -743,8 +797,7 @@ class PartitionLog:
                 if old is not None:
                     old.close()
                 self._sealed_sizes.pop(last, None)
-                self._active = self._open_segment(last, writable=True)
-                self._segments[last] = self._active
+                self._set_active(self._open_segment(last, writable=True))
             self._active.truncate_to_offset(offset)
             info = self._active.info()
             self._active_size = info.size
@@ -773,6 +826,9 @@ class PartitionLog:
             for seg in self._segments.values():
                 seg.close()
             self._segments.clear()
+            # Dropped, not closed: a flush running outside the lock may still hold them;
+            # they close when the last user lets go.
+            self._active_files = None
             self._closed = True
 
     def update_config(self, config: TopicConfig) -> None:
