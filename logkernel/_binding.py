@@ -667,8 +667,10 @@ def decode_columns(data: Buffer, min_offset: int = 0, max_offset: int = _INT64_M
     columns for every record ``data`` holds. A buffer cut inside a batch is not an error
     ("torn"). A damaged batch gives stop "corrupt" and ``error`` set, with the records
     before it returned: nothing raises for bad bytes.
-    Cost: O(bytes) in C, no per-record Python work; a fixed ~2 us per call (one
-    allocation, four C calls, nine array views) on top.
+    Cost: O(bytes) in C, no per-record Python work; a fixed cost per call of one
+    allocation, four C calls and nine array views (~6 us on a 2-vCPU VM). Without
+    ``max_records``, a buffer of more than ~10 MB is first walked header by header to size
+    the columns (about as costly as decoding, for batches of one small record).
     Raises ValueError for a buffer of 2 GiB or more (positions are int32) or a negative
     ``max_records``; TypeError if ``data`` has no buffer interface."""
     view = data if type(data) is bytes else memoryview(data).cast("B")
@@ -901,7 +903,9 @@ class Segment:
         ``key``/``value``: bytes or None (null). ``headers``: the encoded headers section
         from ``encode_headers`` and its ``headers_count``. ``attributes``: 0, or 8 for
         LogAppendTime. The batch is encoded straight into the map, CRC included; not
-        durable until ``flush``. O(record size), ~0.5 us from Python for small records.
+        durable until ``flush``. O(record size): one C call, nothing allocated in Python
+        (measured on a 2-vCPU VM: ~1.5 us a call for a 100-byte value, ~0.35 us of it in C,
+        mostly the kernel faulting in the map's fresh pages).
         Raises SegmentFullError (roll), OffsetOrderError, CorruptRecordError (the batch
         is larger than max_batch_size), NoSpaceError/StorageError, NeedsRecoveryError,
         ClosedError, ValueError (attributes, lengths or headers the contract refuses),

@@ -109,6 +109,15 @@ class ColumnBatch:
             strict=False)))
 
 
+def _topic_partition(tp: tuple[str, int] | str, partition: int | None = None) -> TopicPartition:
+    """(topic, partition) from a pair, or from a topic name and a partition."""
+    if isinstance(tp, str):
+        if partition is None:
+            raise TypeError(f"give a partition with the topic name {tp!r}, or a (topic, partition) pair")
+        return TopicPartition(tp, partition)
+    return TopicPartition(*tp)
+
+
 def _columns_batch(topic: str, partition: int, buffer: bytes, c: Any) -> ColumnBatch:
     return ColumnBatch(topic, partition, buffer, c.offsets, c.timestamps, c.key_offsets,
                        c.key_lengths, c.value_offsets, c.value_lengths, c.headers_offsets,
@@ -208,7 +217,7 @@ class Consumer:
         self._set_assignment({})
 
     def _tp(self, tp: tuple[str, int] | str, partition: int | None = None) -> TopicPartition:
-        key = TopicPartition(tp, partition) if isinstance(tp, str) else TopicPartition(*tp)
+        key = _topic_partition(tp, partition)
         if key not in self._logs:
             self._refresh()
             if key not in self._logs:
@@ -284,13 +293,13 @@ class Consumer:
             raise errors.ConfigError("commit needs a consumer created with a group_id")
         if offsets is None:
             offsets = {tp: p for tp, p in self._positions.items() if p is not None}
-        self._engine.commit_offsets(self.group_id, {tuple(tp): o for tp, o in offsets.items()})
+        self._engine.commit_offsets(self.group_id, {_topic_partition(tp): o for tp, o in offsets.items()})
 
     def committed(self, tp: tuple[str, int] | str, partition: int | None = None) -> int | None:
         """The group's committed offset for a partition, or None."""
         if self.group_id is None:
             raise errors.ConfigError("committed needs a consumer created with a group_id")
-        key = TopicPartition(tp, partition) if isinstance(tp, str) else TopicPartition(*tp)
+        key = _topic_partition(tp, partition)
         return self._engine.committed(self.group_id, key.topic, key.partition)
 
     def _maybe_auto_commit(self) -> None:
@@ -367,7 +376,7 @@ class Consumer:
                 if single and out:
                     return out
                 start += c.position + _binding.parse_header(batch).size
-            if single and out or position == before:
+            if (single and out) or position == before:
                 break
         return out
 

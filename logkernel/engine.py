@@ -30,9 +30,9 @@ import shutil
 import threading
 import time
 import uuid
-from pathlib import Path
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from logkernel import errors

@@ -192,7 +192,7 @@ class Producer:
         if count == 0:
             return BatchMetadata(topic, np.empty(0, np.int32), np.empty(0, np.int64), timestamp_ms)
         if partition is not None:
-            if not (type(partition) is int and 0 <= partition < n):  # noqa: E721
+            if not (type(partition) is int and 0 <= partition < n):
                 raise errors.UnknownTopicError(
                     f"topic {topic!r} has partitions 0..{n - 1}; there is no partition {partition!r}")
             target = partition

@@ -53,7 +53,7 @@ const char *lk_status_message(int status)
  * continuation byte is an error. Matching Kafka here matters more than strictness:
  * a batch Kafka accepts must not be rejected by us.
  * --------------------------------------------------------------------------------- */
-static inline int read_varint(const uint8_t **pp, const uint8_t *end, int32_t *out)
+static int read_varint_slow(const uint8_t **pp, const uint8_t *end, int32_t *out)
 {
     const uint8_t *p = *pp;
     uint32_t value = 0;
@@ -71,7 +71,7 @@ static inline int read_varint(const uint8_t **pp, const uint8_t *end, int32_t *o
     return 0;
 }
 
-static inline int read_varlong(const uint8_t **pp, const uint8_t *end, int64_t *out)
+static int read_varlong_slow(const uint8_t **pp, const uint8_t *end, int64_t *out)
 {
     const uint8_t *p = *pp;
     uint64_t value = 0;
@@ -87,6 +87,44 @@ static inline int read_varlong(const uint8_t **pp, const uint8_t *end, int64_t *
         }
     }
     return 0;
+}
+
+/* The one- and two-byte forms (-8192..8191: every length and delta of an ordinary record)
+ * are decoded inline; anything longer, cut short or malformed goes the general way. */
+static inline int read_varint(const uint8_t **pp, const uint8_t *end, int32_t *out)
+{
+    const uint8_t *p = *pp;
+    uint32_t value;
+    if (p < end && p[0] < 0x80) {
+        value = p[0];
+        p += 1;
+    } else if (end - p >= 2 && p[1] < 0x80) {
+        value = (uint32_t)(p[0] & 0x7f) | (uint32_t)p[1] << 7;
+        p += 2;
+    } else {
+        return read_varint_slow(pp, end, out);
+    }
+    *out = (int32_t)((value >> 1) ^ (0u - (value & 1)));
+    *pp = p;
+    return 1;
+}
+
+static inline int read_varlong(const uint8_t **pp, const uint8_t *end, int64_t *out)
+{
+    const uint8_t *p = *pp;
+    uint64_t value;
+    if (p < end && p[0] < 0x80) {
+        value = p[0];
+        p += 1;
+    } else if (end - p >= 2 && p[1] < 0x80) {
+        value = (uint64_t)(p[0] & 0x7f) | (uint64_t)p[1] << 7;
+        p += 2;
+    } else {
+        return read_varlong_slow(pp, end, out);
+    }
+    *out = (int64_t)((value >> 1) ^ (0ull - (value & 1)));
+    *pp = p;
+    return 1;
 }
 
 static inline uint32_t zigzag32(int32_t v) { return ((uint32_t)v << 1) ^ (uint32_t)(v >> 31); }
@@ -193,12 +231,64 @@ int lk_batch_parse_header(const uint8_t *buf, size_t len, uint32_t max_batch_siz
  * Records
  * --------------------------------------------------------------------------------- */
 
+/* Where lk_decode_columns wants the records of one batch: the columns, and what turns a
+ * record's deltas into its row. Rows are written from `written` on; the walker only
+ * fills rows, the caller decides after the whole batch validated whether they count. */
+typedef struct {
+    int64_t *offsets;
+    int64_t *timestamps;
+    int32_t *key_pos, *key_len, *value_pos, *value_len, *headers_pos, *headers_len,
+        *headers_count;
+    int64_t capacity;
+    int64_t written;          /* rows of the columns in use */
+    int64_t base_offset;      /* the batch's */
+    int64_t min_offset;       /* rows for offsets in [min_offset, max_offset) only */
+    int64_t max_offset;
+    uint64_t timestamp_base;  /* baseTimestamp, or maxTimestamp for LogAppendTime */
+    uint64_t timestamp_mask;  /* all ones, or 0 for LogAppendTime: deltas are ignored */
+    int64_t next_offset;      /* raised past every row written */
+    int32_t position_bias;    /* where the batch starts in the caller's buffer */
+    int control;              /* a control batch: its record is validated, never written */
+    int full;                 /* a record wanted a row and found none free */
+} column_sink;
+
+/* One validated record, offered to the columns. Positions are relative to the batch. */
+static inline void sink_record(column_sink *s, int32_t offset_delta, int64_t timestamp_delta,
+                               int32_t key_pos, int32_t key_len, int32_t value_pos,
+                               int32_t value_len, int32_t headers_pos, int32_t headers_count,
+                               int32_t headers_len)
+{
+    /* Unsigned: a damaged batch may carry deltas past its lastOffsetDelta (found, and its
+     * rows dropped, only after its last record); the sum must not overflow meanwhile. */
+    int64_t offset = (int64_t)((uint64_t)s->base_offset + (uint64_t)offset_delta);
+    if (offset < s->min_offset || offset >= s->max_offset || s->control || s->full)
+        return;
+    if (s->written >= s->capacity) {
+        s->full = 1;
+        return;
+    }
+    int64_t row = s->written++;
+    int32_t bias = s->position_bias;
+    s->offsets[row] = offset;
+    s->timestamps[row] =
+        (int64_t)(s->timestamp_base + ((uint64_t)timestamp_delta & s->timestamp_mask));
+    s->key_pos[row] = key_pos + bias;
+    s->key_len[row] = key_len;
+    s->value_pos[row] = value_pos + bias;
+    s->value_len[row] = value_len;
+    s->headers_pos[row] = headers_pos + bias;
+    s->headers_len[row] = headers_len;
+    s->headers_count[row] = headers_count;
+    s->next_offset = offset + 1;
+}
+
 /* Walks count records in [base + start, base + end). Positions reported in spans and
  * errors are relative to base. contiguous: deltas must be 0..count-1.
- * expected_last: -1 to skip the lastOffsetDelta check. */
+ * expected_last: -1 to skip the lastOffsetDelta check. spans and sink may be NULL; a
+ * record is handed to either only once it has been checked completely. */
 static int walk_records(const uint8_t *base, size_t start, size_t end, int32_t count,
                         int32_t expected_last, int contiguous, lk_record_span *spans,
-                        lk_error *err)
+                        column_sink *sink, lk_error *err)
 {
     const uint8_t *p = base + start;
     const uint8_t *const limit = base + end;
@@ -296,6 +386,10 @@ static int walk_records(const uint8_t *base, size_t start, size_t end, int32_t c
             s->headers_len = (int32_t)(record_end - headers);
             s->attributes = attributes;
         }
+        if (sink)
+            sink_record(sink, offset_delta, timestamp_delta, (int32_t)(key - base), key_len,
+                        (int32_t)(value - base), value_len, (int32_t)(headers - base),
+                        headers_count, (int32_t)(record_end - headers));
     }
     if (p != limit)
         return lk_fail(err, LK_ERR_CORRUPT_RECORD, p - base, -1,
@@ -341,7 +435,7 @@ int lk_batch_validate(const uint8_t *buf, size_t len, uint32_t max_batch_size, i
     if ((flags & LK_VALIDATE_RECORDS) && !(h.attributes & LK_ATTR_COMPRESSION_MASK)) {
         rc = walk_records(buf, LK_BATCH_HEADER_SIZE, (size_t)h.batch_length + LK_LOG_OVERHEAD,
                           h.record_count, h.last_offset_delta,
-                          (flags & LK_VALIDATE_CONTIGUOUS) != 0, NULL, err);
+                          (flags & LK_VALIDATE_CONTIGUOUS) != 0, NULL, NULL, err);
         if (rc != LK_OK)
             return rc;
     }
@@ -366,7 +460,8 @@ int lk_records_decode(const uint8_t *records, size_t len, int32_t expected_count
     if ((size_t)expected_count > out_capacity)
         return lk_fail(err, LK_ERR_BUFFER_TOO_SMALL, 0, -1,
                        "span array is smaller than the record count");
-    return walk_records(records, 0, len, expected_count, expected_last_offset_delta, 0, out, err);
+    return walk_records(records, 0, len, expected_count, expected_last_offset_delta, 0, out, NULL,
+                        err);
 }
 
 int lk_batch_decode(const uint8_t *buf, size_t len, uint32_t max_batch_size,
@@ -392,7 +487,7 @@ int lk_batch_decode(const uint8_t *buf, size_t len, uint32_t max_batch_size,
         return lk_fail(err, LK_ERR_BUFFER_TOO_SMALL, LK_OFF_RECORD_COUNT, -1,
                        "span array is smaller than recordsCount");
     rc = walk_records(buf, LK_BATCH_HEADER_SIZE, (size_t)h.batch_length + LK_LOG_OVERHEAD,
-                      h.record_count, h.last_offset_delta, 0, out, err);
+                      h.record_count, h.last_offset_delta, 0, out, NULL, err);
     if (rc == LK_OK && decoded)
         *decoded = h.record_count;
     return rc;
@@ -429,6 +524,188 @@ int lk_headers_decode(const uint8_t *buf, size_t len, int32_t headers_count,
         return lk_fail(err, LK_ERR_CORRUPT_RECORD, p - buf, -1,
                        "bytes are left over after the last header");
     return LK_OK;
+}
+
+/* ------------------------------------------------------------------------------------
+ * Columnar decoding
+ * --------------------------------------------------------------------------------- */
+
+int lk_columns_layout(lk_columns *out, void *block, size_t capacity)
+{
+    if (!out || (!block && capacity) || capacity > SIZE_MAX / LK_COLUMNS_ROW_BYTES ||
+        ((uintptr_t)block & 7))
+        return LK_ERR_ARGUMENT;
+    memset(out, 0, sizeof *out);
+    if (capacity == 0)
+        return LK_OK;
+    uint8_t *p = block;
+    out->offsets = (int64_t *)(void *)p;
+    p += capacity * sizeof(int64_t);
+    out->timestamps = (int64_t *)(void *)p;
+    p += capacity * sizeof(int64_t);
+    int32_t **int32_columns[] = {&out->key_pos,     &out->key_len,     &out->value_pos,
+                                 &out->value_len,   &out->headers_pos, &out->headers_len,
+                                 &out->headers_count};
+    for (size_t i = 0; i < sizeof int32_columns / sizeof int32_columns[0]; i++) {
+        *int32_columns[i] = (int32_t *)(void *)p;
+        p += capacity * sizeof(int32_t);
+    }
+    out->capacity = capacity;
+    return LK_OK;
+}
+
+int64_t lk_columns_bound(const uint8_t *buf, size_t len)
+{
+    int64_t rows = 0;
+    size_t pos = 0;
+    lk_batch_header h;
+    while (buf && pos < len && lk_batch_parse_header(buf + pos, len - pos, 0, &h, NULL) == LK_OK) {
+        int64_t size = (int64_t)h.batch_length + LK_LOG_OVERHEAD;
+        int64_t fit = (size - LK_BATCH_HEADER_SIZE) / 7;
+        if (!(h.attributes & (LK_ATTR_COMPRESSION_MASK | LK_ATTR_CONTROL)) && h.record_count > 0)
+            rows += h.record_count < fit ? h.record_count : fit;
+        pos += (size_t)size;
+    }
+    return rows;
+}
+
+static int columns_usable(const lk_columns *c)
+{
+    return c->capacity == 0 ||
+           (c->offsets && c->timestamps && c->key_pos && c->key_len && c->value_pos &&
+            c->value_len && c->headers_pos && c->headers_len && c->headers_count);
+}
+
+/* Whether the batch at buf could give rows for [min_offset, max_offset): a whole
+ * uncompressed data batch with records whose offsets reach into the range. Header only. */
+static int might_have_rows(const uint8_t *buf, size_t len, int64_t min_offset,
+                           int64_t max_offset)
+{
+    lk_batch_header h;
+    if (lk_batch_parse_header(buf, len, 0, &h, NULL) != LK_OK || h.record_count <= 0 ||
+        (h.attributes & (LK_ATTR_COMPRESSION_MASK | LK_ATTR_CONTROL)) ||
+        h.last_offset_delta < 0 || h.base_offset > INT64_MAX - h.last_offset_delta)
+        return 0;
+    return h.base_offset < max_offset && h.base_offset + h.last_offset_delta >= min_offset;
+}
+
+/* The walk over batches. Each batch is checked whole before its rows count: the sink
+ * writes rows as the walker accepts records, and a batch that then fails takes its rows
+ * back (written is reset), so the columns only ever count rows of valid batches. */
+int lk_decode_columns(const uint8_t *buf, size_t len, int64_t min_offset, int64_t max_offset,
+                      int flags, lk_columns *out, lk_columns_result *result, lk_error *err)
+{
+    if (result) {
+        result->records = 0;
+        result->position = 0;
+        result->next_offset = min_offset;
+        result->stop = LK_COLUMNS_END;
+    }
+    if (!out || !result || (!buf && len) ||
+        (flags & ~(LK_VALIDATE_CRC | LK_VALIDATE_RECORDS | LK_VALIDATE_CONTIGUOUS)))
+        return lk_fail(err, LK_ERR_ARGUMENT, 0, -1,
+                       "out or result is NULL, buf is NULL, or flags has unknown bits");
+    if (len > INT32_MAX)
+        return lk_fail(err, LK_ERR_ARGUMENT, 0, -1,
+                       "buffer larger than 2 GiB: column positions are int32");
+    if (!columns_usable(out))
+        return lk_fail(err, LK_ERR_ARGUMENT, 0, -1, "a column pointer is NULL");
+
+    column_sink sink;
+    memset(&sink, 0, sizeof sink);
+    sink.offsets = out->offsets;
+    sink.timestamps = out->timestamps;
+    sink.key_pos = out->key_pos;
+    sink.key_len = out->key_len;
+    sink.value_pos = out->value_pos;
+    sink.value_len = out->value_len;
+    sink.headers_pos = out->headers_pos;
+    sink.headers_len = out->headers_len;
+    sink.headers_count = out->headers_count;
+    sink.capacity = out->capacity > (size_t)INT64_MAX ? INT64_MAX : (int64_t)out->capacity;
+    sink.min_offset = min_offset;
+    sink.max_offset = max_offset;
+    sink.next_offset = min_offset;
+    int contiguous = (flags & LK_VALIDATE_CONTIGUOUS) != 0;
+    int stop = LK_COLUMNS_END, rc = LK_OK;
+    size_t pos = 0;
+    while (pos < len) {
+        lk_batch_header h;
+        if (sink.written >= sink.capacity && might_have_rows(buf + pos, len - pos, min_offset,
+                                                             max_offset)) {
+            /* Checked on the header alone: validating a batch only to find no room for
+             * it would be repeated in full by the call that resumes here. */
+            stop = LK_COLUMNS_FULL;
+            break;
+        }
+        lk_error e = {LK_OK, 0, -1, NULL};
+        rc = check_batch(buf + pos, len - pos, 0, flags & LK_VALIDATE_CRC, &h, &e);
+        if (rc == LK_OK && (h.last_offset_delta < 0 ||
+                            h.base_offset > INT64_MAX - h.last_offset_delta)) {
+            rc = lk_fail(&e, LK_ERR_CORRUPT_RECORD, LK_OFF_LAST_OFFSET_DELTA, -1,
+                         "lastOffsetDelta is negative or the batch's last offset overflows");
+        }
+        if (rc == LK_ERR_TRUNCATED) {
+            rc = LK_OK;
+            stop = LK_COLUMNS_TORN;
+            break;
+        }
+        if (rc != LK_OK) {
+            lk_fail(err, rc, (int64_t)pos + e.position, e.record_index, e.what);
+            stop = LK_COLUMNS_CORRUPT;
+            break;
+        }
+        int64_t last = h.base_offset + h.last_offset_delta;
+        size_t size = (size_t)h.batch_length + LK_LOG_OVERHEAD;
+        /* The batch holds offsets the caller does not want yet: stop at it. (A batch below
+         * min_offset is passed over even when it is also above max_offset.) */
+        int reaches_limit = last >= max_offset && last >= min_offset;
+        if ((h.attributes & LK_ATTR_COMPRESSION_MASK) && h.record_count > 0) {
+            if (last < min_offset) {
+                pos += size; /* nothing wanted in it: no need to decompress */
+                continue;
+            }
+            stop = h.base_offset >= max_offset ? LK_COLUMNS_LIMIT : LK_COLUMNS_COMPRESSED;
+            if (stop == LK_COLUMNS_LIMIT && sink.next_offset < max_offset)
+                sink.next_offset = max_offset;
+            break;
+        }
+        int64_t written_before = sink.written, next_before = sink.next_offset;
+        sink.base_offset = h.base_offset;
+        int log_append_time = (h.attributes & LK_ATTR_LOG_APPEND_TIME) != 0;
+        sink.timestamp_base = (uint64_t)(log_append_time ? h.max_timestamp : h.base_timestamp);
+        sink.timestamp_mask = log_append_time ? 0 : UINT64_MAX;
+        sink.position_bias = (int32_t)pos;
+        sink.control = (h.attributes & LK_ATTR_CONTROL) != 0;
+        sink.full = 0;
+        rc = walk_records(buf + pos, LK_BATCH_HEADER_SIZE, size, h.record_count,
+                          h.last_offset_delta, contiguous, NULL, &sink, &e);
+        if (rc != LK_OK) {
+            sink.written = written_before;
+            sink.next_offset = next_before;
+            lk_fail(err, rc, (int64_t)pos + e.position, e.record_index, e.what);
+            stop = LK_COLUMNS_CORRUPT;
+            break;
+        }
+        if (sink.full) {
+            stop = LK_COLUMNS_FULL;
+            break;
+        }
+        if (reaches_limit) {
+            if (sink.next_offset < max_offset)
+                sink.next_offset = max_offset;
+            stop = LK_COLUMNS_LIMIT;
+            break;
+        }
+        if (last >= sink.next_offset) /* last < max_offset or < min_offset: no overflow */
+            sink.next_offset = last + 1;
+        pos += size;
+    }
+    result->records = sink.written;
+    result->position = (int64_t)pos;
+    result->next_offset = sink.next_offset;
+    result->stop = stop;
+    return rc;
 }
 
 /* ------------------------------------------------------------------------------------
@@ -631,6 +908,85 @@ int lk_batch_encode(const lk_batch_params *params, const lk_records_in *records,
     write_header(out, params, base_ts, records->count, last_delta, max_ts, total);
     *out_len = total;
     return LK_OK;
+}
+
+/* ------------------------------------------------------------------------------------
+ * One record, one batch (lk_segment_append_record encodes through these, straight into
+ * the segment's map). The layout is write_records' for a single record with timestamp
+ * delta 0 and offset delta 0, so the bytes equal lk_batch_encode's.
+ * --------------------------------------------------------------------------------- */
+
+/* Whether headers[0, len) is exactly `count` headers as lk_batch_encode would write them:
+ * key length >= 0, value length >= -1, nothing left over. */
+static int headers_well_formed(const uint8_t *headers, int32_t len, int32_t count)
+{
+    const uint8_t *p = headers, *end = headers + len;
+    if ((int64_t)count * 2 > len)
+        return 0;
+    for (int32_t i = 0; i < count; i++) {
+        int32_t hk, hv;
+        if (!read_varint(&p, end, &hk) || hk < 0 || hk > end - p)
+            return 0;
+        p += hk;
+        if (!read_varint(&p, end, &hv) || hv < -1 || hv > end - p)
+            return 0;
+        if (hv > 0)
+            p += hv;
+    }
+    return p == end;
+}
+
+/* Bytes of the record after its length varint. */
+static int64_t one_record_body(const lk_one_record *r)
+{
+    return 3 /* attributes, timestampDelta 0, offsetDelta 0: one byte each */ +
+           varint_size(r->key_len) + (r->key_len > 0 ? r->key_len : 0) +
+           varint_size(r->value_len) + (r->value_len > 0 ? r->value_len : 0) +
+           varint_size(r->headers_count) + (int64_t)r->headers_len;
+}
+
+int64_t lk_one_record_batch_size(const lk_one_record *r)
+{
+    if (r->key_len < -1 || r->value_len < -1 || r->headers_count < 0 || r->headers_len < 0 ||
+        (!r->key && r->key_len > 0) || (!r->value && r->value_len > 0) ||
+        (!r->headers && r->headers_len > 0))
+        return LK_ERR_ARGUMENT;
+    if (r->attributes & ~LK_ATTR_LOG_APPEND_TIME)
+        return LK_ERR_ARGUMENT;
+    if (r->headers_count > 0 && !headers_well_formed(r->headers, r->headers_len, r->headers_count))
+        return LK_ERR_ARGUMENT;
+    if (r->headers_count == 0 && r->headers_len != 0)
+        return LK_ERR_ARGUMENT;
+    int64_t body = one_record_body(r);
+    /* A body past INT32_MAX cannot be framed; its size (with the longest length varint)
+     * is then only reported, for the caller's BAD_LENGTH. */
+    int length_varint = body > INT32_MAX ? 5 : varint_size((int32_t)body);
+    return LK_BATCH_HEADER_SIZE + length_varint + body;
+}
+
+void lk_one_record_batch_write(const lk_one_record *r, int64_t size, uint8_t *out)
+{
+    uint8_t *p = out + LK_BATCH_HEADER_SIZE;
+    p = write_varint(p, (int32_t)one_record_body(r));
+    *p++ = 0; /* record attributes: unused in v2 */
+    *p++ = 0; /* timestampDelta 0 (zig-zag varlong) */
+    *p++ = 0; /* offsetDelta 0 */
+    p = write_varint(p, r->key_len);
+    if (r->key_len > 0) {
+        memcpy(p, r->key, (size_t)r->key_len);
+        p += r->key_len;
+    }
+    p = write_varint(p, r->value_len);
+    if (r->value_len > 0) {
+        memcpy(p, r->value, (size_t)r->value_len);
+        p += r->value_len;
+    }
+    p = write_varint(p, r->headers_count);
+    if (r->headers_len > 0)
+        memcpy(p, r->headers, (size_t)r->headers_len);
+    lk_batch_params params = {r->offset, r->partition_leader_epoch, r->attributes,
+                              r->timestamp, -1, -1, -1};
+    write_header(out, &params, r->timestamp, 1, 0, r->timestamp, (size_t)size);
 }
 
 int lk_batch_frame(const lk_batch_params *params, int32_t record_count, int32_t last_offset_delta,

@@ -62,4 +62,29 @@ enum {
     LK_MIN_BATCH_LENGTH = LK_BATCH_HEADER_SIZE - LK_LOG_OVERHEAD
 };
 
+/* One record as lk_segment_append_record takes it; batch.c encodes it as a one-record
+ * batch (segment.c decides where). Pointers are borrowed; lengths as in logkernel.h. */
+typedef struct {
+    int64_t offset;
+    int64_t timestamp;
+    int16_t attributes;
+    int32_t partition_leader_epoch;
+    const uint8_t *key;
+    int32_t key_len;
+    const uint8_t *value;
+    int32_t value_len;
+    const uint8_t *headers;
+    int32_t headers_count;
+    int32_t headers_len;
+} lk_one_record;
+
+/* Checks the record's fields (the ARGUMENT cases of lk_segment_append_record) and returns
+ * the size of the batch it encodes to, or LK_ERR_ARGUMENT. The size may pass INT32_MAX:
+ * the caller compares it with its batch size limit before writing anything. O(headers). */
+int64_t lk_one_record_batch_size(const lk_one_record *r);
+
+/* Encodes the record's batch, CRC included, into exactly `size` bytes at out (size as
+ * lk_one_record_batch_size returned it, at most INT32_MAX). O(size). */
+void lk_one_record_batch_write(const lk_one_record *r, int64_t size, uint8_t *out);
+
 #endif

@@ -93,6 +93,20 @@ int lk_crc32c_selected_impl(void);
 const char *lk_crc32c_impl_name(int impl);
 
 /* ----------------------------------------------------------------------------
+ * Partitioning: the hash of Kafka's default partitioner.
+ * ------------------------------------------------------------------------- */
+
+/* Kafka's Utils.murmur2 (the Java client's MurmurHash2 variant: seed 0x9747b28c,
+ * m = 0x5bd1e995, r = 24, the trailing 1-3 bytes folded in before the final mixing),
+ * returning the same signed 32-bit value the Java method returns. The default
+ * partitioner's choice for a keyed record is (lk_murmur2(key) & 0x7fffffff) % partitions.
+ * O(len); no allocation, cannot fail. data is borrowed for the call; it may be NULL only
+ * with len 0. There is no error return: a negative len, or NULL data, hashes as the
+ * empty input (logkernel's wrapper always passes the length of a bytes object).
+ * Known answers (Kafka's UtilsTest): "21" -> -973932308, "foobar" -> -790332482. */
+int32_t lk_murmur2(const char *data, int32_t len);
+
+/* ----------------------------------------------------------------------------
  * RecordBatch v2.
  *
  *   off size field                  off size field
@@ -305,6 +319,123 @@ int lk_control_record_parse(const uint8_t *key, int32_t key_len, const uint8_t *
 int lk_batch_update_crc(uint8_t *buf, size_t len, lk_error *err);
 
 /* ----------------------------------------------------------------------------
+ * Columnar decoding: the records of a run of batches, written into caller-owned
+ * columns (one array per field), for consumers that read many records per call.
+ * ------------------------------------------------------------------------- */
+
+/* Output columns. Row i describes the i-th record written; positions are byte offsets
+ * (int32) relative to the buffer given to lk_decode_columns, lengths are -1 for null.
+ * Every pointer must hold `capacity` elements (or be NULL when capacity is 0). The caller
+ * owns the arrays; lk_decode_columns writes only rows below capacity, and rows from
+ * result->records on are scratch (a rejected batch's rows may have been written there). */
+typedef struct {
+    int64_t *offsets;        /* absolute offset: baseOffset + offsetDelta */
+    int64_t *timestamps;     /* baseTimestamp + timestampDelta; maxTimestamp for a
+                                LogAppendTime batch */
+    int32_t *key_pos;
+    int32_t *key_len;
+    int32_t *value_pos;
+    int32_t *value_len;
+    int32_t *headers_pos;    /* first byte after the headerCount varint */
+    int32_t *headers_len;    /* bytes of all headers of the record */
+    int32_t *headers_count;
+    size_t capacity;         /* rows each array holds */
+} lk_columns;
+
+/* Bytes per row when the nine columns share one block (see lk_columns_layout): two
+ * int64 columns and seven int32 columns, 16 + 28. The int64 columns come first, so every
+ * column of a block aligned to 8 is aligned for its type whatever the capacity. */
+enum lk_columns_constants {
+    LK_COLUMNS_ROW_BYTES = 44
+};
+
+/* Why lk_decode_columns stopped. position and next_offset say where to go on. */
+enum lk_columns_stop {
+    LK_COLUMNS_END = 0,        /* the buffer was consumed exactly, ending on a batch boundary */
+    LK_COLUMNS_FULL = 1,       /* capacity rows are written and the batch at position has
+                                  records the columns had no room for (or, judged from its
+                                  header, may have): call again with buf + position and
+                                  min_offset = next_offset, which may lie inside that batch */
+    LK_COLUMNS_COMPRESSED = 2, /* the batch at position is compressed (CRC checked, if asked):
+                                  decompress it, decode it, then continue after it */
+    LK_COLUMNS_LIMIT = 3,      /* the batch at position holds offsets >= max_offset; its
+                                  records below max_offset are written */
+    LK_COLUMNS_TORN = 4,       /* the buffer ends inside the batch at position (a read cut at a
+                                  byte limit): not an error */
+    LK_COLUMNS_CORRUPT = 5     /* the batch at position failed validation; see the return code */
+};
+
+typedef struct {
+    int64_t records;     /* rows written */
+    int64_t position;    /* where decoding stopped, relative to buf: len for END, else the
+                            start of the batch named by stop */
+    int64_t next_offset; /* the offset to read next: min_offset, raised past every record
+                            written and every batch consumed (control batches included); for
+                            LIMIT at least max_offset */
+    int32_t stop;        /* an lk_columns_stop */
+} lk_columns_result;
+
+/* Decodes the records of consecutive batches from buf[0], in order, into out.
+ *
+ * Each batch is validated before any of its rows count: the header checks of
+ * lk_batch_parse_header (no batch size limit but INT32_MAX), the CRC when flags has
+ * LK_VALIDATE_CRC, then (uncompressed batches) every record, as lk_batch_decode does
+ * (LK_VALIDATE_RECORDS is implied; LK_VALIDATE_CONTIGUOUS is honoured). A batch's last
+ * offset must not overflow int64 and its lastOffsetDelta must be >= 0. Offsets are not
+ * compared across batches.
+ *
+ * Rows: records with offset < min_offset are skipped; a record with offset >= max_offset
+ * (exclusive; INT64_MAX for no limit) is not written, and a batch whose last offset is >=
+ * max_offset (and >= min_offset) ends decoding with LIMIT. Control batches write no rows,
+ * but their offsets advance next_offset. A compressed batch entirely below min_offset is
+ * skipped (CRC checked, records not), one entirely at or above max_offset is a LIMIT, any
+ * other stops decoding with COMPRESSED (an empty compressed batch is skipped like an
+ * uncompressed one). FULL: a record in [min_offset, max_offset) found no free row, or
+ * the columns were already full at a batch whose header says it holds records reaching
+ * into that range (an uncompressed data batch; it is not validated then). Without such a
+ * batch, full columns do not stop decoding: control batches, batches below min_offset, a
+ * LIMIT, a COMPRESSED, a TORN or a CORRUPT batch are still found.
+ *
+ * Returns LK_OK for every stop but CORRUPT. For CORRUPT it returns the validator's code
+ * (BAD_LENGTH, BAD_MAGIC, CRC, CORRUPT_RECORD) and fills *err with a position relative to
+ * buf; the rows of batches before the bad one stay in the columns and result->records
+ * counts them (rows of the bad batch are not counted), so a caller can hand out the good
+ * prefix and report the error afterwards.
+ * Errors: ARGUMENT (buf NULL with len > 0, len > INT32_MAX: positions are int32, out or
+ * result NULL, a NULL column with capacity > 0, unknown flags); *result is then zeroed
+ * but for next_offset = min_offset.
+ * O(bytes decoded): one CRC pass and one record walk per batch (native/tests/test_columns
+ * --bench measures it). buf and the columns are borrowed for the call, nothing is kept and
+ * nothing is allocated; buf is only read. */
+int lk_decode_columns(const uint8_t *buf, size_t len, int64_t min_offset, int64_t max_offset,
+                      int flags, lk_columns *out, lk_columns_result *result, lk_error *err);
+
+/* Points the nine columns of *out into one caller-owned block of capacity *
+ * LK_COLUMNS_ROW_BYTES bytes, 8-byte aligned: offsets, timestamps, then key_pos, key_len,
+ * value_pos, value_len, headers_pos, headers_len, headers_count, each capacity rows long,
+ * in that order; sets out->capacity (capacity 0: every pointer NULL). One call instead of
+ * nine pointer casts for callers that pay per field set (Python). The block stays the
+ * caller's; nothing is kept. O(1). Errors: ARGUMENT (NULL out, NULL block with capacity
+ * > 0, a block not 8-byte aligned, capacity past SIZE_MAX / LK_COLUMNS_ROW_BYTES). */
+int lk_columns_layout(lk_columns *out, void *block, size_t capacity);
+
+/* The most rows lk_decode_columns could write for buf (no min/max offset, unlimited
+ * capacity): recordsCount summed over the whole uncompressed data batches at its start,
+ * each count capped at what its records section can hold (7 bytes a record), stopping
+ * at the first header that does not parse. Lets a caller size the columns exactly
+ * before decoding. A walk over batch headers only (no CRC, no records): O(batches).
+ * Returns 0 for NULL buf. */
+int64_t lk_columns_bound(const uint8_t *buf, size_t len);
+
+/* lk_decode_columns' out-parameters in one allocation (one ffi.new per thread rather
+ * than three per call on the consumer's hot path). */
+typedef struct {
+    lk_columns columns;
+    lk_columns_result result;
+    lk_error err;
+} lk_columns_scratch;
+
+/* ----------------------------------------------------------------------------
  * Log scan: walk a buffer of consecutive batches (a segment, or a produce request's
  * record set) and find where the valid prefix ends.
  * ------------------------------------------------------------------------- */
@@ -430,6 +561,43 @@ int lk_segment_open(const char *log_path, const char *index_path, const char *ti
  * CLOSED (sealed), NEEDS_RECOVERY (open found unrecognised bytes after the last batch). */
 int lk_segment_append(lk_segment *seg, const uint8_t *record_set, size_t len,
                       int64_t base_offset, int64_t *position, int64_t *next_offset);
+
+/* Appends one record as a new batch, encoded straight into the map at the tail (no
+ * intermediate buffer): the producer's per-record path. The batch is RecordBatch v2 with
+ * baseOffset = offset, one record (offsetDelta 0, timestampDelta 0), baseTimestamp =
+ * maxTimestamp = timestamp, producerId -1, producerEpoch -1, baseSequence -1, the given
+ * partition_leader_epoch and attributes, and its CRC. The bytes are exactly what
+ * lk_batch_encode writes for this record with those params, and the index entries and
+ * segment state are exactly what lk_segment_append of those bytes at offset would make.
+ *
+ * key/value: NULL with length -1 is null (any pointer with -1 is null); the pointer may be
+ * NULL with length 0. headers: the encoded headers section of the record, without its
+ * count: headers_count times { keyLength varint >= 0 | key | valueLength varint >= -1 |
+ * value }, exactly headers_len bytes (NULL, 0, 0 for none). attributes may hold only
+ * LK_ATTR_LOG_APPEND_TIME (no compression, and no transactional, control or delete-horizon
+ * bits: those need producer ids or a control record this call does not write).
+ * All pointers are borrowed for the call.
+ *
+ * Returns the position the batch was written at (>= 0), or a negative lk_status, checked
+ * in this order: ARGUMENT (seg NULL; a length below -1 or a NULL pointer with a positive
+ * length; negative headers_count or headers_len; a headers section that does not hold
+ * exactly headers_count headers; attributes other than above), CLOSED, NEEDS_RECOVERY,
+ * OFFSET_ORDER (offset < next offset), SEGMENT_FULL (the batch would pass the log
+ * capacity), BAD_LENGTH (the batch is larger than the segment's max_batch_size, or than
+ * INT32_MAX), OFFSET_ORDER (offset more than INT32_MAX past the segment's base offset),
+ * SEGMENT_FULL (an index is full), NO_SPACE / IO (errno set). On any failure no byte of
+ * the batch is written and the segment's state is unchanged (a failed fallocate may leave
+ * the file longer, with zeros past the logical size, as for lk_segment_append).
+ * O(record size): one CRC pass over the batch; no system call unless the file must grow
+ * (one fallocate per grow_step bytes), but the first write to each new 4 KiB page of the
+ * map is a page fault, which costs more than the encoding for small records
+ * (native/tests/test_append_record --bench measures both).
+ * Not durable until lk_segment_flush. */
+int64_t lk_segment_append_record(lk_segment *seg, int64_t offset, int64_t timestamp,
+                                 int16_t attributes, int32_t partition_leader_epoch,
+                                 const char *key, int32_t key_len, const char *value,
+                                 int32_t value_len, const char *headers, int32_t headers_count,
+                                 int32_t headers_len);
 
 /* Makes everything appended so far durable: msync of the dirty range of the log and
  * indexes, then fdatasync, in the order log, time index, offset index; the first flush

@@ -1211,7 +1211,21 @@ int lk_segment_open(const char *log_path, const char *index_path, const char *ti
     return LK_OK;
 }
 
-/* ---- append ---- */
+/* ---- append ----
+ *
+ * lk_segment_append (a caller's record set) and lk_segment_append_record (one record
+ * encoded here) share every step but how the bytes get into the map:
+ *   1. append_admissible: the checks that need no bytes (closed, recovery, offset order,
+ *      log capacity);
+ *   2. plan_batch, per batch: offsets within the segment's int32 range, and the index
+ *      rule run on a copy of the segment's cursor, counting the entries it will add;
+ *   3. append_reserve: room in both indexes (SEGMENT_FULL), then file space (NO_SPACE);
+ *   4. the bytes are written at the tail, then plan_batch runs again on a fresh plan and
+ *      writes the entries (for a record set, over the copy in the map, so a caller
+ *      changing its buffer meanwhile is caught);
+ *   5. append_commit: size, next offset, max timestamp and cursor, all at once.
+ * Nothing before step 4 changes the segment but the file's allocated length (zeros past
+ * the logical size, which invariant 3 allows). */
 
 typedef struct {
     int64_t offset_entries;
@@ -1220,45 +1234,75 @@ typedef struct {
     index_cursor cursor;
 } append_plan;
 
+static int append_admissible(const lk_segment *seg, int64_t base_offset, uint64_t len)
+{
+    if (!seg->writable || seg->sealed)
+        return LK_ERR_CLOSED;
+    if (seg->needs_recovery)
+        return LK_ERR_NEEDS_RECOVERY; /* writing after unrecognised bytes would be lost */
+    if (base_offset < seg->next_offset)
+        return LK_ERR_OFFSET_ORDER;
+    if (seg->size > seg->log_capacity || len > (uint64_t)(seg->log_capacity - seg->size))
+        return LK_ERR_SEGMENT_FULL;
+    return LK_OK;
+}
+
+static void plan_start(const lk_segment *seg, append_plan *plan)
+{
+    plan->offset_entries = plan->time_entries = 0;
+    plan->next_offset = seg->next_offset;
+    plan->cursor = segment_cursor(seg);
+}
+
+/* The batch that will sit at position `at` with offsets offset .. offset +
+ * last_offset_delta: checks the range, runs the index rule, and (write) puts the entries
+ * due into the indexes, whose room append_reserve made. */
+static int plan_batch(lk_segment *seg, append_plan *plan, int64_t at, int64_t offset,
+                      int32_t last_offset_delta, int64_t max_timestamp, int write)
+{
+    if (last_offset_delta < 0 ||
+        offset - seg->base_offset > (int64_t)INT32_MAX - last_offset_delta)
+        return LK_ERR_OFFSET_ORDER;
+    int64_t last = offset + last_offset_delta;
+    index_cursor *c = &plan->cursor;
+    if (index_rule(seg, c, at, last, max_timestamp)) {
+        plan->offset_entries++;
+        if (write)
+            put_offset_entry(seg, last, at);
+        if (time_entry_due(seg, c)) {
+            plan->time_entries++;
+            if (write)
+                put_time_entry(seg, c->max_timestamp, c->offset_of_max);
+            c->last_time_ts = c->max_timestamp;
+        }
+    }
+    plan->next_offset = last + 1;
+    return LK_OK;
+}
+
 /* Walks the batches of a record set as they will sit in the segment: consecutive
- * offsets from base_offset, positions from the current size, the index rule from the
- * segment's cursor. With patch == NULL it only plans; with patch (the copy in the map)
- * it also writes base offsets and index entries. */
+ * offsets from base_offset, positions from the current size. With patch == NULL it only
+ * plans; with patch (the copy in the map) it also writes base offsets and index entries. */
 static int append_walk(lk_segment *seg, const uint8_t *set, uint8_t *patch, size_t len,
                        int64_t base_offset, append_plan *plan)
 {
-    index_cursor c = segment_cursor(seg);
+    plan_start(seg, plan);
     int64_t offset = base_offset;
     size_t pos = 0;
-    plan->offset_entries = plan->time_entries = 0;
     while (pos < len) {
         lk_batch_header h;
         int rc = lk_batch_parse_header(set + pos, len - pos, seg->max_batch_size, &h, NULL);
         if (rc != LK_OK)
             return rc;
-        if (h.last_offset_delta < 0 ||
-            offset - seg->base_offset > (int64_t)INT32_MAX - h.last_offset_delta)
-            return LK_ERR_OFFSET_ORDER;
-        int64_t last = offset + h.last_offset_delta;
-        int64_t at = seg->size + (int64_t)pos;
         if (patch)
             lk_store_be64(patch + pos + LK_OFF_BASE_OFFSET, (uint64_t)offset);
-        if (index_rule(seg, &c, at, last, h.max_timestamp)) {
-            plan->offset_entries++;
-            if (patch)
-                put_offset_entry(seg, last, at);
-            if (time_entry_due(seg, &c)) {
-                plan->time_entries++;
-                if (patch)
-                    put_time_entry(seg, c.max_timestamp, c.offset_of_max);
-                c.last_time_ts = c.max_timestamp;
-            }
-        }
-        offset = last + 1;
+        rc = plan_batch(seg, plan, seg->size + (int64_t)pos, offset, h.last_offset_delta,
+                        h.max_timestamp, patch != NULL);
+        if (rc != LK_OK)
+            return rc;
+        offset = plan->next_offset;
         pos += (size_t)batch_size(&h);
     }
-    plan->next_offset = offset;
-    plan->cursor = c;
     return LK_OK;
 }
 
@@ -1291,39 +1335,55 @@ static int log_reserve(lk_segment *seg, int64_t need)
     return LK_OK;
 }
 
+/* Room for len more log bytes and the plan's index entries. */
+static int append_reserve(lk_segment *seg, int64_t len, const append_plan *plan)
+{
+    index_file *ox = &seg->offset_index, *tx = &seg->time_index;
+    int ox_on = index_usable_for_writes(ox), tx_on = index_usable_for_writes(tx);
+    if ((ox_on && plan->offset_entries > ox->capacity - ox->entries) ||
+        (tx_on && plan->time_entries > tx->capacity - tx->entries))
+        return LK_ERR_SEGMENT_FULL;
+    int rc;
+    if ((rc = log_reserve(seg, seg->size + len)) != LK_OK)
+        return rc;
+    if (ox_on && plan->offset_entries &&
+        (rc = index_reserve(ox, ox->entries + plan->offset_entries)) != LK_OK)
+        return rc;
+    if (tx_on && plan->time_entries &&
+        (rc = index_reserve(tx, tx->entries + plan->time_entries)) != LK_OK)
+        return rc;
+    return LK_OK;
+}
+
+static void append_commit(lk_segment *seg, int64_t len, const append_plan *plan)
+{
+    seg->size += len;
+    seg->next_offset = plan->next_offset;
+    seg->max_timestamp = plan->cursor.max_timestamp;
+    seg->offset_of_max_timestamp = plan->cursor.offset_of_max;
+    seg->last_entry_position = plan->cursor.last_entry_position;
+    seg->last_time_entry_ts = plan->cursor.last_time_ts;
+    seg->log_dirty = 1;
+}
+
 int lk_segment_append(lk_segment *seg, const uint8_t *record_set, size_t len,
                       int64_t base_offset, int64_t *position, int64_t *next_offset)
 {
     if (!seg || !record_set || len == 0)
         return LK_ERR_ARGUMENT;
-    if (!seg->writable || seg->sealed)
-        return LK_ERR_CLOSED;
-    if (seg->needs_recovery)
-        return LK_ERR_NEEDS_RECOVERY; /* writing after unrecognised bytes would be lost */
-    if (base_offset < seg->next_offset)
-        return LK_ERR_OFFSET_ORDER;
-    if (seg->size > seg->log_capacity || (uint64_t)len > (uint64_t)(seg->log_capacity - seg->size))
-        return LK_ERR_SEGMENT_FULL;
-    append_plan plan;
-    int rc = append_walk(seg, record_set, NULL, len, base_offset, &plan);
+    int rc = append_admissible(seg, base_offset, (uint64_t)len);
     if (rc != LK_OK)
         return rc;
-    index_file *ox = &seg->offset_index, *tx = &seg->time_index;
-    int ox_on = index_usable_for_writes(ox), tx_on = index_usable_for_writes(tx);
-    if ((ox_on && plan.offset_entries > ox->capacity - ox->entries) ||
-        (tx_on && plan.time_entries > tx->capacity - tx->entries))
-        return LK_ERR_SEGMENT_FULL;
+    append_plan plan;
+    if ((rc = append_walk(seg, record_set, NULL, len, base_offset, &plan)) != LK_OK)
+        return rc;
+    if ((rc = append_reserve(seg, (int64_t)len, &plan)) != LK_OK)
+        return rc;
 
     int64_t at = seg->size;
-    if ((rc = log_reserve(seg, at + (int64_t)len)) != LK_OK)
-        return rc;
-    if (ox_on && plan.offset_entries && (rc = index_reserve(ox, ox->entries + plan.offset_entries)))
-        return rc;
-    if (tx_on && plan.time_entries && (rc = index_reserve(tx, tx->entries + plan.time_entries)))
-        return rc;
-
     uint8_t *copy = seg->log_map + at;
     memcpy(copy, record_set, len);
+    index_file *ox = &seg->offset_index, *tx = &seg->time_index;
     int64_t ox_before = ox->entries, tx_before = tx->entries;
     append_plan applied;
     rc = append_walk(seg, copy, copy, len, base_offset, &applied);
@@ -1331,31 +1391,61 @@ int lk_segment_append(lk_segment *seg, const uint8_t *record_set, size_t len,
         applied.time_entries != plan.time_entries || applied.next_offset != plan.next_offset) {
         /* The caller's buffer changed under us: take everything back. */
         memset(copy, 0, len);
-        if (ox_on) {
+        if (index_usable_for_writes(ox)) {
             memset(ox->map + ox_before * OFFSET_ENTRY_SIZE, 0,
                    (size_t)(ox->entries - ox_before) * OFFSET_ENTRY_SIZE);
             ox->entries = ox_before;
         }
-        if (tx_on) {
+        if (index_usable_for_writes(tx)) {
             memset(tx->map + tx_before * TIME_ENTRY_SIZE, 0,
                    (size_t)(tx->entries - tx_before) * TIME_ENTRY_SIZE);
             tx->entries = tx_before;
         }
         return LK_ERR_ARGUMENT;
     }
-    seg->size = at + (int64_t)len;
-    seg->next_offset = applied.next_offset;
-    seg->max_timestamp = applied.cursor.max_timestamp;
-    seg->offset_of_max_timestamp = applied.cursor.offset_of_max;
-    seg->last_entry_position = applied.cursor.last_entry_position;
-    seg->last_time_entry_ts = applied.cursor.last_time_ts;
-    seg->log_dirty = 1;
+    append_commit(seg, (int64_t)len, &applied);
     if (position)
         *position = at;
     if (next_offset)
         *next_offset = seg->next_offset;
     debug_check(seg, "lk_segment_append");
     return LK_OK;
+}
+
+int64_t lk_segment_append_record(lk_segment *seg, int64_t offset, int64_t timestamp,
+                                 int16_t attributes, int32_t partition_leader_epoch,
+                                 const char *key, int32_t key_len, const char *value,
+                                 int32_t value_len, const char *headers, int32_t headers_count,
+                                 int32_t headers_len)
+{
+    if (!seg)
+        return LK_ERR_ARGUMENT;
+    lk_one_record r = {offset, timestamp, attributes, partition_leader_epoch,
+                       (const uint8_t *)key, key_len, (const uint8_t *)value, value_len,
+                       (const uint8_t *)headers, headers_count, headers_len};
+    int64_t size = lk_one_record_batch_size(&r);
+    if (size < 0)
+        return size;
+    int rc = append_admissible(seg, offset, (uint64_t)size);
+    if (rc != LK_OK)
+        return rc;
+    int64_t limit = seg->max_batch_size ? (int64_t)seg->max_batch_size : (int64_t)INT32_MAX;
+    if (size > limit)
+        return LK_ERR_BAD_LENGTH; /* what lk_batch_parse_header says of these bytes */
+    append_plan plan;
+    plan_start(seg, &plan);
+    int64_t at = seg->size;
+    if ((rc = plan_batch(seg, &plan, at, offset, 0, timestamp, 0)) != LK_OK)
+        return rc;
+    if ((rc = append_reserve(seg, size, &plan)) != LK_OK)
+        return rc;
+
+    lk_one_record_batch_write(&r, size, seg->log_map + at);
+    plan_start(seg, &plan);
+    plan_batch(seg, &plan, at, offset, 0, timestamp, 1);
+    append_commit(seg, size, &plan);
+    debug_check(seg, "lk_segment_append_record");
+    return at;
 }
 
 /* ---- flush ---- */
