@@ -897,8 +897,9 @@ class Segment:
     def append_record(self, offset: int, timestamp: int, attributes: int,
                       partition_leader_epoch: int, key: bytes | None, value: bytes | None,
                       headers: bytes | None = None, headers_count: int = 0) -> int:
-        """Appends one record as its own batch at ``offset`` and returns the position it was
-        written at; the producer's per-record path (see lk_segment_append_record).
+        """Appends one record as its own batch at ``offset`` and returns the segment's new
+        size (the end of the batch); the producer's per-record path (see
+        lk_segment_append_record).
 
         ``key``/``value``: bytes or None (null). ``headers``: the encoded headers section
         from ``encode_headers`` and its ``headers_count``. ``attributes``: 0, or 8 for

@@ -578,7 +578,8 @@ int lk_segment_append(lk_segment *seg, const uint8_t *record_set, size_t len,
  * bits: those need producer ids or a control record this call does not write).
  * All pointers are borrowed for the call.
  *
- * Returns the position the batch was written at (>= 0), or a negative lk_status, checked
+ * Returns the segment's new size, i.e. the end of the batch written (> 0; the batch
+ * starts at the size before the call), or a negative lk_status, checked
  * in this order: ARGUMENT (seg NULL; a length below -1 or a NULL pointer with a positive
  * length; negative headers_count or headers_len; a headers section that does not hold
  * exactly headers_count headers; attributes other than above), CLOSED, NEEDS_RECOVERY,

@@ -1445,7 +1445,7 @@ int64_t lk_segment_append_record(lk_segment *seg, int64_t offset, int64_t timest
     plan_batch(seg, &plan, at, offset, 0, timestamp, 1);
     append_commit(seg, size, &plan);
     debug_check(seg, "lk_segment_append_record");
-    return at;
+    return at + size;
 }
 
 /* ---- flush ---- */

@@ -85,11 +85,11 @@ def test_append_record_equals_encode_then_append(records: list[dict], base: int,
             offset += record["gap"]
             blob, count = encode_headers(record["headers"])
             attributes = LOG_APPEND_TIME if record["log_append_time"] else 0
-            position = a.append_record(offset, record["timestamp"], attributes, record["epoch"],
-                                       record["key"], record["value"],
-                                       blob if count else None, count)
-            expected_position, next_offset = b.append(encoded(record, offset), offset)
-            assert position == expected_position
+            end = a.append_record(offset, record["timestamp"], attributes, record["epoch"],
+                                  record["key"], record["value"], blob if count else None, count)
+            batch = encoded(record, offset)
+            expected_position, next_offset = b.append(batch, offset)
+            assert end == expected_position + len(batch)
             assert next_offset == offset + 1
             assert a.info() == b.info()
             offset += 1
@@ -148,7 +148,7 @@ def test_errors_write_nothing(tmp_path: Path) -> None:
     directory = str(tmp_path)
     log = paths(directory, "e")[0]
     seg = open_segment(directory, "e", base=10, max_batch_size=200, log_capacity=1000)
-    assert seg.append_record(10, 1, 0, -1, b"k", b"v") == 0
+    assert seg.append_record(10, 1, 0, -1, b"k", b"v") == 70  # the new end: 61 + 1 + 8
     before = seg.info()
     cases: list[tuple[type[Exception], str, tuple]] = [
         (OffsetOrderError, "next offset is 11", (10, 1, 0, -1, None, None)),
@@ -207,4 +207,4 @@ def test_needs_recovery_first(tmp_path: Path) -> None:
         with pytest.raises(NeedsRecoveryError):
             seg.append_record(1, 1, 0, -1, None, b"w")
         assert seg.recover().valid_bytes == 69  # 61 + length 1 + 7-byte record
-        assert seg.append_record(1, 1, 0, -1, None, b"w") == 69
+        assert seg.append_record(1, 1, 0, -1, None, b"w") == 69 + 69  # the new end

@@ -488,13 +488,12 @@ class PartitionLog:
                 self._roll_locked()
             offset = self._next_offset
             try:
-                position = self._active.append_record(offset, timestamp, attributes, LEADER_EPOCH,
-                                                      key, value, headers, headers_count)
+                end = self._active.append_record(offset, timestamp, attributes, LEADER_EPOCH,
+                                                 key, value, headers, headers_count)
             except errors.SegmentFullError:
                 self._roll_locked()
-                position = self._active.append_record(offset, timestamp, attributes, LEADER_EPOCH,
-                                                      key, value, headers, headers_count)
-            end = position + single_record_batch_size(key_len, value_len, headers_len, headers_count)
+                end = self._active.append_record(offset, timestamp, attributes, LEADER_EPOCH,
+                                                 key, value, headers, headers_count)
             if not self._active_size:
                 self._active_first_timestamp = timestamp
             self._active_size = end

@@ -237,8 +237,8 @@ static int twin_append(lk_segment *a, lk_segment *b, const record *r, const char
     int rc = lk_segment_append(b, batch, n, r->offset, &pos, &next);
     CHECK_EQ(got < 0 ? got : LK_OK, rc);
     if (rc == LK_OK) {
-        CHECK_EQ(got, pos);
-        CHECK_EQ(got, before.size);
+        CHECK_EQ(got, pos + (int64_t)n); /* the new end */
+        CHECK_EQ(pos, before.size);
     } else {
         lk_segment_info after;
         REQUIRE_OK(lk_segment_get_info(a, &after));
@@ -408,9 +408,14 @@ static void test_errors(void)
     REQUIRE_OK(lk_segment_get_info(a, &info));
     CHECK_EQ(info.size, 74); /* 61 + length 1 + body 12 ("k", "value", no headers) */
     CHECK_EQ(info.next_offset, 101);
-    CHECK_EQ(lk_segment_append_record(a, 101, 0, 0, -1, NULL, -1, NULL, -1, h, 1, 6), 74);
-    CHECK_EQ(lk_segment_append_record(a, 102, 0, 0, -1, NULL, -1, NULL, -1, "\x00\x01", 1, 2),
-             74 + 74); /* header key "" and value null: valid */
+    int64_t end = lk_segment_append_record(a, 101, 0, 0, -1, NULL, -1, NULL, -1, h, 1, 6);
+    REQUIRE_OK(lk_segment_get_info(a, &info));
+    CHECK_EQ(end, info.size); /* returns the new end */
+    CHECK(end > 74);
+    end = lk_segment_append_record(a, 102, 0, 0, -1, NULL, -1, NULL, -1, "\x00\x01", 1, 2);
+    REQUIRE_OK(lk_segment_get_info(a, &info)); /* header key "" and value null: valid */
+    CHECK_EQ(end, info.size);
+    CHECK_EQ(info.next_offset, 103);
     int16_t bad_attributes[] = {1, 2, 4, LK_ATTR_TRANSACTIONAL, LK_ATTR_CONTROL,
                                 LK_ATTR_DELETE_HORIZON, LK_ATTR_LOG_APPEND_TIME | 3, -1, 128};
     for (size_t i = 0; i < sizeof bad_attributes / sizeof bad_attributes[0]; i++)
