@@ -14,10 +14,11 @@ to C without a from_buffer.
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -798,6 +799,7 @@ _append_record = lib.lk_segment_append_record  # bound once: called once per pro
 
 
 _NULL = ffi.NULL
+NULL = ffi.NULL  # a null pointer for record_appender's key, value or headers
 
 
 def _record_bytes(data: Any, name: str) -> bytes | None:
@@ -933,6 +935,16 @@ class Segment:
         if rc < 0:
             self._append_record_failed(int(rc), offset, attributes, headers_count)
         return rc
+
+    def record_appender(self) -> Callable[..., int]:
+        """lk_segment_append_record bound to this segment, for the one loop hot enough to
+        skip ``append_record``'s checks (the partition log's per-record path, ~0.5 us
+        less per record). Called as ``f(offset, timestamp, attributes, epoch, key, key_len,
+        value, value_len, headers, headers_count, headers_len)`` with bytes or ``NULL``;
+        returns the new end or a negative status (then call ``append_record`` with the same
+        record for the exception: a failed call wrote nothing). Valid only until this
+        segment is closed: the caller must drop it first."""
+        return functools.partial(_append_record, self._live())
 
     def _append_record_failed(self, rc: int, offset: int, attributes: int,
                               headers_count: int) -> None:

@@ -50,10 +50,11 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from logkernel import _binding, errors
-from logkernel._binding import Segment
+from logkernel._binding import NULL, Segment
 from logkernel.config import LONG_MAX, TopicConfig
 from logkernel.log.checkpoint import (
     CHECKPOINT_FILE,
@@ -218,6 +219,7 @@ class PartitionLog:
         self._sealed_sizes: dict[int, int] = {}  # sizes of every segment but the active one
         self._active: Segment
         self._active_files: _DurableFiles | None = None
+        self._appender: Callable[..., int]
         self._active_size = 0
         self._active_first_timestamp = -1       # first batch's timestamp, for segment.ms
         self._next_offset = 0
@@ -392,6 +394,7 @@ class PartitionLog:
         files' own fdatasync."""
         seg.flush()
         self._active = seg
+        self._appender = seg.record_appender()  # replaced with the segment, never outlives it
         self._segments[seg.info().base_offset] = seg
         self._active_files = _DurableFiles(self._paths(seg.info().base_offset))
 
@@ -483,18 +486,24 @@ class PartitionLog:
                         f"{c.max_message_bytes} of topic {self.topic!r}; nothing was written. "
                         "Send smaller records, or raise max.message.bytes with "
                         "alter_topic_config.")
-            if self._active_size and (self._active_size + upper > c.segment_bytes or (
-                    timestamp - self._active_first_timestamp > c.segment_ms)):
+            size = self._active_size
+            if size and (size + upper > c.segment_bytes
+                         or timestamp - self._active_first_timestamp > c.segment_ms):
                 self._roll_locked()
+                size = 0
             offset = self._next_offset
             try:
-                end = self._active.append_record(offset, timestamp, attributes, LEADER_EPOCH,
-                                                 key, value, headers, headers_count)
-            except errors.SegmentFullError:
-                self._roll_locked()
-                end = self._active.append_record(offset, timestamp, attributes, LEADER_EPOCH,
-                                                 key, value, headers, headers_count)
-            if not self._active_size:
+                end = self._appender(offset, timestamp, attributes, LEADER_EPOCH,
+                                     NULL if key is None else key, key_len,
+                                     NULL if value is None else value, value_len,
+                                     NULL if headers is None else headers, headers_count,
+                                     headers_len)
+            except TypeError:
+                end = -1  # not bytes: append_record converts bytes-likes or explains
+            if end < 0:
+                end = self._append_record_slowly(offset, timestamp, attributes, key, value,
+                                                 headers, headers_count)
+            if not size:
                 self._active_first_timestamp = timestamp
             self._active_size = end
             self._next_offset = offset + 1
@@ -507,6 +516,21 @@ class PartitionLog:
         if sync:
             self._sync_to(offset + 1)
         return offset, timestamp
+
+    def _append_record_slowly(self, offset: int, timestamp: int, attributes: int,
+                              key: bytes | None, value: bytes | None, headers: bytes | None,
+                              headers_count: int) -> int:
+        """The checked path, for what the fast call refused: it raises the exception that
+        says why, or rolls a full segment and appends to the new one."""
+        try:
+            return self._active.append_record(offset, timestamp, attributes, LEADER_EPOCH, key,
+                                              value, headers, headers_count)
+        except errors.SegmentFullError:
+            self._roll_locked()
+            end = self._active.append_record(offset, timestamp, attributes, LEADER_EPOCH, key,
+                                             value, headers, headers_count)
+            self._active_first_timestamp = timestamp
+            return end
 
     def append(self, record_set: bytes | bytearray | memoryview, *, validated: bool = False,
                max_timestamp: int = -1) -> tuple[int, int, int]:
@@ -822,6 +846,7 @@ class PartitionLog:
                 return
             if flush:
                 self._write_checkpoint()
+            del self._appender  # bound to the active segment's handle, closed next
             for seg in self._segments.values():
                 seg.close()
             self._segments.clear()
