@@ -118,7 +118,12 @@ def _topic_partition(tp: tuple[str, int] | str, partition: int | None = None) ->
     return TopicPartition(*tp)
 
 
-def _columns_batch(topic: str, partition: int, buffer: bytes, c: Any) -> ColumnBatch:
+def _columns_batch(topic: str, partition: int, buffer: bytes, c: Any, start: int = 0) -> ColumnBatch:
+    """Columns decoded from ``buffer[start:]``, with positions made relative to ``buffer``."""
+    if start:
+        c.key_offsets += start
+        c.value_offsets += start
+        c.headers_offsets += start
     return ColumnBatch(topic, partition, buffer, c.offsets, c.timestamps, c.key_offsets,
                        c.key_lengths, c.value_offsets, c.value_lengths, c.headers_offsets,
                        c.headers_lengths, c.headers_counts)
@@ -163,6 +168,8 @@ class Consumer:
         self._logs: dict[TopicPartition, PartitionLog] = {}
         self._positions: dict[TopicPartition, int | None] = {}
         self._pending_error: dict[TopicPartition, Exception] = {}
+        # per partition: (bytes read, where decoding stopped in them, the offset there)
+        self._buffered: dict[TopicPartition, tuple[bytes, int, int]] = {}
         self._round_robin = 0
         self._iterator_buffer: list[Record] = []
         self._closed = False
@@ -199,6 +206,7 @@ class Consumer:
         self._positions = {tp: self._positions.get(tp) for tp in wanted}
         self._logs = wanted
         self._pending_error = {tp: e for tp, e in self._pending_error.items() if tp in wanted}
+        self._buffered = {tp: b for tp, b in self._buffered.items() if tp in wanted}
 
     def assign(self, partitions: Sequence[tuple[str, int]]) -> None:
         """Reads exactly these (topic, partition) pairs (replacing any subscription)."""
@@ -316,9 +324,12 @@ class Consumer:
             raise errors.ClosedError(f"the engine for {self._engine.path} is closed")
 
     def _fetch(self, key: TopicPartition, max_records: int, single: bool) -> list[ColumnBatch]:
-        """Decodes up to ``max_records`` of one partition (about max_partition_fetch_bytes,
-        across segments), advancing its position. ``single``: stop after the first run of
-        columns (poll_batch returns one buffer)."""
+        """Decodes up to ``max_records`` of one partition (reading about
+        max_partition_fetch_bytes, across segments), advancing its position. ``single``:
+        stop after the first run of columns (poll_batch returns one buffer).
+
+        What one read brought in but this call did not return stays buffered (as Kafka's
+        fetcher keeps a completed fetch), so small polls do not copy the same bytes again."""
         error = self._pending_error.pop(key, None)
         if error is not None:
             raise error
@@ -326,26 +337,31 @@ class Consumer:
         position = self._resolve(key)
         out: list[ColumnBatch] = []
         fetched = 0
-        while max_records > 0 and fetched < self._fetch_bytes:
-            try:
-                data = partition_log.read(position, self._fetch_bytes - fetched)
-            except errors.OffsetOutOfRangeError:
-                if out:
-                    break  # return what was read; the reset happens on the next call
-                position = self._positions[key] = self._reset_position(key, position)
-                data = partition_log.read(position, self._fetch_bytes - fetched)
-            if not data:
-                break
-            fetched += len(data)
+        while max_records > 0:
+            buffered = self._buffered.pop(key, None)
+            if buffered is not None and buffered[2] == position:
+                data, start = buffered[0], buffered[1]
+            else:
+                if fetched >= self._fetch_bytes:
+                    break
+                try:
+                    data = partition_log.read(position, self._fetch_bytes - fetched)
+                except errors.OffsetOutOfRangeError:
+                    if out:
+                        break  # return what was read; the reset happens on the next call
+                    position = self._positions[key] = self._reset_position(key, position)
+                    data = partition_log.read(position, self._fetch_bytes - fetched)
+                if not data:
+                    break
+                fetched += len(data)
+                start = 0
             before = position
-            start = 0
             while start < len(data) and max_records > 0:
                 view = memoryview(data)[start:] if start else data
                 c = _binding.decode_columns(view, min_offset=position, max_records=max_records,
                                             validate_crc=self._check_crcs)
                 if c.count:
-                    buffer = data if not start else bytes(view)
-                    out.append(_columns_batch(key.topic, key.partition, buffer, c))
+                    out.append(_columns_batch(key.topic, key.partition, data, c, start))
                     max_records -= c.count
                 position = self._positions[key] = max(position, c.next_offset)
                 if c.error is not None:
@@ -357,7 +373,10 @@ class Consumer:
                         self._pending_error[key] = error
                         return out
                     raise error
-                if c.stop != "compressed" or (single and out):
+                if c.stop == "full" or (c.stop == "compressed" and single and out):
+                    self._buffered[key] = (data, start + c.position, position)
+                    return out
+                if c.stop != "compressed":
                     break
                 # A compressed batch: decompress it (CRC checked first) and decode the
                 # records of the equivalent plain batch; then go on after it.
@@ -373,9 +392,11 @@ class Consumer:
                     return out
                 position = self._positions[key] = max(
                     position, _binding.parse_header(plain).next_offset)
-                if single and out:
-                    return out
                 start += c.position + _binding.parse_header(batch).size
+                if single and out:
+                    if start < len(data):
+                        self._buffered[key] = (data, start, position)
+                    return out
             if (single and out) or position == before:
                 break
         return out
