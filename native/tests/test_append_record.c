@@ -30,18 +30,8 @@
 #include "logkernel.h"
 
 #include "check.h"
+#include "support.h"
 
-static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
-
-static uint32_t rnd(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 16);
-}
-
-static uint32_t rnd_below(uint32_t n) { return n ? rnd() % n : 0; }
 
 static char dir[256];
 
@@ -63,25 +53,6 @@ static void remove_paths(const seg_paths *p)
     unlink(p->log);
     unlink(p->index);
     unlink(p->time);
-}
-
-static uint8_t *read_whole(const char *path, size_t *len)
-{
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(n > 0 ? (size_t)n : 1);
-    if (b && n > 0 && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    *len = b ? (size_t)n : 0;
-    return b;
 }
 
 static int same_file(const char *a, const char *b)
@@ -619,6 +590,7 @@ static int run_bench(void)
 
 int main(int argc, char **argv)
 {
+    rng_state = 0x2545F4914F6CDD1Dull; /* this test's sequences */
     snprintf(dir, sizeof dir, "/tmp/lk_test_append_record_XXXXXX");
     if (!mkdtemp(dir)) {
         perror("mkdtemp");

@@ -24,18 +24,8 @@
 #include "logkernel.h"
 
 #include "check.h"
+#include "support.h"
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-
-static uint32_t rnd(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 16);
-}
-
-static uint32_t rnd_below(uint32_t n) { return n ? rnd() % n : 0; }
 
 /* ------------------------------------------------------------------------------------
  * The log and its model

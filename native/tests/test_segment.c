@@ -28,22 +28,12 @@
 #include "internal.h"
 
 #include "check.h"
+#include "support.h"
 
 /* ------------------------------------------------------------------------------------
  * Random numbers, files
  * --------------------------------------------------------------------------------- */
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-
-static uint32_t rnd(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 16);
-}
-
-static uint32_t rnd_below(uint32_t n) { return n ? rnd() % n : 0; }
 
 static char dir[256];
 
@@ -63,25 +53,6 @@ static seg_paths paths_for(const char *name)
     path_for(p.index, sizeof p.index, name, ".index");
     path_for(p.time, sizeof p.time, name, ".timeindex");
     return p;
-}
-
-static uint8_t *read_whole(const char *path, size_t *len)
-{
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(n > 0 ? (size_t)n : 1);
-    if (b && n > 0 && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return b;
 }
 
 static void write_at(const char *path, int64_t at, const void *bytes, size_t n)
