@@ -82,7 +82,11 @@ def test_sigkill_while_appending_loses_nothing_acknowledged(tmp_path: Path) -> N
                 stored = [r.value for r in records]
                 want = baseline[p] + [v for i in acknowledged if i % 2 == p for v in expected_values(i)]
                 # every acknowledged record, in order, exactly once ...
-                assert stored[:len(want)] == want
+                assert stored[:len(want)] == want, (
+                    f"round {_round} partition {p}: baseline {len(baseline[p])} records, ends "
+                    f"{[v[:15] for v in baseline[p][-3:]]}; acknowledged now {acknowledged[:4]}.."
+                    f"{acknowledged[-4:]}; stored {len(stored)}, around the first difference "
+                    f"{[v[:15] for v in stored[len(baseline[p]) - 2:len(baseline[p]) + 6]]}")
                 # ... and at most the one send in flight at the kill (a batch of two)
                 assert len(stored) - len(want) <= 2, stored[len(want):]
                 baseline[p] = stored
