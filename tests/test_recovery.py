@@ -71,7 +71,12 @@ def test_sigkill_while_appending_loses_nothing_acknowledged(tmp_path: Path) -> N
         assert child.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.01, 0.3))
         child.send_signal(signal.SIGKILL)
-        out, _ = child.communicate(timeout=60)
+        # read(), not communicate(timeout=...): the latter reads the pipe's descriptor and
+        # would drop lines readline() already pulled into the text buffer (acknowledged
+        # records the check would then miss).
+        out = child.stdout.read()
+        child.stdout.close()
+        child.wait(timeout=60)
         lines = out.split("\n")[:-1]  # only whole lines: a half-printed one was not seen
         acknowledged = [int(x) for x in lines]
         total_acknowledged += len(acknowledged)
