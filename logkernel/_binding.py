@@ -641,6 +641,10 @@ class Columns:
                 f"next_offset={self.next_offset})")
 
 
+_INT32_COLUMNS = ("key_offsets", "key_lengths", "value_offsets", "value_lengths",
+                  "headers_offsets", "headers_lengths", "headers_counts")
+
+
 def _columns_scratch() -> tuple[Any, Any, Any, Any, Any, Any]:
     """This thread's lk_columns_scratch (out-parameters, reused call after call; the arrays
     they point at are new each call) as the pointers the calls take, resolved once:
@@ -706,20 +710,9 @@ def decode_columns(data: Buffer, min_offset: int = 0, max_offset: int = _INT64_M
     out.offsets = block[:n]
     out.timestamps = block[capacity:capacity + n]
     int32s = block.view(np.int32)
-    at = 4 * capacity
-    out.key_offsets = int32s[at:at + n]
-    at += capacity
-    out.key_lengths = int32s[at:at + n]
-    at += capacity
-    out.value_offsets = int32s[at:at + n]
-    at += capacity
-    out.value_lengths = int32s[at:at + n]
-    at += capacity
-    out.headers_offsets = int32s[at:at + n]
-    at += capacity
-    out.headers_lengths = int32s[at:at + n]
-    at += capacity
-    out.headers_counts = int32s[at:at + n]
+    for i, name in enumerate(_INT32_COLUMNS):  # in lk_columns_layout's order
+        at = (4 + i) * capacity
+        setattr(out, name, int32s[at:at + n])
     return out
 
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from logkernel import _binding, errors
-from logkernel.records import Header, decode_record_headers, decompressed_batch, slice_spans
+from logkernel.records import Header, decompressed_batch, headers_column, slice_spans
 
 if TYPE_CHECKING:
     from logkernel.engine import Engine
@@ -95,14 +95,8 @@ class ColumnBatch:
     def records(self) -> list[Record]:
         """The same records as ``Record`` tuples. O(records)."""
         n = len(self.offsets)
-        counts = self.headers_counts
-        if n and counts.any():
-            headers: Any = [
-                decode_record_headers(self.buffer, p, length, c) if c else ()
-                for p, length, c in zip(self.headers_offsets.tolist(), self.headers_lengths.tolist(),
-                                        counts.tolist(), strict=True)]
-        else:
-            headers = itertools.repeat((), n)
+        headers = headers_column(self.buffer, self.headers_offsets, self.headers_lengths,
+                                 self.headers_counts)
         return list(map(_make_record, zip(
             itertools.repeat(self.topic, n), itertools.repeat(self.partition, n),
             self.offsets.tolist(), self.timestamps.tolist(), self.keys(), self.values(), headers,

@@ -337,11 +337,10 @@ class Engine:
     def describe_topic(self, name: str) -> TopicDescription:
         topic = self._topic(name)
         partitions = []
-        for p in topic.partitions:
-            segments = p.segments()
+        for p in topic.partitions:  # sizes are tracked: no segment is opened to describe it
             partitions.append(PartitionDescription(
                 p.partition, p.log_start_offset, p.log_end_offset, p.high_watermark,
-                p.recovery_point, len(segments), sum(s.size for s in segments)))
+                p.recovery_point, p.segment_count, p.size_bytes()))
         return TopicDescription(name, topic.topic_id, topic.internal, partitions,
                                 dict(topic.config.values), dict(topic.config.overrides))
 

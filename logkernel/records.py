@@ -94,16 +94,8 @@ class RecordBatch:
             timestamps = (spans["timestamp_delta"] + h.base_timestamp).tolist()
         keys = slice_spans(self._data, spans["key_pos"], spans["key_len"])
         values = slice_spans(self._data, spans["value_pos"], spans["value_len"])
-        counts = spans["headers_count"]
-        if counts.any():
-            headers: Any = [
-                decode_record_headers(self._data, p, length, c) if c else ()
-                for p, length, c in zip(spans["headers_pos"].tolist(),
-                                        spans["headers_len"].tolist(), counts.tolist(),
-                                        strict=True)
-            ]
-        else:
-            headers = itertools.repeat((), n)
+        headers = headers_column(self._data, spans["headers_pos"], spans["headers_len"],
+                                 spans["headers_count"])
         # not strict: timestamps and headers may be repeat() iterators of the same length
         return list(map(_make_record, zip(offsets, timestamps, keys, values, headers,
                                            strict=False)))
@@ -135,6 +127,18 @@ def slice_spans(data: bytes, positions: np.ndarray, lengths: np.ndarray) -> list
     for i in nulls.tolist():
         out[i] = None
     return out
+
+
+def headers_column(data: bytes, positions: np.ndarray, lengths: np.ndarray,
+                   counts: np.ndarray) -> Any:
+    """Each record's headers as a tuple of (key, value) pairs, for records whose encoded
+    headers sections are the given spans of ``data``: a list, or a repeat of () when no
+    record has headers (the common case, kept free of per-record work)."""
+    if not counts.any():
+        return itertools.repeat((), len(counts))
+    return [decode_record_headers(data, p, length, c) if c else ()
+            for p, length, c in zip(positions.tolist(), lengths.tolist(), counts.tolist(),
+                                    strict=True)]
 
 
 def decode_record_headers(data: bytes, position: int, length: int, count: int) -> tuple[Header, ...]:

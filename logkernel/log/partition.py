@@ -24,8 +24,9 @@ Invariants a crash must not break:
    active one (a segment is sealed, which flushes it, when the log rolls past it).
 3. The checkpoint never claims more than is durable: the recovery point written is one
    that a flush reached, and a stale checkpoint only makes the next open re-validate more.
-4. The log start offset only moves forward, and is checkpointed before the files below it
-   are deleted would matter: open takes max(checkpoint, first segment's base).
+4. The log start offset only moves forward. It is checkpointed before the segments below
+   it are deleted, and open takes max(checkpoint, first segment's base), so a crash
+   between the two never brings deleted offsets back to readers.
 
 Opening after an unclean shutdown re-validates every segment holding offsets at or past
 the recovery point (CRC and structure of every batch), truncates at the first invalid
@@ -255,6 +256,10 @@ class PartitionLog:
         """Every offset below this has been fsynced."""
         return self._recovery_point
 
+    @property
+    def segment_count(self) -> int:
+        return len(self._bases)
+
     def size_bytes(self) -> int:
         with self._lock:
             return sum(self._sealed_sizes.values()) + self._active_size
@@ -351,9 +356,7 @@ class PartitionLog:
                     # A hole in the middle of the log: what follows cannot be trusted to
                     # continue it (Kafka deletes it too).
                     for later in bases[i + 1:]:
-                        for path in self._paths(later):
-                            if os.path.exists(path):
-                                os.unlink(path)
+                        self._delete_segment_files(later)
                         deleted.append(self._paths(later)[0])
                         log.warning("%s: deleted %s after the truncation before it", self.name,
                                     self._paths(later)[0])
@@ -381,9 +384,8 @@ class PartitionLog:
         if must_recover_from == LONG_MAX:
             self._recovery_point = min(recovery_point, self._next_offset)
         else:
-            # Everything that survived recovery is made durable before the recovery point
-            # claims it.
-            self._active.flush()
+            # Everything that survived recovery is durable (recovered segments were sealed,
+            # and _set_active flushed the last one) before the recovery point claims it.
             self._recovery_point = self._next_offset
         self._write_checkpoint()
         return RecoveryReport(tuple(truncated), tuple(deleted), tuple(rebuilt))
@@ -393,10 +395,11 @@ class PartitionLog:
         also fsyncs the directory if the files are new, so later flushes need only the
         files' own fdatasync."""
         seg.flush()
+        base = seg.info().base_offset
         self._active = seg
         self._appender = seg.record_appender()  # replaced with the segment, never outlives it
-        self._segments[seg.info().base_offset] = seg
-        self._active_files = _DurableFiles(self._paths(seg.info().base_offset))
+        self._segments[base] = seg
+        self._active_files = _DurableFiles(self._paths(base))
 
     @staticmethod
     def _first_timestamp(seg: Segment, size: int) -> int:
@@ -748,9 +751,8 @@ class PartitionLog:
         doomed = self._bases[:count]
         self._bases = self._bases[count:]
         self._log_start_offset = max(self._log_start_offset, self._bases[0])
-        # The checkpoint moves first: a crash between it and the unlinks leaves files that
-        # the next open deletes as below the log start... or keeps and serves from the
-        # checkpointed start; either way no reader sees offsets below it.
+        # The checkpoint moves first: after a crash between it and the unlinks, open serves
+        # from the checkpointed start, never from the files not yet deleted.
         self._write_checkpoint()
         for base in doomed:
             self._delete_segment_files(base)
