@@ -119,13 +119,6 @@ class Producer:
         state[1] += size
         return state[0]
 
-    def partition_for(self, topic: str, key: bytes | None) -> int:
-        """The partition a record with this key goes to (keyless: the sticky choice)."""
-        count = len(self._engine.topic(topic).partitions)
-        if key is None:
-            return self._sticky_partition(topic, count, 0)
-        return _binding.partition_for_key(key, count)
-
     # ---- sending -------------------------------------------------------------------
 
     def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,

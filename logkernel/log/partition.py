@@ -180,14 +180,6 @@ class _DurableFiles:
 
 
 @dataclass(frozen=True)
-class SegmentSummary:
-    base_offset: int
-    next_offset: int
-    size: int
-    max_timestamp: int
-
-
-@dataclass(frozen=True)
 class RecoveryReport:
     """What opening the log had to repair (empty lists after a clean shutdown)."""
 
@@ -702,18 +694,6 @@ class PartitionLog:
                     if record.timestamp >= timestamp and record.offset >= self._log_start_offset:
                         return record.offset, record.timestamp
         return None
-
-    def segments(self) -> list[SegmentSummary]:
-        """Every segment, oldest first. Opens the older ones (their indexes stay unmapped)."""
-        with self._lock:
-            self._live()
-            out = []
-            for i, base in enumerate(self._bases):
-                info = self._segment_at(i).info()
-                next_offset = self._bases[i + 1] if i + 1 < len(self._bases) else self._next_offset
-                out.append(SegmentSummary(base, next_offset, self._segment_size(i),
-                                          info.max_timestamp))
-            return out
 
     # ---- deleting ------------------------------------------------------------------
 
