@@ -28,7 +28,7 @@ $(VENV)/.installed-test: $(BIN)/python pyproject.toml setup.py $(NATIVE_SOURCES)
 	touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
-	$(BIN)/logkernel demo --data-dir ./logkernel-data
+	$(BIN)/logkernel serve --data-dir ./logkernel-data --listen 127.0.0.1:9092
 
 test: $(VENV)/.installed-test native-test lint
 	$(BIN)/python -m pytest

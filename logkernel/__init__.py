@@ -5,7 +5,8 @@ codec, memory-mapped segment I/O, index search) are C compiled with cffi.
 
 ``logkernel.open(path)`` opens a data directory and returns the ``Engine``: topics,
 partitions, an embedded ``Producer`` and ``Consumer``, committed offsets, retention and
-recovery. The codec (``encode_batch`` / ``decode_batch``) and ``Segment`` are the layers
+recovery. ``logkernel.Broker`` serves a data directory to Kafka clients over the wire
+protocol (``logkernel serve`` is the same as a command). The codec (``encode_batch`` / ``decode_batch``) and ``Segment`` are the layers
 under it, public for tools and tests.
 """
 
@@ -36,11 +37,22 @@ from logkernel.records import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # The broker (asyncio, the protocol schemas) loads only when asked for: an embedded
+    # program that never serves Kafka clients does not pay for importing it.
+    if name == "Broker":
+        from logkernel.broker import Broker
+        return Broker
+    raise AttributeError(f"module 'logkernel' has no attribute {name!r}")
+
+
 __all__ = [
     "CONTROL_ABORT",
     "CONTROL_COMMIT",
     "BatchHeader",
     "BatchMetadata",
+    "Broker",
     "ColumnBatch",
     "Consumer",
     "ControlRecord",

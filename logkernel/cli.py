@@ -1,15 +1,19 @@
 """The ``logkernel`` command.
 
+    logkernel serve [--data-dir DIR] [--listen HOST:PORT] [--advertised HOST:PORT]
+                    [--set key=value]...             run a Kafka-protocol broker
     logkernel demo [--data-dir DIR] [--records N]   produce records to a topic, consume them back
     logkernel info                                   version and native-core facts
 
-``make run`` runs ``logkernel demo --data-dir ./logkernel-data`` until the broker exists;
-each run appends to the same durable topic and reads its own records back.
+``make run`` runs ``logkernel serve`` on 127.0.0.1:9092 with data in ./logkernel-data.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -73,6 +77,56 @@ def demo(data_dir: str, records: int) -> int:
     return 0
 
 
+def parse_settings(pairs: Sequence[str]) -> dict[str, str]:
+    """``--set key=value`` arguments as a dict; ValueError names a malformed one."""
+    settings: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set takes key=value (a Kafka broker config), got {pair!r}")
+        settings[key.strip()] = value.strip()
+    return settings
+
+
+def serve(data_dir: str, listen: str, advertised: str | None, settings: dict[str, str],
+          log_level: str) -> int:
+    """Runs the broker until SIGTERM or SIGINT: then stops accepting, finishes in-flight
+    requests, flushes, and exits 0."""
+    from logkernel import broker
+    from logkernel.config import BrokerConfig
+
+    logging.basicConfig(level=getattr(logging, log_level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        BrokerConfig(settings)
+        broker.parse_address(listen, "--listen")
+        if advertised:
+            broker.parse_address(advertised, "--advertised")
+    except ValueError as exc:
+        print(f"logkernel serve: {exc}", file=sys.stderr)
+        return 2
+
+    def ready(bootstrap: str, path: str) -> None:
+        print(f"logkernel ready bootstrap={bootstrap} data_dir={path}", flush=True)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await broker.serve_forever(data_dir, listen, settings, advertised, ready, stop)
+
+    try:
+        asyncio.run(main())
+    except logkernel.errors.LogkernelError as exc:
+        print(f"logkernel serve: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"logkernel serve: cannot listen on {listen}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def info() -> int:
     print(f"logkernel {__version__}")
     print(f"CRC-32C: using {_binding.crc32c_selected()}; "
@@ -83,11 +137,27 @@ def info() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="logkernel", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    p_serve = commands.add_parser("serve", help="run a Kafka-protocol broker over a data directory")
+    p_serve.add_argument("--data-dir", default="./logkernel-data")
+    p_serve.add_argument("--listen", default="127.0.0.1:9092",
+                         help="HOST:PORT to listen on (port 0: pick a free one)")
+    p_serve.add_argument("--advertised", default=None,
+                         help="HOST:PORT clients are told to connect to (default: the listener)")
+    p_serve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="a Kafka broker config, e.g. num.partitions=3 (repeatable)")
+    p_serve.add_argument("--log-level", default="warning",
+                         choices=["debug", "info", "warning", "error"])
     p_demo = commands.add_parser("demo", help="produce records to a topic and consume them back")
     p_demo.add_argument("--data-dir", default="./logkernel-data")
     p_demo.add_argument("--records", type=int, default=100_000)
     commands.add_parser("info", help="version and native-core facts")
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        try:
+            settings = parse_settings(args.set)
+        except ValueError as exc:
+            parser.error(str(exc))
+        return serve(args.data_dir, args.listen, args.advertised, settings, args.log_level)
     if args.command == "demo":
         if args.records < 1:
             parser.error("--records must be at least 1")

@@ -330,3 +330,57 @@ def validate_topic_name(name: Any) -> str:
         raise ConfigError(f"topic name {name!r} contains {''.join(bad)!r}; only ASCII letters, "
                           "digits, '.', '_' and '-' are allowed")
     return name
+
+
+# ---- the broker's own settings ------------------------------------------------------------
+
+BROKER_CONFIGS: dict[str, ConfigKey] = _keys(
+    # Kafka's default (100 MiB): the largest request frame read; a bigger size prefix closes
+    # the connection, since the stream cannot be re-synchronised after it.
+    ConfigKey("socket.request.max.bytes", _integer(1024, INT_MAX), 100 * 1024 * 1024,
+              "Largest request frame accepted (bytes)."),
+    # Kafka's default (10 minutes): a connection with no request for this long is closed.
+    ConfigKey("connections.max.idle.ms", _integer(1, LONG_MAX), 10 * 60 * 1000,
+              "Close connections idle for this long (ms)."),
+    # Kafka's fetch.max.bytes default (55 MiB): a cap on one fetch response, whatever the
+    # client asks for, so a fetch of many partitions cannot hold the whole log in memory.
+    ConfigKey("fetch.max.bytes", _integer(1024, INT_MAX), 55 * 1024 * 1024,
+              "Largest fetch response (bytes)."),
+    ConfigKey("node.id", _integer(0, INT_MAX), 0, "This broker's node id in metadata."),
+)
+
+# A local broker should be convenient: Kafka's own default, unlike the embedded engine's.
+BROKER_ENGINE_DEFAULTS = {"auto.create.topics.enable": True}
+
+
+class BrokerConfig:
+    """Settings of ``logkernel serve``: Kafka broker config names. Engine settings
+    (log.segment.bytes, num.partitions, ...) and broker ones (socket.request.max.bytes, ...)
+    share one namespace, as in Kafka's server.properties. Raises ConfigError for an unknown
+    name or a bad value, naming both."""
+
+    def __init__(self, raw: Mapping[str, Any] | None = None) -> None:
+        engine_raw: dict[str, Any] = dict(BROKER_ENGINE_DEFAULTS)
+        values = {name: key.default for name, key in BROKER_CONFIGS.items()}
+        self.explicit = frozenset(raw or ())  # names set by the operator (DescribeConfigs' source)
+        known = {**ENGINE_CONFIGS, **BROKER_CONFIGS}
+        for name, value in (raw or {}).items():
+            key = _check_key(known, name, "broker config")
+            if name in BROKER_CONFIGS:
+                values[name] = key.value(value)
+            else:
+                engine_raw[name] = value
+        self.engine = EngineConfig(engine_raw)
+        self._values = values
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._values:
+            return self._values[name]
+        return self.engine[name]
+
+    def items(self) -> Iterable[tuple[str, Any]]:
+        yield from self.engine.items()
+        yield from self._values.items()
+
+    def engine_settings(self) -> dict[str, Any]:
+        return dict(self.engine.items())

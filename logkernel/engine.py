@@ -7,6 +7,8 @@ Data directory::
 
     .lock                       held (flock) while an engine has the directory open
     .clean-shutdown             written by close() after every log was flushed; removed at open
+    cluster.id                  this directory's cluster id (Kafka's form: a UUID, base64url)
+    producer-ids                the end of the last block of producer ids handed out
     topics/<topic id>.json      topic metadata: name, partitions, config overrides (named by
                                 the id: a 249-character topic name plus ".json.tmp" would
                                 not fit the file system's 255-byte file names)
@@ -20,6 +22,7 @@ directories, then removes the metadata: a crash in between is finished at the ne
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import fcntl
@@ -44,6 +47,11 @@ from logkernel.log.partition import AppendNotifier, PartitionLog, RecoveryReport
 log = logging.getLogger("logkernel.engine")
 
 LOCK_FILE = ".lock"
+CLUSTER_ID_FILE = "cluster.id"
+PRODUCER_IDS_FILE = "producer-ids"
+# Producer ids are reserved in blocks, as Kafka's controller hands them out: one durable
+# write per 1,000 ids instead of one per producer. A crash forfeits the rest of a block.
+PRODUCER_ID_BLOCK = 1000
 CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
 TOPICS_DIR = "topics"
 INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC})
@@ -96,7 +104,10 @@ class Engine:
         self._topics: dict[str, Topic] = {}
         self.generation = 0  # bumped on every topic or partition change (consumers refresh)
         self.recovery: dict[str, RecoveryReport] = {}
+        self._next_producer_id = 0
+        self._producer_id_block_end = 0
         try:
+            self.cluster_id = self._load_cluster_id()
             marker = os.path.join(self.path, CLEAN_SHUTDOWN_FILE)
             self._clean_shutdown = os.path.exists(marker)
             if self._clean_shutdown:
@@ -321,14 +332,31 @@ class Engine:
         self._live()
         return self._topic(name)
 
-    def partition_log(self, name: str, partition: int) -> PartitionLog:
-        topic = self.topic(name)
+    def partition_log(self, name: str, partition: int, *, create: bool = True) -> PartitionLog:
+        """The partition's log. With ``create`` (the default) an unknown topic is created if
+        auto.create.topics.enable is set; readers pass False. Raises UnknownTopicError."""
+        if create:
+            topic = self.topic(name)
+        else:
+            topic = self.get_topic(name)
         if isinstance(partition, bool) or not isinstance(partition, int) or not (
                 0 <= partition < len(topic.partitions)):
             raise errors.UnknownTopicError(
                 f"topic {name!r} has partitions 0..{len(topic.partitions) - 1}; there is no "
                 f"partition {partition!r}")
         return topic.partitions[partition]
+
+    def get_topic(self, name: str) -> Topic:
+        """The topic; raises UnknownTopicError (never creates one)."""
+        self._live()
+        return self._topic(name)
+
+    def topic_by_id(self, topic_id: str) -> Topic | None:
+        """The topic with this id (32 hex digits), or None. O(topics)."""
+        for topic in list(self._topics.values()):
+            if topic.topic_id == topic_id:
+                return topic
+        return None
 
     def topics(self, *, internal: bool = False) -> list[str]:
         """Topic names, sorted; internal topics (``__consumer_offsets``) only if asked."""
@@ -390,6 +418,38 @@ class Engine:
     def committed(self, group_id: str, topic: str, partition: int) -> int | None:
         stored = self.offsets.fetch(group_id, topic, partition)
         return None if stored is None else stored.offset
+
+    # ---- identities ----------------------------------------------------------------
+
+    def _load_cluster_id(self) -> str:
+        path = os.path.join(self.path, CLUSTER_ID_FILE)
+        with contextlib.suppress(FileNotFoundError):
+            value = Path(path).read_text().strip()
+            if value:
+                return value
+        value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        write_atomically(path, value.encode() + b"\n")
+        return value
+
+    def allocate_producer_id(self) -> int:
+        """A producer id never handed out before by this data directory (Kafka's
+        InitProducerId without a transactional id). Durable: ids survive restarts unused."""
+        with self._meta_lock:
+            self._live()
+            if self._next_producer_id >= self._producer_id_block_end:
+                path = os.path.join(self.path, PRODUCER_IDS_FILE)
+                start = 0
+                with contextlib.suppress(FileNotFoundError, ValueError):
+                    start = int(Path(path).read_text().strip())
+                write_atomically(path, f"{start + PRODUCER_ID_BLOCK}\n".encode())
+                self._next_producer_id = start
+                self._producer_id_block_end = start + PRODUCER_ID_BLOCK
+            self._next_producer_id += 1
+            return self._next_producer_id - 1
+
+    def max_timestamp(self, topic: str, partition: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the record with the largest timestamp, or None if empty."""
+        return self.partition_log(topic, partition).max_timestamp()
 
     # ---- background tasks ----------------------------------------------------------
 

@@ -128,18 +128,25 @@ def _now_ms() -> int:
 
 
 class AppendNotifier:
-    """Wakes consumers blocked in poll when any partition gets data.
+    """Wakes consumers blocked in poll, and the broker's waiting fetches, when any partition
+    gets data.
 
-    ``waiting`` is read without the lock on every append; a waiter increments it before it
-    checks for data, so an append either sees the waiter or the waiter sees the append."""
+    ``waiting`` is read without the lock on every append; a waiter increments it (holding
+    ``condition``) before it checks for data, so an append either sees the waiter or the
+    waiter sees the append. ``listeners`` are called on every notify from the appending
+    thread; they must be quick and thread-safe (the broker's schedules a wake-up on its
+    event loop)."""
 
     def __init__(self) -> None:
         self.condition = threading.Condition(threading.Lock())
         self.waiting = 0
+        self.listeners: list[Callable[[], None]] = []
 
     def notify(self) -> None:
         with self.condition:
             self.condition.notify_all()
+        for listener in self.listeners:
+            listener()
 
 
 class _DurableFiles:
@@ -674,6 +681,22 @@ class PartitionLog:
                 first = _batch_size(seg.read(position, 12))
                 return seg.read(position, min(end - position, max(max_bytes, first)))
             return b""
+
+    def max_timestamp(self) -> tuple[int, int] | None:
+        """(offset, timestamp) of the record with the largest timestamp (ListOffsets'
+        MAX_TIMESTAMP), the earliest such if several; None when the log is empty. Reads each
+        segment's tracked maximum: O(segments)."""
+        with self._lock:
+            self._live()
+            best: tuple[int, int] | None = None
+            for i in range(len(self._bases)):
+                if self._segment_size(i) == 0:
+                    continue
+                info = self._segment_at(i).info()
+                if info.max_timestamp >= 0 and info.offset_of_max_timestamp >= self._log_start_offset \
+                        and (best is None or info.max_timestamp > best[1]):
+                    best = (info.offset_of_max_timestamp, info.max_timestamp)
+            return best
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record whose timestamp is >= ``timestamp``, as

@@ -1,0 +1,134 @@
+"""Handlers that describe the cluster: ApiVersions, Metadata, DescribeCluster, and
+InitProducerId (a producer id for idempotent producers).
+
+The cluster is this one broker: node ``node.id`` is every partition's leader, its only
+replica and its whole in-sync set, at leader epoch 0. Metadata responses are cached per
+(version, requested topics) until a topic or partition count changes (the engine's
+``generation``): clients ask for metadata often, and a response of many topics costs
+milliseconds to build.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from logkernel import errors
+from logkernel.broker.common import error_code_for
+from logkernel.config import validate_topic_name
+from logkernel.protocol import error_codes, hot, schema
+from logkernel.protocol.apis import DESCRIBE_CLUSTER, INIT_PRODUCER_ID, METADATA
+from logkernel.protocol.frames import RequestHeader
+
+log = logging.getLogger("logkernel.broker")
+
+LEADER_EPOCH = 0
+# "Authorized operations not requested", Kafka's sentinel (Integer.MIN_VALUE).
+OPERATIONS_NOT_REQUESTED = -2147483648
+NULL_TOPIC_ID = bytes(16)
+
+
+def handle_api_versions(server: Any, header: RequestHeader, body: memoryview) -> list[Any]:
+    # The request body (client software name and version, v3+) is informational only.
+    return [hot.encode_api_versions_response(header.api_version, error_codes.NONE,
+                                             server.api_versions)]
+
+
+def handle_metadata(server: Any, header: RequestHeader, body: memoryview) -> list[Any]:
+    version = header.api_version
+    request = schema.decode_request(METADATA, version, body)
+    requested = request.topics
+    if version == 0 and not requested:
+        requested = None  # v0: an empty list means every topic
+    # Before v4 there is no flag: requesting a topic could always create it.
+    allow_create = getattr(request, "allow_auto_topic_creation", True)
+    names = None if requested is None else tuple(
+        (t.name, getattr(t, "topic_id", None)) for t in requested)
+    key = (METADATA, version, names, allow_create)
+    cached = server.cached(key)
+    if cached is not None:
+        return [cached]
+    engine = server.engine
+    topics: list[hot.MetadataTopic] = []
+    if names is None:
+        for name in engine.topics(internal=True):
+            topics.append(_describe(server, name))
+    else:
+        for name, topic_id in names:
+            topics.append(_lookup(server, name, topic_id, allow_create))
+    encoded = hot.encode_metadata_response(
+        version, brokers=[(server.node_id, server.advertised_host, server.advertised_port, None)],
+        cluster_id=engine.cluster_id, controller_id=server.node_id, topics=topics)
+    # A topic created just now bumped the generation: cache under the new one.
+    server.cached(key)
+    server.cache[key] = encoded
+    return [encoded]
+
+
+def _lookup(server: Any, name: str | None, topic_id: Any, allow_create: bool) -> hot.MetadataTopic:
+    engine = server.engine
+    if name is None:  # v10+: by topic id
+        topic = engine.topic_by_id(topic_id.hex) if topic_id is not None else None
+        if topic is None:
+            return hot.MetadataTopic(error_codes.UNKNOWN_TOPIC_ID, "", topic_id.bytes
+                                     if topic_id is not None else NULL_TOPIC_ID, False, [])
+        return _describe(server, topic.name)
+    try:
+        validate_topic_name(name)
+    except errors.ConfigError:
+        return hot.MetadataTopic(error_codes.INVALID_TOPIC_EXCEPTION, name, NULL_TOPIC_ID, False, [])
+    try:
+        if allow_create:
+            engine.topic(name)  # creates it if auto.create.topics.enable
+        return _describe(server, name)
+    except errors.LogkernelError as exc:
+        return hot.MetadataTopic(error_code_for(exc), name, NULL_TOPIC_ID, False, [])
+
+
+def _describe(server: Any, name: str) -> hot.MetadataTopic:
+    engine = server.engine
+    try:
+        topic = engine.get_topic(name)
+    except errors.LogkernelError as exc:
+        return hot.MetadataTopic(error_code_for(exc), name, NULL_TOPIC_ID, False, [])
+    node = server.node_id
+    partitions = [hot.MetadataPartition(error_codes.NONE, p, node, LEADER_EPOCH, [node], [node], [])
+                  for p in range(len(topic.partitions))]
+    return hot.MetadataTopic(error_codes.NONE, name, bytes.fromhex(topic.topic_id), topic.internal,
+                             partitions)
+
+
+def handle_describe_cluster(server: Any, header: RequestHeader, body: memoryview) -> list[Any]:
+    request = schema.decode_request(DESCRIBE_CLUSTER, header.api_version, body)
+    if getattr(request, "endpoint_type", 1) != 1:  # 2: controllers, which we do not expose
+        return [schema.encode_response(DESCRIBE_CLUSTER, header.api_version, {
+            "error_code": error_codes.UNSUPPORTED_VERSION, "endpoint_type": request.endpoint_type,
+            "error_message": "this broker has no separate controller endpoints",
+            "cluster_id": server.engine.cluster_id, "controller_id": -1})]
+    return [schema.encode_response(DESCRIBE_CLUSTER, header.api_version, {
+        "endpoint_type": 1,
+        "cluster_id": server.engine.cluster_id,
+        "controller_id": server.node_id,
+        "brokers": [{"broker_id": server.node_id, "host": server.advertised_host,
+                     "port": server.advertised_port, "rack": None}],
+        "cluster_authorized_operations": OPERATIONS_NOT_REQUESTED,
+    })]
+
+
+def handle_init_producer_id(server: Any, header: RequestHeader, body: memoryview) -> list[Any]:
+    """A fresh producer id at epoch 0, or (v3+, an existing id) the same id at the next
+    epoch. Transactional ids need the transaction coordinator, which does not exist yet."""
+    request = schema.decode_request(INIT_PRODUCER_ID, header.api_version, body)
+    if request.transactional_id is not None:
+        log.warning("InitProducerId for transactional id %r from %r refused: transactions are "
+                    "not supported by this broker yet", request.transactional_id, header.client_id)
+        return [schema.encode_response(INIT_PRODUCER_ID, header.api_version, {
+            "error_code": error_codes.INVALID_REQUEST, "producer_id": -1, "producer_epoch": -1})]
+    producer_id = getattr(request, "producer_id", -1)
+    epoch = getattr(request, "producer_epoch", -1)
+    if producer_id >= 0 and 0 <= epoch < 32766:
+        producer_id, epoch = producer_id, epoch + 1
+    else:
+        producer_id, epoch = server.engine.allocate_producer_id(), 0
+    return [schema.encode_response(INIT_PRODUCER_ID, header.api_version, {
+        "producer_id": producer_id, "producer_epoch": epoch})]

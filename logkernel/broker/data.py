@@ -1,0 +1,290 @@
+"""Handlers of the data path: Produce, Fetch, ListOffsets, OffsetForLeaderEpoch,
+DeleteRecords.
+
+Produce: the request is decoded with record sets left as views of the receive buffer; each
+set goes to the partition log's ``append``, which validates every batch in C (CRC,
+structure, max.message.bytes) and copies it into the segment with only the base offset
+patched. Python never looks at a record.
+
+Fetch: each partition's bytes come from ``PartitionLog.read``, one copy out of the segment
+map made in C under the partition lock (a Python view into a map could outlive a truncation
+and fault), and go out as one buffer of the response's scatter list, never joined. A fetch
+that starts inside a batch gets the whole batch (clients skip the offsets they did not ask
+for). With too little data the fetch waits, without polling: it is parked with the server
+and re-checked when an append notifies, or answered with what there is at max_wait_ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from logkernel import errors
+from logkernel.broker.common import error_code_for
+from logkernel.protocol import error_codes, hot, schema
+from logkernel.protocol.apis import (
+    DELETE_RECORDS,
+    FETCH,
+    LIST_OFFSETS,
+    OFFSET_FOR_LEADER_EPOCH,
+)
+from logkernel.protocol.frames import RequestHeader
+
+log = logging.getLogger("logkernel.broker")
+
+# The only leader epoch there is: one replica that never changes (the partition log stamps
+# batches with it).
+LEADER_EPOCH = 0
+EARLIEST = -2
+LATEST = -1
+MAX_TIMESTAMP = -3
+
+
+# ---- Produce ----------------------------------------------------------------------------
+
+def handle_produce(server: Any, header: RequestHeader, body: memoryview) -> list[Any] | None:
+    request = hot.decode_produce_request(body, header.api_version)
+    engine = server.engine
+    results = []
+    for topic, partitions in request.topics:
+        out = []
+        for part in partitions:
+            if request.acks not in (0, 1, -1):
+                out.append((part.partition, error_codes.INVALID_REQUIRED_ACKS, -1, -1, -1))
+                continue
+            out.append(_append(server, header, engine, topic, part))
+        results.append((topic, out))
+    if request.acks == 0:
+        return None
+    return [hot.encode_produce_response(header.api_version, results)]
+
+
+def _append(server: Any, header: RequestHeader, engine: Any, topic: str,
+            part: hot.ProducePartition) -> tuple[int, int, int, int, int]:
+    partition = part.partition
+    try:
+        partition_log = engine.partition_log(topic, partition)
+    except errors.ConfigError:
+        return (partition, error_codes.INVALID_TOPIC_EXCEPTION, -1, -1, -1)
+    except errors.LogkernelError as exc:
+        return (partition, error_code_for(exc), -1, -1, -1)
+    if not part.records:
+        log.warning("Produce to %s-%d from %r carried no records; answering INVALID_RECORD",
+                    topic, partition, header.client_id)
+        return (partition, error_codes.INVALID_RECORD, -1, -1, -1)
+    try:
+        first, _next, append_time = partition_log.append(part.records)
+    except errors.CorruptRecordError as exc:
+        log.warning("Produce to %s-%d from %r refused: %s", topic, partition, header.client_id, exc)
+        return (partition, error_codes.CORRUPT_MESSAGE, -1, -1, -1)
+    except errors.RecordTooLargeError as exc:
+        log.warning("Produce to %s-%d from %r refused: %s", topic, partition, header.client_id, exc)
+        return (partition, error_codes.MESSAGE_TOO_LARGE, -1, -1, -1)
+    except errors.StorageError as exc:
+        log.error("Produce to %s-%d failed in storage: %s", topic, partition, exc)
+        return (partition, error_codes.KAFKA_STORAGE_ERROR, -1, -1, -1)
+    except errors.LogkernelError as exc:
+        return (partition, error_code_for(exc), -1, -1, -1)
+    return (partition, error_codes.NONE, first, append_time, partition_log.log_start_offset)
+
+
+def produce_error_answer(server: Any, header: RequestHeader, body: memoryview, code: int,
+                         message: str) -> list[Any]:
+    """Every partition of the request answered with ``code`` (e.g. Produce v0-2)."""
+    request = hot.decode_produce_request(body, header.api_version)
+    results = [(topic, [(p.partition, code, -1, -1, -1) for p in parts])
+               for topic, parts in request.topics]
+    return [hot.encode_produce_response(header.api_version, results)]
+
+
+# ---- Fetch ------------------------------------------------------------------------------
+
+def handle_fetch(server: Any, header: RequestHeader, body: memoryview) -> Any:
+    request = schema.decode_request(FETCH, header.api_version, body)
+    wanted = [(t.topic, [(p.partition, p.fetch_offset, p.partition_max_bytes) for p in t.partitions])
+              for t in request.topics]
+    max_bytes = min(request.max_bytes, server.config["fetch.max.bytes"])
+    if header.api_version < 3:  # pragma: no cover - we serve 4+; kept for clarity
+        max_bytes = server.config["fetch.max.bytes"]
+    topics, size, has_data = _read(server, wanted, max_bytes)
+    max_wait_ms = int(request.max_wait.total_seconds() * 1000)
+    if size >= request.min_bytes or max_wait_ms <= 0 or (not has_data and _any_error(topics)):
+        return [*hot.encode_fetch_response(header.api_version, topics)]
+    future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+    _FetchWait(server, header.api_version, wanted, max_bytes, request.min_bytes, max_wait_ms, future)
+    return future
+
+
+def _any_error(topics: list[tuple[str, list[hot.FetchPartitionData]]]) -> bool:
+    return any(p.error_code for _, parts in topics for p in parts)
+
+
+def _read(server: Any, wanted: list[tuple[str, list[tuple[int, int, int]]]], max_bytes: int
+          ) -> tuple[list[tuple[str, list[hot.FetchPartitionData]]], int, bool]:
+    """Reads every requested partition: (response topics, total bytes, any data at all)."""
+    engine = server.engine
+    remaining = max_bytes
+    total = 0
+    out = []
+    for topic, partitions in wanted:
+        parts = []
+        for partition, offset, partition_max in partitions:
+            try:
+                partition_log = engine.partition_log(topic, partition, create=False)
+            except errors.LogkernelError as exc:
+                parts.append(hot.FetchPartitionData(partition, error_code_for(exc), -1, -1, -1, b""))
+                continue
+            high_watermark = partition_log.high_watermark
+            log_start = partition_log.log_start_offset
+            data: bytes = b""
+            code = error_codes.NONE
+            if offset < log_start or offset > high_watermark:
+                code = error_codes.OFFSET_OUT_OF_RANGE
+            elif offset < high_watermark and remaining > 0:
+                try:
+                    data = partition_log.read(offset, min(partition_max, remaining))
+                except errors.LogkernelError as exc:  # retention moved the start meanwhile
+                    code = error_code_for(exc)
+                remaining -= len(data)
+                total += len(data)
+            parts.append(hot.FetchPartitionData(partition, code, high_watermark, high_watermark,
+                                                log_start, data))
+        out.append((topic, parts))
+    return out, total, total > 0
+
+
+class _FetchWait:
+    """A fetch parked until min_bytes are there or max_wait_ms passes."""
+
+    __slots__ = ("future", "max_bytes", "min_bytes", "offsets", "server", "timer", "version",
+                 "wanted")
+
+    def __init__(self, server: Any, version: int, wanted: list[tuple[str, list[tuple[int, int, int]]]],
+                 max_bytes: int, min_bytes: int, max_wait_ms: int, future: asyncio.Future[Any]) -> None:
+        self.server = server
+        self.version = version
+        self.wanted = wanted
+        self.max_bytes = max_bytes
+        self.min_bytes = min_bytes
+        self.future = future
+        self.offsets = [(topic, partition, offset) for topic, parts in wanted
+                        for partition, offset, _ in parts]
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(max_wait_ms / 1000, self.finish)
+        future.add_done_callback(self._done)
+        server.park(self)
+        self.poke()  # data may have arrived between the first read and parking
+
+    def poke(self) -> None:
+        """After an append: answer if enough data is there now. Cheap when nothing of ours
+        moved (one high-watermark read per partition)."""
+        if self.future.done():
+            return
+        engine = self.server.engine
+        for topic, partition, offset in self.offsets:
+            try:
+                moved = engine.partition_log(topic, partition, create=False).high_watermark > offset
+            except errors.LogkernelError:
+                moved = True  # deleted: answer with the error now
+            if moved:
+                break
+        else:
+            return
+        topics, size, _ = _read(self.server, self.wanted, self.max_bytes)
+        if size >= self.min_bytes or _any_error(topics):
+            self.future.set_result([*hot.encode_fetch_response(self.version, topics)])
+
+    def finish(self) -> None:
+        if not self.future.done():
+            topics, _, _ = _read(self.server, self.wanted, self.max_bytes)
+            self.future.set_result([*hot.encode_fetch_response(self.version, topics)])
+
+    def _done(self, _future: Any) -> None:
+        self.timer.cancel()
+        self.server.unpark(self)
+
+
+# ---- ListOffsets --------------------------------------------------------------------------
+
+def handle_list_offsets(server: Any, header: RequestHeader, body: memoryview) -> list[Any]:
+    request = schema.decode_request(LIST_OFFSETS, header.api_version, body)
+    engine = server.engine
+    out = []
+    for topic in request.topics:
+        parts = []
+        for p in topic.partitions:
+            parts.append(_list_offset(engine, topic.name, p.partition_index, p.timestamp))
+        out.append((topic.name, parts))
+    return [hot.encode_list_offsets_response(header.api_version, out)]
+
+
+def _list_offset(engine: Any, topic: str, partition: int, timestamp: int) -> tuple[int, int, int, int]:
+    try:
+        partition_log = engine.partition_log(topic, partition, create=False)
+        if timestamp == LATEST:
+            return (partition, error_codes.NONE, -1, partition_log.high_watermark)
+        if timestamp == EARLIEST:
+            return (partition, error_codes.NONE, -1, partition_log.log_start_offset)
+        if timestamp == MAX_TIMESTAMP:
+            found = partition_log.max_timestamp()
+        elif timestamp < 0:
+            return (partition, error_codes.INVALID_REQUEST, -1, -1)
+        else:
+            found = partition_log.offset_for_timestamp(timestamp)
+    except errors.LogkernelError as exc:
+        return (partition, error_code_for(exc), -1, -1)
+    if found is None:
+        return (partition, error_codes.NONE, -1, -1)
+    offset, found_timestamp = found
+    return (partition, error_codes.NONE, found_timestamp, offset)
+
+
+# ---- OffsetForLeaderEpoch ------------------------------------------------------------------
+
+def handle_offset_for_leader_epoch(server: Any, header: RequestHeader, body: memoryview) -> list[Any]:
+    """One leader epoch (0) ever: its end offset is the log end offset. A client asking
+    about a later epoch is told the largest epoch at or below it, as Kafka answers."""
+    request = schema.decode_request(OFFSET_FOR_LEADER_EPOCH, header.api_version, body)
+    engine = server.engine
+    topics = []
+    for topic in request.topics:
+        parts = []
+        for p in topic.partitions:
+            entry = {"partition": p.partition, "error_code": error_codes.NONE,
+                     "leader_epoch": LEADER_EPOCH, "end_offset": -1}
+            try:
+                partition_log = engine.partition_log(topic.topic, p.partition, create=False)
+                if p.leader_epoch < LEADER_EPOCH:
+                    entry["leader_epoch"] = -1
+                else:
+                    entry["end_offset"] = partition_log.log_end_offset
+            except errors.LogkernelError as exc:
+                entry["error_code"] = error_code_for(exc)
+                entry["leader_epoch"] = -1
+            parts.append(entry)
+        topics.append({"topic": topic.topic, "partitions": parts})
+    return [schema.encode_response(OFFSET_FOR_LEADER_EPOCH, header.api_version, {"topics": topics})]
+
+
+# ---- DeleteRecords ---------------------------------------------------------------------------
+
+def handle_delete_records(server: Any, header: RequestHeader, body: memoryview) -> list[Any]:
+    request = schema.decode_request(DELETE_RECORDS, header.api_version, body)
+    engine = server.engine
+    topics = []
+    for topic in request.topics:
+        parts = []
+        for p in topic.partitions:
+            entry = {"partition_index": p.partition_index, "low_watermark": -1,
+                     "error_code": error_codes.NONE}
+            try:
+                entry["low_watermark"] = engine.partition_log(topic.name, p.partition_index,
+                                                              create=False).delete_records(p.offset)
+            except errors.LogkernelError as exc:
+                entry["error_code"] = error_code_for(exc)
+            except ValueError:
+                entry["error_code"] = error_codes.OFFSET_OUT_OF_RANGE
+            parts.append(entry)
+        topics.append({"name": topic.name, "partitions": parts})
+    return [schema.encode_response(DELETE_RECORDS, header.api_version, {"topics": topics})]

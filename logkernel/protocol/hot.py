@@ -1,0 +1,665 @@
+"""Hand-specialised codecs for the messages on the broker's data path.
+
+Why hand-written: the generic codec (kio, generated from Kafka's JSON message schemas) is
+correct for every API and version, and its Rust decoder is fast, but its pure-Python encoder
+costs 6-40x more than specialised ``struct`` code (a fixed ~13 us per message plus ~9 us per
+partition; 3.3 ms for a 50-topic Metadata response) and copies every record payload into a
+BytesIO, and its decoder copies record data out of the request buffer. The broker's hot path is
+decode-Produce, encode-Produce-response, encode-Fetch-response, encode-Metadata (clients poll
+it), plus ListOffsets and ApiVersions on every connection. Here:
+
+* every fixed-size run of fields is one precompiled ``struct.Struct`` (one call per partition,
+  nothing per record: record batches are opaque bytes to this layer);
+* ``decode_produce_request`` returns each partition's records as a ``memoryview`` slice of the
+  request buffer (no copy); the broker validates and stores those bytes as they are;
+* ``encode_fetch_response`` returns a list of buffers whose concatenation is the body; each
+  non-empty records object (bytes or a memoryview of a segment) is an element as-is, so the
+  transport can ``writelines``/``sendmsg`` it without building one large bytes object.
+
+Every encoder is checked byte for byte against kio for every version listed
+(tests/test_protocol_hot.py); kio is not imported here. Bodies only: the caller writes the size
+prefix and the request/response header (response header v0 for non-flexible versions and for
+every ApiVersions response, v1 for flexible ones).
+
+Wire notation in the layout tables below (Kafka's names, from the message JSON schemas):
+``int16/int32/int64`` big-endian; ``string`` int16 length + UTF-8 (-1 null when nullable);
+``bytes`` int32 length (-1 null); ``[x]`` int32 count then the items (-1 null when nullable);
+flexible versions replace these by compact forms, a uvarint of length/count + 1 (0 null), and
+end every struct (message, topic, partition, array entry) with a tagged-field section ``tags``:
+a uvarint count of tagged fields followed by the fields. We never write tagged fields, so our
+``tags`` is the single byte 0x00; the decoder skips whatever tagged fields a client sends.
+
+Errors: a request whose bytes do not parse raises ``MalformedMessage`` (the client's fault:
+answer with an error / close the connection). A version outside a function's range, or a value
+that does not fit its field (e.g. a 40,000-byte legacy string, a topic id that is not 16 bytes),
+raises ValueError / struct.error: the caller's bug, since the broker only offers versions in
+these ranges (``*_VERSIONS`` below) and builds responses from its own state.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from logkernel.protocol.primitives import (
+    INT16,
+    INT32,
+    MalformedMessage,
+    read_uvarint,
+    skip_tagged_fields,
+    write_array_length,
+    write_nullable_string,
+    write_string,
+    write_uvarint,
+)
+
+# Versions each codec handles: what Kafka 4.x clients use up to the first version that adds a
+# field we cannot yet fill (Produce 11+/Fetch 13+ carry topic ids or KIP-951 leader hints,
+# ListOffsets 8+ tiered-storage timestamps, Metadata 13 a top-level error code, ApiVersions 5
+# does not exist yet). Produce 0-2 requests are decoded although Kafka 4 rejects them, so the
+# broker can answer them with a proper error (librdkafka needs min 0 advertised, KAFKA-18659).
+PRODUCE_VERSIONS = range(0, 11)
+FETCH_VERSIONS = range(4, 13)
+METADATA_VERSIONS = range(0, 13)
+LIST_OFFSETS_VERSIONS = range(1, 8)
+API_VERSIONS_VERSIONS = range(0, 5)
+
+# First flexible version of each message (Kafka's "flexibleVersions"; the reference notes §1.7).
+PRODUCE_FIRST_FLEXIBLE = 9
+FETCH_FIRST_FLEXIBLE = 12
+METADATA_FIRST_FLEXIBLE = 9
+LIST_OFFSETS_FIRST_FLEXIBLE = 6
+API_VERSIONS_FIRST_FLEXIBLE = 3
+
+_EMPTY_TAGS = b"\x00"  # a tagged-field section holding no fields (uvarint count 0)
+_NO_AUTHORIZED_OPERATIONS = -2147483648  # INT32_MIN: Kafka's "authorized operations not requested"
+_NO_PREFERRED_READ_REPLICA = -1  # fetch from the leader (we are the only replica)
+_NO_LEADER_EPOCH = -1  # ListOffsets v4+: "unknown", clients then skip epoch validation
+
+
+def _check_version(api: str, version: int, versions: range) -> None:
+    if version not in versions:
+        raise ValueError(
+            f"{api} v{version} is outside what this codec handles (v{versions[0]}-v{versions[-1]}); "
+            f"the broker must answer UNSUPPORTED_VERSION before calling it"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Produce request (api key 0), decoded
+#
+#   v0-2    acks int16 | timeout_ms int32 | topics [name string | partitions [index int32 |
+#           records bytes (nullable)]]
+#   v3-8    transactional_id string (nullable) | then as v0-2
+#   v9-10   flexible: transactional_id compact nullable string | acks int16 | timeout_ms int32 |
+#           topics compact [name compact string | partitions compact [index int32 |
+#           records compact nullable bytes | tags] | tags] | tags
+#
+# v3 added transactional_id; v4-8 changed no field (new error codes, record format v2 rules);
+# v10 only marks clients that understand KIP-951 leader hints in the response. Non-null arrays
+# and names: a -1/0 (null) length there is malformed, as Kafka's generated readers say.
+
+
+@dataclass(slots=True)
+class ProducePartition:
+    partition: int
+    records: memoryview | None  # a view into the request buffer, not a copy
+
+
+@dataclass(slots=True)
+class ProduceRequest:
+    transactional_id: str | None  # absent (None) before v3
+    acks: int
+    timeout_ms: int
+    topics: list[tuple[str, list[ProducePartition]]]
+
+
+_ACKS_TIMEOUT_COUNT = struct.Struct(">hii")  # acks, timeout_ms, topic count (non-flexible)
+_ACKS_TIMEOUT = struct.Struct(">hi")  # acks, timeout_ms (flexible: the count is a uvarint)
+_INDEX_LENGTH = struct.Struct(">ii")  # partition index, records length (non-flexible)
+
+# The smallest encoding of one array item, to reject absurd counts before looping: a topic is
+# at least a name length and a partition count (2 + 4 bytes; flexible 1 + 1 + tags 1); a
+# partition at least its index and a records length (4 + 4; flexible 4 + 1 + tags 1).
+_MIN_TOPIC = 6
+_MIN_TOPIC_FLEXIBLE = 3
+_MIN_PARTITION = 8
+_MIN_PARTITION_FLEXIBLE = 6
+
+
+def decode_produce_request(body: memoryview, version: int) -> ProduceRequest:
+    """Decodes a Produce request body (versions 0-10, after the request header).
+
+    Each partition's ``records`` is a slice of ``body`` (a bytes-like input is wrapped in a
+    memoryview first): nothing is copied, so the caller must keep the buffer alive and unchanged
+    while it uses them. Trailing bytes after the body are ignored.
+
+    Cost: one ``unpack_from`` per topic and per partition plus one UTF-8 decode per name;
+    independent of the size of the record data. Raises ``MalformedMessage`` (naming the field
+    and byte position) if the bytes end early, a length is negative or runs past the end, an
+    array count cannot fit in the remaining bytes, or a name is not UTF-8.
+    """
+    _check_version("Produce", version, PRODUCE_VERSIONS)
+    view = body if isinstance(body, memoryview) else memoryview(body)
+    try:
+        if version >= PRODUCE_FIRST_FLEXIBLE:
+            return _decode_produce_flexible(view, version)
+        return _decode_produce_legacy(view, version)
+    except (struct.error, IndexError):
+        raise MalformedMessage(
+            f"Produce v{version} request body ({len(view)} bytes) ends inside a field: "
+            f"the request is truncated or was encoded for another version"
+        ) from None
+    except UnicodeDecodeError as error:
+        raise MalformedMessage(
+            f"Produce v{version} request: a transactional id or topic name is not valid UTF-8 "
+            f"({error.reason})"
+        ) from None
+
+
+def _malformed(version: int, what: str, pos: int, detail: str) -> MalformedMessage:
+    return MalformedMessage(f"Produce v{version} request: {what} at byte {pos} {detail}")
+
+
+def _check_count(version: int, what: str, count: int, pos: int, remaining: int, item: int) -> None:
+    if count < 0:
+        raise _malformed(version, what, pos, f"has count {count}; the array is not nullable")
+    if count * item > remaining:
+        raise _malformed(version, what, pos,
+                         f"claims {count} items but only {remaining} bytes remain")
+
+
+def _decode_produce_legacy(body: memoryview, version: int) -> ProduceRequest:
+    size = len(body)
+    pos = 0
+    transactional_id: str | None = None
+    if version >= 3:
+        (length,) = INT16.unpack_from(body, 0)
+        pos = 2
+        if length >= 0:
+            end = pos + length
+            if end > size:
+                raise _malformed(version, "transactional_id", 0, f"has length {length}, past the end")
+            transactional_id = str(body[pos:end], "utf-8")
+            pos = end
+        elif length != -1:
+            raise _malformed(version, "transactional_id", 0, f"has negative length {length}")
+    acks, timeout_ms, topic_count = _ACKS_TIMEOUT_COUNT.unpack_from(body, pos)
+    _check_count(version, "the topic array", topic_count, pos + 6, size - pos - 10, _MIN_TOPIC)
+    pos += 10
+    unpack_index_length = _INDEX_LENGTH.unpack_from
+    topics: list[tuple[str, list[ProducePartition]]] = []
+    for _ in range(topic_count):
+        (length,) = INT16.unpack_from(body, pos)
+        if length < 0:
+            raise _malformed(version, "a topic name", pos, f"has length {length}; names are not nullable")
+        start = pos + 2
+        pos = start + length
+        if pos > size:
+            raise _malformed(version, "a topic name", start - 2, f"has length {length}, past the end")
+        name = str(body[start:pos], "utf-8")
+        (partition_count,) = INT32.unpack_from(body, pos)
+        _check_count(version, "a partition array", partition_count, pos, size - pos - 4, _MIN_PARTITION)
+        pos += 4
+        partitions: list[ProducePartition] = []
+        for _ in range(partition_count):
+            index, length = unpack_index_length(body, pos)
+            pos += 8
+            if length >= 0:
+                end = pos + length
+                if end > size:
+                    raise _malformed(version, "a records field", pos - 4,
+                                     f"has length {length} but only {size - pos} bytes remain")
+                partitions.append(ProducePartition(index, body[pos:end]))
+                pos = end
+            elif length == -1:
+                partitions.append(ProducePartition(index, None))
+            else:
+                raise _malformed(version, "a records field", pos - 4, f"has negative length {length}")
+        topics.append((name, partitions))
+    return ProduceRequest(transactional_id, acks, timeout_ms, topics)
+
+
+def _decode_produce_flexible(body: memoryview, version: int) -> ProduceRequest:
+    size = len(body)
+    # transactional_id: compact nullable string (uvarint length + 1, 0 = null)
+    length, pos = read_uvarint(body, 0)
+    transactional_id: str | None = None
+    if length:
+        end = pos + length - 1
+        if end > size:
+            raise _malformed(version, "transactional_id", 0, f"has length {length - 1}, past the end")
+        transactional_id = str(body[pos:end], "utf-8")
+        pos = end
+    acks, timeout_ms = _ACKS_TIMEOUT.unpack_from(body, pos)
+    pos += 6
+    start = pos
+    topic_count, pos = read_uvarint(body, pos)
+    _check_count(version, "the topic array", topic_count - 1, start, size - pos, _MIN_TOPIC_FLEXIBLE)
+    unpack_index = INT32.unpack_from
+    topics: list[tuple[str, list[ProducePartition]]] = []
+    for _ in range(topic_count - 1):
+        start = pos
+        length, pos = read_uvarint(body, pos)
+        if not length:
+            raise _malformed(version, "a topic name", start, "is null; names are not nullable")
+        end = pos + length - 1
+        if end > size:
+            raise _malformed(version, "a topic name", start, f"has length {length - 1}, past the end")
+        name = str(body[pos:end], "utf-8")
+        start = end
+        partition_count, pos = read_uvarint(body, end)
+        _check_count(version, "a partition array", partition_count - 1, start, size - pos,
+                     _MIN_PARTITION_FLEXIBLE)
+        partitions: list[ProducePartition] = []
+        for _ in range(partition_count - 1):
+            (index,) = unpack_index(body, pos)
+            start = pos + 4
+            length, pos = read_uvarint(body, start)
+            if length:
+                end = pos + length - 1
+                if end > size:
+                    raise _malformed(version, "a records field", start,
+                                     f"has length {length - 1} but only {size - pos} bytes remain")
+                partitions.append(ProducePartition(index, body[pos:end]))
+                pos = end
+            else:
+                partitions.append(ProducePartition(index, None))
+            # partition tags: nearly always empty, so test the one byte before calling
+            pos = pos + 1 if body[pos] == 0 else skip_tagged_fields(body, pos)
+        topics.append((name, partitions))
+        pos = pos + 1 if body[pos] == 0 else skip_tagged_fields(body, pos)
+    skip_tagged_fields(body, pos)  # request-level tags: checked for shape, none understood
+    return ProduceRequest(transactional_id, acks, timeout_ms, topics)
+
+
+# --------------------------------------------------------------------------------------------
+# Produce response (api key 0), encoded
+#
+#   per partition                                                     versions
+#     index int32 | error_code int16 | base_offset int64              0+
+#     log_append_time_ms int64 (-1 unless the topic uses LogAppendTime) 2+
+#     log_start_offset int64                                          5+
+#     record_errors [] (always empty) | error_message string (null)  8+
+#     tags                                                            9+ (tag 0 current_leader
+#                                                                      in v10: never written)
+#   body: responses [name string | partitions [...] | tags(9+)] | throttle_time_ms int32 (1+)
+#         | tags (9+; tag 0 node_endpoints in v10: never written)
+#
+# kio starts at v3 (Kafka 4 removed v0-2 from its schemas); v0-2 follow ProduceResponse.json
+# as of Kafka 3.x and are tested against hand-written bytes.
+
+_PRODUCE_PARTITION_V0 = struct.Struct(">ihq")
+_PRODUCE_PARTITION_V2 = struct.Struct(">ihqq")
+_PRODUCE_PARTITION_V5 = struct.Struct(">ihqqq")
+# record_errors empty + error_message null: int32 0 + int16 -1, or compact 0+1 + compact null 0
+# followed by the partition's empty tags.
+_PRODUCE_NO_RECORD_ERRORS = INT32.pack(0) + INT16.pack(-1)
+_PRODUCE_NO_RECORD_ERRORS_FLEXIBLE = b"\x01\x00" + _EMPTY_TAGS
+
+
+def encode_produce_response(version: int, topics: list[tuple[str, list[tuple[int, int, int, int, int]]]],
+                            throttle_ms: int = 0) -> bytes:
+    """Encodes a Produce response body (versions 0-10). Each partition is (partition,
+    error_code, base_offset, log_append_time_ms, log_start_offset); fields a version lacks are
+    dropped. O(topics + partitions), one ``pack`` per partition."""
+    _check_version("Produce", version, PRODUCE_VERSIONS)
+    flexible = version >= PRODUCE_FIRST_FLEXIBLE
+    if flexible:
+        suffix = _PRODUCE_NO_RECORD_ERRORS_FLEXIBLE
+    elif version >= 8:
+        suffix = _PRODUCE_NO_RECORD_ERRORS
+    else:
+        suffix = b""
+    out = [write_array_length(len(topics), flexible)]
+    append = out.append
+    for name, partitions in topics:
+        append(write_string(name, flexible))
+        append(write_array_length(len(partitions), flexible))
+        for partition, error_code, base_offset, log_append_time_ms, log_start_offset in partitions:
+            if version >= 5:
+                append(_PRODUCE_PARTITION_V5.pack(partition, error_code, base_offset,
+                                                  log_append_time_ms, log_start_offset))
+            elif version >= 2:
+                append(_PRODUCE_PARTITION_V2.pack(partition, error_code, base_offset, log_append_time_ms))
+            else:
+                append(_PRODUCE_PARTITION_V0.pack(partition, error_code, base_offset))
+            if suffix:
+                append(suffix)
+        if flexible:
+            append(_EMPTY_TAGS)
+    if version >= 1:
+        append(INT32.pack(throttle_ms))
+    if flexible:
+        append(_EMPTY_TAGS)
+    return b"".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Fetch response (api key 1), encoded
+#
+#   body                                                              versions
+#     throttle_time_ms int32                                          4+ (1+ in Kafka)
+#     error_code int16 | session_id int32                             7+
+#     responses [topic string | partitions [...] | tags(12+)] | tags(12+)
+#   per partition
+#     index int32 | error_code int16 | high_watermark int64 | last_stable_offset int64   4+
+#     log_start_offset int64                                                              5+
+#     aborted_transactions [producer_id int64 | first_offset int64 | tags(12+)] (nullable) 4+
+#     preferred_read_replica int32 (-1)                                                   11+
+#     records bytes (nullable; we always send bytes, b"" when empty: kafka-python crashes
+#       on null)                                                                          4+
+#     tags (12+: diverging_epoch, current_leader, snapshot_id tags are never written)
+#
+# v6 (no field change: new error codes), v8-v10 (no field change: KIP-227/-110 semantics).
+
+_FETCH_TOP_V7 = struct.Struct(">ihi")  # throttle_time_ms, error_code, session_id
+_FETCH_PARTITION_V4 = struct.Struct(">ihqq")  # index .. last_stable_offset
+_FETCH_PARTITION_V5 = struct.Struct(">ihqqq")  # index .. log_start_offset
+# Whole partition headers when aborted_transactions is null (the common case), one pack each:
+#   v4: .. last_stable_offset | aborted -1 | records length
+#   v5-10: .. log_start_offset | aborted -1 | records length
+#   v11: .. log_start_offset | aborted -1 | preferred -1 | records length
+#   v12: .. log_start_offset | aborted compact null 0 | preferred -1 (then uvarint length + 1)
+_FETCH_PARTITION_V4_NULL = struct.Struct(">ihqqii")
+_FETCH_PARTITION_V5_NULL = struct.Struct(">ihqqqii")
+_FETCH_PARTITION_V11_NULL = struct.Struct(">ihqqqiii")
+_FETCH_PARTITION_V12_NULL = struct.Struct(">ihqqqBi")
+_ABORTED_TRANSACTION = struct.Struct(">qq")  # producer_id, first_offset
+_ABORTED_TRANSACTION_FLEXIBLE = struct.Struct(">qqB")  # + empty tags (0)
+_SMALL_UVARINTS = [write_uvarint(i) for i in range(0x80)]  # avoids a call for short lengths
+
+
+@dataclass(slots=True)
+class FetchPartitionData:
+    partition: int
+    error_code: int
+    high_watermark: int
+    last_stable_offset: int
+    log_start_offset: int
+    records: bytes | memoryview  # never null on the wire: b"" when there is no data
+    aborted_transactions: list[tuple[int, int]] | None = None  # (producer_id, first_offset)
+
+
+def encode_fetch_response(version: int, topics: list[tuple[str, list[FetchPartitionData]]], *,
+                          throttle_ms: int = 0, error_code: int = 0,
+                          session_id: int = 0) -> list[bytes | memoryview]:
+    """Encodes a Fetch response body (versions 4-12) as a list of buffers to send in order.
+
+    Every non-empty ``records`` object is an element of the list as-is (the same object: no
+    copy, no join); between them are small ``bytes`` holding the headers. Empty records add no
+    element. ``records`` memoryviews must be byte-format (``format == "B"``, contiguous), as
+    slices of bytes, bytearray or mmap are. Cost: one ``pack`` per partition (two plus one per
+    aborted transaction when the partition has any) and one short bytes copy per non-empty
+    records object; never proportional to the record data.
+    """
+    _check_version("Fetch", version, FETCH_VERSIONS)
+    flexible = version >= FETCH_FIRST_FLEXIBLE
+    pieces: list[bytes | memoryview] = []
+    head = bytearray(_FETCH_TOP_V7.pack(throttle_ms, error_code, session_id) if version >= 7
+                     else INT32.pack(throttle_ms))
+    head += write_array_length(len(topics), flexible)
+    small_uvarints = _SMALL_UVARINTS
+    for name, partitions in topics:
+        head += write_string(name, flexible)
+        head += write_array_length(len(partitions), flexible)
+        for data in partitions:
+            records = data.records
+            size = len(records)
+            aborted = data.aborted_transactions
+            if aborted is None:
+                if flexible:
+                    head += _FETCH_PARTITION_V12_NULL.pack(
+                        data.partition, data.error_code, data.high_watermark, data.last_stable_offset,
+                        data.log_start_offset, 0, _NO_PREFERRED_READ_REPLICA)
+                    head += small_uvarints[size + 1] if size < 0x7F else write_uvarint(size + 1)
+                elif version >= 11:
+                    head += _FETCH_PARTITION_V11_NULL.pack(
+                        data.partition, data.error_code, data.high_watermark, data.last_stable_offset,
+                        data.log_start_offset, -1, _NO_PREFERRED_READ_REPLICA, size)
+                elif version >= 5:
+                    head += _FETCH_PARTITION_V5_NULL.pack(
+                        data.partition, data.error_code, data.high_watermark, data.last_stable_offset,
+                        data.log_start_offset, -1, size)
+                else:
+                    head += _FETCH_PARTITION_V4_NULL.pack(
+                        data.partition, data.error_code, data.high_watermark, data.last_stable_offset,
+                        -1, size)
+            else:
+                if version >= 5:
+                    head += _FETCH_PARTITION_V5.pack(
+                        data.partition, data.error_code, data.high_watermark, data.last_stable_offset,
+                        data.log_start_offset)
+                else:
+                    head += _FETCH_PARTITION_V4.pack(
+                        data.partition, data.error_code, data.high_watermark, data.last_stable_offset)
+                head += write_array_length(len(aborted), flexible)
+                if flexible:
+                    for producer_id, first_offset in aborted:
+                        head += _ABORTED_TRANSACTION_FLEXIBLE.pack(producer_id, first_offset, 0)
+                    head += INT32.pack(_NO_PREFERRED_READ_REPLICA)
+                    head += write_uvarint(size + 1)
+                else:
+                    for producer_id, first_offset in aborted:
+                        head += _ABORTED_TRANSACTION.pack(producer_id, first_offset)
+                    if version >= 11:
+                        head += INT32.pack(_NO_PREFERRED_READ_REPLICA)
+                    head += INT32.pack(size)
+            if size:
+                pieces.append(bytes(head))
+                pieces.append(records)
+                head = bytearray()
+            if flexible:
+                head += _EMPTY_TAGS  # partition
+        if flexible:
+            head += _EMPTY_TAGS  # topic
+    if flexible:
+        head += _EMPTY_TAGS  # response
+    pieces.append(bytes(head))
+    return pieces
+
+
+# --------------------------------------------------------------------------------------------
+# Metadata response (api key 3), encoded
+#
+#   body                                                              versions
+#     throttle_time_ms int32                                          3+
+#     brokers [node_id int32 | host string | port int32 | rack string (nullable) 1+ | tags 9+]
+#     cluster_id string (nullable)                                    2+
+#     controller_id int32                                             1+
+#     topics [...]
+#     cluster_authorized_operations int32                             8-10 (moved to
+#                                                                     DescribeCluster in 11)
+#     tags                                                            9+
+#   per topic
+#     error_code int16 | name string (nullable in 12+; we always have a name)   0+
+#     topic_id uuid (16 bytes)                                        10+
+#     is_internal bool (1 byte)                                       1+
+#     partitions [...]
+#     topic_authorized_operations int32                               8+
+#     tags                                                            9+
+#   per partition
+#     error_code int16 | index int32 | leader_id int32                0+
+#     leader_epoch int32                                              7+
+#     replica_nodes [int32] | isr_nodes [int32]                       0+
+#     offline_replicas [int32]                                        5+
+#     tags                                                            9+
+#
+# v4 (allow_auto_topic_creation in the request only) and v6 (no field change) add nothing here.
+
+
+@dataclass(slots=True)
+class MetadataPartition:
+    error_code: int
+    partition: int
+    leader: int
+    leader_epoch: int
+    replicas: list[int]
+    isr: list[int]
+    offline: list[int]
+
+
+@dataclass(slots=True)
+class MetadataTopic:
+    error_code: int
+    name: str
+    topic_id: bytes  # 16 bytes (a UUID's bytes)
+    is_internal: bool
+    partitions: list[MetadataPartition]
+    authorized_operations: int = _NO_AUTHORIZED_OPERATIONS
+
+
+_METADATA_PARTITION_V0 = struct.Struct(">hii")  # error_code, index, leader_id
+_METADATA_PARTITION_V7 = struct.Struct(">hiii")  # + leader_epoch
+_BOOLEAN = (b"\x00", b"\x01")
+# Precompiled packers of n int32s for replica lists up to 16 long: replication factors above
+# 16 do not occur in practice (Kafka's default max is the broker count, typically 3-5); longer
+# lists fall back to struct.pack with a format built per call.
+_INT32_RUNS = [struct.Struct(f">{n}i") for n in range(17)]
+
+
+def _int32_array(values: list[int], flexible: bool) -> bytes:
+    n = len(values)
+    count = (_SMALL_UVARINTS[n + 1] if n < 0x7F else write_uvarint(n + 1)) if flexible else INT32.pack(n)
+    if n < len(_INT32_RUNS):
+        return count + _INT32_RUNS[n].pack(*values)
+    return count + struct.pack(f">{n}i", *values)
+
+
+def encode_metadata_response(version: int, *, brokers: list[tuple[int, str, int, str | None]],
+                             cluster_id: str | None, controller_id: int, topics: list[MetadataTopic],
+                             throttle_ms: int = 0,
+                             cluster_authorized_operations: int = _NO_AUTHORIZED_OPERATIONS) -> bytes:
+    """Encodes a Metadata response body (versions 0-12); brokers are (node_id, host, port,
+    rack). Fields a version lacks are dropped. O(brokers + topics + partitions + replicas):
+    three to five ``pack`` calls per partition (about 1 us)."""
+    _check_version("Metadata", version, METADATA_VERSIONS)
+    flexible = version >= METADATA_FIRST_FLEXIBLE
+    out: list[bytes] = []
+    append = out.append
+    if version >= 3:
+        append(INT32.pack(throttle_ms))
+    append(write_array_length(len(brokers), flexible))
+    for node_id, host, port, rack in brokers:
+        append(INT32.pack(node_id))
+        append(write_string(host, flexible))
+        append(INT32.pack(port))
+        if version >= 1:
+            append(write_nullable_string(rack, flexible))
+        if flexible:
+            append(_EMPTY_TAGS)
+    if version >= 2:
+        append(write_nullable_string(cluster_id, flexible))
+    if version >= 1:
+        append(INT32.pack(controller_id))
+    append(write_array_length(len(topics), flexible))
+    int32_array = _int32_array
+    for topic in topics:
+        append(INT16.pack(topic.error_code))
+        append(write_string(topic.name, flexible))
+        if version >= 10:
+            if len(topic.topic_id) != 16:
+                raise ValueError(f"topic {topic.name!r}: topic_id must be 16 bytes, got "
+                                 f"{len(topic.topic_id)}")
+            append(topic.topic_id)
+        if version >= 1:
+            append(_BOOLEAN[topic.is_internal])
+        append(write_array_length(len(topic.partitions), flexible))
+        for p in topic.partitions:
+            if version >= 7:
+                append(_METADATA_PARTITION_V7.pack(p.error_code, p.partition, p.leader, p.leader_epoch))
+            else:
+                append(_METADATA_PARTITION_V0.pack(p.error_code, p.partition, p.leader))
+            append(int32_array(p.replicas, flexible))
+            append(int32_array(p.isr, flexible))
+            if version >= 5:
+                append(int32_array(p.offline, flexible))
+            if flexible:
+                append(_EMPTY_TAGS)
+        if version >= 8:
+            append(INT32.pack(topic.authorized_operations))
+        if flexible:
+            append(_EMPTY_TAGS)
+    if 8 <= version <= 10:
+        append(INT32.pack(cluster_authorized_operations))
+    if flexible:
+        append(_EMPTY_TAGS)
+    return b"".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# ListOffsets response (api key 2), encoded
+#
+#   body: throttle_time_ms int32 (2+) | topics [name string | partitions [...] | tags(6+)]
+#         | tags(6+)
+#   per partition: index int32 | error_code int16 | timestamp int64 | offset int64 (1+)
+#                  | leader_epoch int32 (4+; always -1) | tags (6+)
+#
+# v0 (old_style_offsets array) is not served; v3 (isolation level) and v5, v7 (new error
+# codes / max-timestamp query) change only the request.
+
+_LIST_OFFSETS_PARTITION_V1 = struct.Struct(">ihqq")
+_LIST_OFFSETS_PARTITION_V4 = struct.Struct(">ihqqi")  # + leader_epoch
+_LIST_OFFSETS_PARTITION_V6 = struct.Struct(">ihqqiB")  # + empty tags (0)
+
+
+def encode_list_offsets_response(version: int, topics: list[tuple[str, list[tuple[int, int, int, int]]]],
+                                 throttle_ms: int = 0) -> bytes:
+    """Encodes a ListOffsets response body (versions 1-7); per partition (partition,
+    error_code, timestamp, offset). One ``pack`` per partition."""
+    _check_version("ListOffsets", version, LIST_OFFSETS_VERSIONS)
+    flexible = version >= LIST_OFFSETS_FIRST_FLEXIBLE
+    out: list[bytes] = []
+    append = out.append
+    if version >= 2:
+        append(INT32.pack(throttle_ms))
+    append(write_array_length(len(topics), flexible))
+    for name, partitions in topics:
+        append(write_string(name, flexible))
+        append(write_array_length(len(partitions), flexible))
+        for partition, error_code, timestamp, offset in partitions:
+            if flexible:
+                append(_LIST_OFFSETS_PARTITION_V6.pack(partition, error_code, timestamp, offset,
+                                                       _NO_LEADER_EPOCH, 0))
+            elif version >= 4:
+                append(_LIST_OFFSETS_PARTITION_V4.pack(partition, error_code, timestamp, offset,
+                                                       _NO_LEADER_EPOCH))
+            else:
+                append(_LIST_OFFSETS_PARTITION_V1.pack(partition, error_code, timestamp, offset))
+        if flexible:
+            append(_EMPTY_TAGS)
+    if flexible:
+        append(_EMPTY_TAGS)
+    return b"".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# ApiVersions response (api key 18), encoded
+#
+#   body: error_code int16 | api_keys [api_key int16 | min_version int16 | max_version int16
+#         | tags(3+)] | throttle_time_ms int32 (1+) | tags (3+)
+#
+# v3+ body is flexible but the response header stays v0 (ApiVersionsResponse.json), so a
+# client can read the error before it knows which versions the broker speaks. The v3+ tagged
+# fields (supported_features, finalized_features, ...) are never written: no features.
+
+_API_VERSION = struct.Struct(">hhh")
+_API_VERSION_FLEXIBLE = struct.Struct(">hhhB")  # + empty tags (0)
+
+
+def encode_api_versions_response(version: int, error_code: int, api_keys: list[tuple[int, int, int]],
+                                 throttle_ms: int = 0) -> bytes:
+    """Encodes an ApiVersions response body (versions 0-4); api_keys are (api_key,
+    min_version, max_version). One ``pack`` per API."""
+    _check_version("ApiVersions", version, API_VERSIONS_VERSIONS)
+    flexible = version >= API_VERSIONS_FIRST_FLEXIBLE
+    out = [INT16.pack(error_code), write_array_length(len(api_keys), flexible)]
+    if flexible:
+        out.extend(_API_VERSION_FLEXIBLE.pack(key, low, high, 0) for key, low, high in api_keys)
+    else:
+        out.extend(_API_VERSION.pack(key, low, high) for key, low, high in api_keys)
+    if version >= 1:
+        out.append(INT32.pack(throttle_ms))
+    if flexible:
+        out.append(_EMPTY_TAGS)
+    return b"".join(out)
