@@ -6,8 +6,8 @@ codec, memory-mapped segment I/O, index search) are C compiled with cffi.
 ``logkernel.open(path)`` opens a data directory and returns the ``Engine``: topics,
 partitions, an embedded ``Producer`` and ``Consumer``, committed offsets, retention and
 recovery. ``logkernel.Broker`` serves a data directory to Kafka clients over the wire
-protocol (``logkernel serve`` is the same as a command). The codec (``encode_batch`` / ``decode_batch``) and ``Segment`` are the layers
-under it, public for tools and tests.
+protocol (``logkernel serve`` is the same as a command). The codec (``encode_batch`` /
+``decode_batch``) and ``Segment`` are the layers under it, public for tools and tests.
 """
 
 from logkernel import errors

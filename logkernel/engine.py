@@ -335,10 +335,7 @@ class Engine:
     def partition_log(self, name: str, partition: int, *, create: bool = True) -> PartitionLog:
         """The partition's log. With ``create`` (the default) an unknown topic is created if
         auto.create.topics.enable is set; readers pass False. Raises UnknownTopicError."""
-        if create:
-            topic = self.topic(name)
-        else:
-            topic = self.get_topic(name)
+        topic = self.topic(name) if create else self.get_topic(name)
         if isinstance(partition, bool) or not isinstance(partition, int) or not (
                 0 <= partition < len(topic.partitions)):
             raise errors.UnknownTopicError(

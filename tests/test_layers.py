@@ -9,19 +9,28 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "logkernel"
 
 # module (a file, or a package directory) -> modules of the package it must not import
-UPPER = {"engine", "producer", "consumer", "cli"}
+UPPER = {"engine", "producer", "consumer", "cli", "broker"}
+EVERYTHING = {"_binding", "records", "compression", "config", "log", "coordinator"} | UPPER
 FORBIDDEN = {
-    "errors": {"_binding", "records", "compression", "config", "log", "coordinator"} | UPPER,
-    "config": {"_binding", "records", "compression", "log", "coordinator"} | UPPER,
-    "compression": {"_binding", "records", "log", "coordinator"} | UPPER,
-    "_binding": {"records", "compression", "config", "log", "coordinator"} | UPPER,
-    "records": {"log", "coordinator"} | UPPER,
-    "log": {"coordinator"} | UPPER,
-    "coordinator": UPPER,
-    "engine": {"cli"},
-    "producer": {"cli", "consumer"},
-    "consumer": {"cli", "producer"},
+    "errors": EVERYTHING | {"protocol"},
+    "config": EVERYTHING - {"config"} | {"protocol"},
+    "compression": {"_binding", "records", "log", "coordinator", "protocol"} | UPPER,
+    "_binding": {"records", "compression", "config", "log", "coordinator", "protocol"} | UPPER,
+    "records": {"log", "coordinator", "protocol"} | UPPER,
+    "log": {"coordinator", "protocol"} | UPPER,
+    "coordinator": UPPER | {"protocol"},
+    "engine": {"cli", "broker", "protocol"},
+    "producer": {"cli", "consumer", "broker", "protocol"},
+    "consumer": {"cli", "producer", "broker", "protocol"},
+    # The wire format knows nothing but bytes: no engine, no storage, no compiled module.
+    "protocol": EVERYTHING,
+    # The broker reaches storage only through the engine's public API.
+    "broker": {"_binding", "records", "compression", "log", "coordinator", "cli", "producer",
+               "consumer"},
 }
+
+# Only the broker opens sockets or runs an event loop.
+NETWORK_MODULES = {"socket", "asyncio", "selectors", "ssl"}
 
 
 def imports_of(path: Path) -> set[str]:
@@ -56,3 +65,15 @@ def test_layers_point_down() -> None:
             bad = {b for b in banned for i in imported
                    if i == f"logkernel.{b}" or i.startswith(f"logkernel.{b}.")}
             assert not bad, f"{file.relative_to(PACKAGE)} imports {bad}"
+
+
+def test_only_the_broker_does_network_io() -> None:
+    offenders = []
+    for file in PACKAGE.rglob("*.py"):
+        relative = file.relative_to(PACKAGE)
+        if relative.parts[0] in ("broker", "cli.py"):
+            continue
+        used = {i.split(".")[0] for i in imports_of(file)} & NETWORK_MODULES
+        if used:
+            offenders.append(f"{relative} imports {sorted(used)}")
+    assert offenders == []

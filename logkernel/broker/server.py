@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -147,6 +148,7 @@ class Connection(asyncio.Protocol):
         if reply is None and not self.pending:
             return  # acks=0: no response, nothing queued ahead
         if not self.pending:
+            assert isinstance(reply, list)
             self.send(header, reply)
         else:
             self.pending.append([header, reply, True])
@@ -246,7 +248,7 @@ class Connection(asyncio.Protocol):
         error_answer = self.server.error_answers.get(header.api_key)
         if error_answer is not None and body is not None:
             try:
-                return error_answer(self.server, header, body, code, message)  # type: ignore[no-any-return]
+                return error_answer(self.server, header, body, code, message)
             except Exception:
                 pass
         try:
@@ -352,10 +354,8 @@ class BrokerServer:
         # Any thread. One wake-up per loop iteration however many appends happen.
         if self._parked and not self._wake_scheduled and self.loop is not None:
             self._wake_scheduled = True
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
                 self.loop.call_soon_threadsafe(self._wake)
-            except RuntimeError:  # the loop is closed: shutting down
-                pass
 
     def _wake(self) -> None:
         self._wake_scheduled = False

@@ -26,7 +26,7 @@ import typing
 import uuid
 from collections.abc import Callable, Mapping
 from enum import IntEnum
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from kio.index import load_request_schema, load_response_schema
@@ -38,24 +38,24 @@ from logkernel.protocol.primitives import MalformedMessage
 Entity = Any  # kio's generated dataclasses share no base class
 
 
-@lru_cache(maxsize=None)
+@cache
 def request_type(api_key: int, version: int) -> type:
-    return load_request_schema(api_key, version)  # type: ignore[no-any-return]
+    return load_request_schema(api_key, version)
 
 
-@lru_cache(maxsize=None)
+@cache
 def response_type(api_key: int, version: int) -> type:
-    return load_response_schema(api_key, version)  # type: ignore[no-any-return]
+    return load_response_schema(api_key, version)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _reader(cls: type) -> Callable[[Any, int], tuple[Any, int]]:
-    return entity_reader(cls)  # type: ignore[no-any-return]
+    return entity_reader(cls)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _writer(cls: type) -> Callable[[Any, Any], None]:
-    return entity_writer(cls)  # type: ignore[no-any-return]
+    return entity_writer(cls)
 
 
 def has_schema(api_key: int, version: int) -> bool:
@@ -88,7 +88,8 @@ def encode_response(api_key: int, version: int, data: Mapping[str, Any]) -> byte
 
 def encode_entity(entity: Entity) -> bytes:
     out = io.BytesIO()
-    _writer(type(entity))(out, entity)
+    cls: Any = type(entity)
+    _writer(cls)(out, entity)
     return out.getvalue()
 
 
@@ -112,7 +113,7 @@ def build(cls: type, data: Mapping[str, Any] | Entity) -> Entity:
     return cls(**kwargs)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _plan(cls: type) -> list[tuple[str, Callable[[Any], Any], Any]]:
     hints = typing.get_type_hints(cls)
     plan = []
@@ -146,7 +147,8 @@ def _converter(hint: Any) -> tuple[Callable[[Any], Any], Any]:
         item_convert, _ = _converter(item)
         return (lambda v: tuple(item_convert(x) for x in v)), ()
     if dataclasses.is_dataclass(hint):
-        return (lambda v: build(hint, v)), dataclasses.MISSING
+        target: Any = hint
+        return (lambda v: build(target, v)), dataclasses.MISSING
     if isinstance(hint, type):
         if issubclass(hint, datetime.timedelta):
             return (lambda v: v if isinstance(v, datetime.timedelta)

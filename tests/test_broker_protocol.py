@@ -1,0 +1,444 @@
+"""The broker at the byte level: a raw TCP client sends hand-built frames (bodies encoded from
+Kafka's schemas through kio) and checks what comes back: headers, error codes for bad
+input, closed connections for unreadable frames, pipelining order, long-poll wake-ups, and
+that nothing stored is damaged. The real-client suites are in test_broker_clients*.py."""
+
+from __future__ import annotations
+
+import io
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kio.serial import entity_reader, entity_writer
+
+import logkernel
+from logkernel.protocol import apis, schema
+from logkernel.protocol.frames import FrameError, FrameReader, parse_request_header
+
+TIMEOUT = 10.0
+
+
+# ---- a raw client ----------------------------------------------------------------------
+
+class RawClient:
+    def __init__(self, bootstrap: str) -> None:
+        host, port = bootstrap.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=TIMEOUT)
+        self.correlation = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def frame(self, api_key: int, version: int, body: bytes, *, client_id: str | None = "raw",
+              correlation: int | None = None) -> bytes:
+        if correlation is None:
+            self.correlation += 1
+            correlation = self.correlation
+        cid = b"\xff\xff" if client_id is None else struct.pack(">h", len(client_id)) + client_id.encode()
+        header = struct.pack(">hhi", api_key, version, correlation) + cid
+        if version >= apis.OFFERED[api_key].first_flexible if api_key in apis.OFFERED else False:
+            header += b"\x00"
+        payload = header + body
+        return struct.pack(">i", len(payload)) + payload
+
+    def send(self, api_key: int, version: int, body: bytes, **kw: Any) -> int:
+        self.sock.sendall(self.frame(api_key, version, body, **kw))
+        return self.correlation
+
+    def receive(self) -> bytes:
+        size = struct.unpack(">i", self._exactly(4))[0]
+        return self._exactly(size)
+
+    def _exactly(self, n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            chunk = self.sock.recv(n - len(out))
+            if not chunk:
+                raise ConnectionError("the broker closed the connection")
+            out += chunk
+        return out
+
+    def closed_by_broker(self) -> bool:
+        ready, _, _ = select.select([self.sock], [], [], TIMEOUT)
+        if not ready:
+            return False
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def call(self, api_key: int, version: int, request: Any) -> Any:
+        """Sends a kio request entity, returns the decoded response entity."""
+        buffer = io.BytesIO()
+        entity_writer(type(request))(buffer, request)
+        correlation = self.send(api_key, version, buffer.getvalue())
+        return decode_response(api_key, version, self.receive(), correlation)
+
+
+def decode_response(api_key: int, version: int, frame: bytes, correlation: int) -> Any:
+    assert struct.unpack_from(">i", frame)[0] == correlation
+    flexible = version >= apis.OFFERED[api_key].first_flexible and api_key != apis.API_VERSIONS
+    offset = 5 if flexible else 4
+    cls = schema.response_type(api_key, version)
+    entity, consumed = entity_reader(cls)(frame, offset)
+    assert offset + consumed == len(frame), "trailing bytes after the response"
+    return entity
+
+
+def request(api_key: int, version: int, **fields: Any) -> Any:
+    return schema.build(schema.request_type(api_key, version), fields)
+
+
+def metadata(client: RawClient, topics: list[str], version: int = 12) -> Any:
+    return client.call(apis.METADATA, version, request(
+        apis.METADATA, version, topics=[{"name": t} for t in topics],
+        allow_auto_topic_creation=True))
+
+
+def produce(client: RawClient, topic: str, records: bytes, version: int = 9, acks: int = -1) -> Any:
+    return client.call(apis.PRODUCE, version, request(
+        apis.PRODUCE, version, acks=acks, timeout=5000,
+        topic_data=[{"name": topic, "partition_data": [{"index": 0, "records": records}]}]))
+
+
+def fetch_request(topic: str, offset: int, *, max_wait_ms: int = 0, min_bytes: int = 1,
+                  version: int = 12) -> bytes:
+    entity = request(apis.FETCH, version, replica_id=-1, max_wait=max_wait_ms, min_bytes=min_bytes,
+                     max_bytes=1 << 20, isolation_level=0, session_id=0, session_epoch=-1,
+                     topics=[{"topic": topic, "partitions": [{
+                         "partition": 0, "current_leader_epoch": -1, "fetch_offset": offset,
+                         "last_fetched_epoch": -1, "log_start_offset": -1,
+                         "partition_max_bytes": 1 << 20}]}],
+                     forgotten_topics_data=[], rack_id="")
+    return schema.encode_entity(entity)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Any:
+    with logkernel.Broker(str(tmp_path / "data"), config={"socket.request.max.bytes": 65536,
+                                                         "num.partitions": 1}) as running:
+        yield running
+
+
+@pytest.fixture
+def client(broker: Any) -> Any:
+    c = RawClient(broker.bootstrap)
+    yield c
+    c.close()
+
+
+def still_serves(broker: Any) -> None:
+    """Another connection gets a correct answer: one bad client does not stop the broker."""
+    other = RawClient(broker.bootstrap)
+    try:
+        response = other.call(apis.API_VERSIONS, 3, request(
+            apis.API_VERSIONS, 3, client_software_name="t", client_software_version="1"))
+        assert response.error_code == 0
+    finally:
+        other.close()
+
+
+# ---- frames and headers, sans I/O --------------------------------------------------------
+
+def test_frame_reader_splits_any_chunking() -> None:
+    frames = [struct.pack(">hhih", 18, 0, i, -1) + bytes(i) for i in range(20)]
+    stream = b"".join(struct.pack(">i", len(f)) + f for f in frames)
+    for step in (1, 3, 7, 64, len(stream)):
+        reader = FrameReader(1 << 20)
+        got = []
+        for pos in range(0, len(stream), step):
+            got += [bytes(f) for f in reader.feed(stream[pos:pos + step])]
+        assert got == frames
+        assert reader.buffered == 0
+
+
+@pytest.mark.parametrize("size", [-1, -(2**31), 0, 9, 2**31 - 1, 1025])
+def test_frame_reader_refuses_sizes_it_cannot_trust(size: int) -> None:
+    with pytest.raises(FrameError):
+        FrameReader(1024).feed(struct.pack(">i", size) + bytes(16))
+
+
+def test_request_header_with_null_client_id_and_tagged_fields() -> None:
+    # Metadata v12 is flexible: header v2, with a tagged field the broker must skip.
+    frame = struct.pack(">hhih", 3, 12, 77, -1) + b"\x01\x05\x02ab" + b"BODY"
+    header = parse_request_header(memoryview(frame))
+    assert (header.api_key, header.api_version, header.correlation_id, header.client_id) == \
+        (3, 12, 77, None)
+    assert bytes(memoryview(frame)[header.body_offset:]) == b"BODY"
+
+
+# ---- ApiVersions ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("version", range(0, 5))
+def test_api_versions_every_version_lists_what_is_offered(client: RawClient, version: int) -> None:
+    response = client.call(apis.API_VERSIONS, version, request(
+        apis.API_VERSIONS, version, client_software_name="raw", client_software_version="1"))
+    assert response.error_code == 0
+    listed = [(k.api_key, k.min_version, k.max_version) for k in response.api_keys]
+    assert listed == apis.ADVERTISED
+    assert (0, 0, 10) in listed  # Produce advertised from 0 (librdkafka needs it)
+
+
+def test_api_versions_unknown_version_gets_error_35_with_our_row(client: RawClient) -> None:
+    correlation = client.send(apis.API_VERSIONS, 9, b"\x00whatever")
+    frame = client.receive()
+    # KIP-511: answered in v0's layout, header v0.
+    response = decode_response(apis.API_VERSIONS, 0, frame, correlation)
+    assert response.error_code == 35
+    assert (18, 0, 4) in [(k.api_key, k.min_version, k.max_version) for k in response.api_keys]
+
+
+# ---- bad input -----------------------------------------------------------------------------
+
+def test_oversized_frame_closes_that_connection_only(broker: Any, client: RawClient,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    client.sock.sendall(struct.pack(">i", 65537) + bytes(100))
+    assert client.closed_by_broker()
+    assert "socket.request.max.bytes" in caplog.text
+    still_serves(broker)
+
+
+def test_negative_frame_size_closes_the_connection(broker: Any, client: RawClient) -> None:
+    client.sock.sendall(struct.pack(">i", -5) + bytes(20))
+    assert client.closed_by_broker()
+    still_serves(broker)
+
+
+def test_unknown_api_key_closes_the_connection(broker: Any, client: RawClient,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    client.send(4242, 0, b"")
+    assert client.closed_by_broker()
+    assert "4242" in caplog.text and "raw" in caplog.text  # what, and who
+    still_serves(broker)
+
+
+def test_unsupported_version_gets_error_35(client: RawClient) -> None:
+    # DescribeCluster v2 is beyond what we offer; its response has a top-level error code.
+    correlation = client.send(apis.DESCRIBE_CLUSTER, 2, schema.encode_entity(
+        request(apis.DESCRIBE_CLUSTER, 2, include_cluster_authorized_operations=False,
+                endpoint_type=1, include_fenced_brokers=False)))
+    frame = client.receive()
+    assert struct.unpack_from(">i", frame)[0] == correlation
+    cls = schema.response_type(apis.DESCRIBE_CLUSTER, 2)
+    entity, _ = entity_reader(cls)(frame, 5)
+    assert entity.error_code == 35
+
+
+def test_garbage_body_is_refused_and_the_broker_carries_on(broker: Any, client: RawClient,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    # DescribeCluster has an error field: INVALID_REQUEST comes back.
+    correlation = client.send(apis.DESCRIBE_CLUSTER, 1, b"\x07")
+    frame = client.receive()
+    assert decode_response(apis.DESCRIBE_CLUSTER, 1, frame, correlation).error_code == 42
+    # Metadata has none: the connection is closed, with a log line naming the client.
+    client.send(apis.METADATA, 12, b"\xff\xff\xff")
+    assert client.closed_by_broker()
+    assert "Metadata v12 did not parse" in caplog.text
+    still_serves(broker)
+
+
+def test_bad_crc_is_corrupt_message_and_nothing_is_stored(broker: Any, client: RawClient) -> None:
+    good = logkernel.encode_batch([b"one", b"two"])
+    assert produce(client, "crc", good).responses[0].partition_responses[0].error_code == 0
+    bad = bytearray(good)
+    bad[-1] ^= 0x55
+    response = produce(client, "crc", bytes(bad))
+    assert response.responses[0].partition_responses[0].error_code == 2  # CORRUPT_MESSAGE
+    truncated = good[:-3]
+    response = produce(client, "crc", truncated)
+    assert response.responses[0].partition_responses[0].error_code == 2
+    assert broker.engine.end_offset("crc", 0) == 2
+    records = [r.value for r in broker.engine.consumer("crc", auto_offset_reset="earliest").poll(1000)]
+    assert records == [b"one", b"two"]
+
+
+def test_produce_v2_is_unsupported_per_partition(client: RawClient) -> None:
+    # v0-2 are advertised (librdkafka) but refused, as Kafka 4 does.
+    body = struct.pack(">hi", 1, 5000) + struct.pack(">i", 1) + struct.pack(">h", 1) + b"t" \
+        + struct.pack(">i", 1) + struct.pack(">i", 0) + struct.pack(">i", 0)
+    correlation = client.send(apis.PRODUCE, 2, body)
+    frame = client.receive()
+    assert struct.unpack_from(">i", frame)[0] == correlation
+    # v2 response: [topic, [partition, error, base_offset, log_append_time]], throttle
+    (count,) = struct.unpack_from(">i", frame, 4)
+    assert count == 1
+    (error,) = struct.unpack_from(">h", frame, 4 + 4 + 2 + 1 + 4 + 4)
+    assert error == 35
+
+
+def test_batch_over_max_message_bytes_is_message_too_large(broker: Any, client: RawClient) -> None:
+    broker.engine.create_topic("small", 1, {"max.message.bytes": 200})
+    response = produce(client, "small", logkernel.encode_batch([bytes(500)]))
+    assert response.responses[0].partition_responses[0].error_code == 10
+    assert broker.engine.end_offset("small", 0) == 0
+
+
+def test_acks_zero_gets_no_response_but_is_stored(broker: Any, client: RawClient) -> None:
+    buffer = io.BytesIO()
+    entity = request(apis.PRODUCE, 9, acks=0, timeout=5000, topic_data=[
+        {"name": "fire", "partition_data": [{"index": 0, "records": logkernel.encode_batch([b"x"])}]}])
+    entity_writer(type(entity))(buffer, entity)
+    client.send(apis.PRODUCE, 9, buffer.getvalue())
+    # The next request's answer is the next frame: nothing was sent for acks=0.
+    response = metadata(client, ["fire"])
+    assert response.topics[0].name == "fire"
+    assert broker.engine.end_offset("fire", 0) == 1
+
+
+# ---- fetch ---------------------------------------------------------------------------------
+
+def test_fetch_inside_a_batch_returns_the_whole_batch(broker: Any, client: RawClient) -> None:
+    produce(client, "mid", logkernel.encode_batch([b"a", b"b", b"c", b"d"]))
+    correlation = client.send(apis.FETCH, 12, fetch_request("mid", 2))
+    response = decode_response(apis.FETCH, 12, client.receive(), correlation)
+    part = response.responses[0].partitions[0]
+    assert part.error_code == 0 and part.high_watermark == 4
+    decoded = logkernel.decode_batch(part.records)
+    assert decoded.base_offset == 0 and [r.value for r in decoded.records()] == [b"a", b"b", b"c", b"d"]
+
+
+@pytest.mark.parametrize("version", [4, 11, 12])
+def test_fetch_of_an_empty_partition_has_empty_not_null_records(client: RawClient, version: int) -> None:
+    metadata(client, ["empty"])
+    correlation = client.send(apis.FETCH, version, fetch_request("empty", 0, version=version))
+    response = decode_response(apis.FETCH, version, client.receive(), correlation)
+    assert response.responses[0].partitions[0].records == b""
+
+
+def test_fetch_out_of_range(client: RawClient) -> None:
+    produce(client, "range", logkernel.encode_batch([b"a"]))
+    correlation = client.send(apis.FETCH, 12, fetch_request("range", 5))
+    response = decode_response(apis.FETCH, 12, client.receive(), correlation)
+    assert response.responses[0].partitions[0].error_code == 1
+
+
+def test_waiting_fetch_is_answered_when_data_arrives(broker: Any, client: RawClient) -> None:
+    metadata(client, ["wait"])
+    started = time.monotonic()
+    correlation = client.send(apis.FETCH, 12, fetch_request("wait", 0, max_wait_ms=8000))
+    time.sleep(0.2)
+    broker.engine.producer().send("wait", b"hello")
+    response = decode_response(apis.FETCH, 12, client.receive(), correlation)
+    waited = time.monotonic() - started
+    assert [r.value for r in logkernel.decode_batch(response.responses[0].partitions[0].records)
+            .records()] == [b"hello"]
+    assert waited < 4.0, "the fetch should be answered on arrival, not at max_wait_ms (8 s)"
+
+
+def test_waiting_fetch_times_out_empty(client: RawClient) -> None:
+    metadata(client, ["quiet"])
+    started = time.monotonic()
+    correlation = client.send(apis.FETCH, 12, fetch_request("quiet", 0, max_wait_ms=300))
+    response = decode_response(apis.FETCH, 12, client.receive(), correlation)
+    assert time.monotonic() - started >= 0.25
+    assert response.responses[0].partitions[0].records == b""
+
+
+def test_pipelined_requests_are_answered_in_order(broker: Any, client: RawClient) -> None:
+    metadata(client, ["pipe"])
+    waiting = client.frame(apis.FETCH, 12, fetch_request("pipe", 0, max_wait_ms=400))
+    quick = client.frame(apis.API_VERSIONS, 3, schema.encode_entity(request(
+        apis.API_VERSIONS, 3, client_software_name="t", client_software_version="1")))
+    client.sock.sendall(waiting + quick)
+    first, second = client.receive(), client.receive()
+    assert struct.unpack_from(">i", first)[0] == client.correlation - 1  # the fetch, though slower
+    assert struct.unpack_from(">i", second)[0] == client.correlation
+
+
+# ---- list offsets and metadata ---------------------------------------------------------------
+
+def test_list_offsets_earliest_latest_time_and_max_timestamp(broker: Any, client: RawClient) -> None:
+    producer = broker.engine.producer()
+    base = 1_700_000_000_000
+    for i, ts in enumerate([base + 10, base + 50, base + 20]):
+        producer.send("times", b"v%d" % i, timestamp_ms=ts)
+    asked = {-2: (0, -1), -1: (3, -1), base + 15: (1, base + 50), -3: (1, base + 50),
+             base + 99: (-1, -1)}
+    for version in (1, 4, 7):
+        response = client.call(apis.LIST_OFFSETS, version, request(
+            apis.LIST_OFFSETS, version, replica_id=-1, topics=[{"name": "times", "partitions": [
+                {"partition_index": 0, "timestamp": t, "current_leader_epoch": -1}
+                for t in asked if t != -3 or version >= 7]}]))
+        got = {t: (p.offset, p.timestamp) for t, p in zip(
+            [t for t in asked if t != -3 or version >= 7], response.topics[0].partitions, strict=True)}
+        for t, expected in got.items():
+            assert expected == asked[t], (version, t)
+
+
+def test_metadata_has_topic_ids_and_auto_creates(broker: Any, client: RawClient) -> None:
+    response = metadata(client, ["auto-1"])
+    topic = response.topics[0]
+    assert topic.error_code == 0 and topic.topic_id != uuid.UUID(int=0)
+    assert topic.partitions[0].leader_id == 0
+    assert response.cluster_id == broker.engine.cluster_id
+    assert "auto-1" in broker.engine.topics()
+    bad = metadata(client, ["no/slashes"])
+    assert bad.topics[0].error_code == 17
+
+
+def test_metadata_without_auto_create(tmp_path: Path) -> None:
+    with logkernel.Broker(str(tmp_path / "d"), config={"auto.create.topics.enable": "false"}) as b:
+        c = RawClient(b.bootstrap)
+        try:
+            assert metadata(c, ["nope"]).topics[0].error_code == 3
+            assert "nope" not in b.engine.topics()
+        finally:
+            c.close()
+
+
+# ---- the command -----------------------------------------------------------------------------
+
+def _serve(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "logkernel", "serve", "--data-dir", str(tmp_path / "data"), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_serve_prints_ready_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    process = _serve(tmp_path, "--listen", "127.0.0.1:0", "--set", "num.partitions=3")
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("logkernel ready bootstrap=127.0.0.1:"), line
+        bootstrap = line.split()[2].split("=", 1)[1]
+        assert line.split()[3] == f"data_dir={tmp_path / 'data'}"
+        client = RawClient(bootstrap)
+        assert len(metadata(client, ["three"]).topics[0].partitions) == 3
+        client.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        assert (tmp_path / "data" / ".clean-shutdown").exists()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)  # reaps it and closes the pipes
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("no.such.key=1", "unknown broker config 'no.such.key'"),
+    ("num.partitions=zero", "invalid value 'zero' for config 'num.partitions'"),
+    ("novalue", "--set takes key=value"),
+])
+def test_serve_refuses_bad_settings_at_start(tmp_path: Path, setting: str, message: str) -> None:
+    process = _serve(tmp_path, "--listen", "127.0.0.1:0", "--set", setting)
+    _out, err = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert message in err
+
+
+def test_serve_refuses_a_locked_data_dir(tmp_path: Path) -> None:
+    with logkernel.open(str(tmp_path / "data")):
+        process = _serve(tmp_path, "--listen", "127.0.0.1:0")
+        _out, err = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert f"process {os.getpid()}" in err
