@@ -92,8 +92,19 @@ def serve(data_dir: str, listen: str, advertised: str | None, settings: dict[str
           log_level: str) -> int:
     """Runs the broker until SIGTERM or SIGINT: then stops accepting, finishes in-flight
     requests, flushes, and exits 0."""
-    from logkernel import broker
-    from logkernel.config import BrokerConfig
+    # kio, which the broker's protocol layer uses, imports hypothesis at import time when it
+    # is installed (to register test strategies); that alone costs ~0.3 s, more than the
+    # whole start-up budget. The serving process never uses hypothesis, so hide it while
+    # kio loads, and only if nothing imported it yet.
+    hide_hypothesis = "hypothesis" not in sys.modules
+    if hide_hypothesis:
+        sys.modules["hypothesis"] = None  # type: ignore[assignment]
+    try:
+        from logkernel import broker
+        from logkernel.config import BrokerConfig
+    finally:
+        if hide_hypothesis:
+            del sys.modules["hypothesis"]
 
     logging.basicConfig(level=getattr(logging, log_level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

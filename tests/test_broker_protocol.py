@@ -442,3 +442,13 @@ def test_serve_refuses_a_locked_data_dir(tmp_path: Path) -> None:
         _out, err = process.communicate(timeout=30)
     assert process.returncode == 1
     assert f"process {os.getpid()}" in err
+
+
+def test_acks_all_with_flush_messages_one_answers_after_fsync(broker: Any, client: RawClient) -> None:
+    broker.engine.create_topic("durable", 1, {"flush.messages": 1})
+    partition_log = broker.engine.partition_log("durable", 0)
+    for i in range(5):
+        response = produce(client, "durable", logkernel.encode_batch([b"r%d" % i]))
+        assert response.responses[0].partition_responses[0].error_code == 0
+        # The fsync ran on a worker thread; the answer came only after it.
+        assert partition_log.recovery_point == i + 1

@@ -43,25 +43,57 @@ MAX_TIMESTAMP = -3
 
 # ---- Produce ----------------------------------------------------------------------------
 
-def handle_produce(server: Any, header: RequestHeader, body: memoryview) -> list[Any] | None:
+def handle_produce(server: Any, header: RequestHeader, body: memoryview) -> Any:
+    """Appends on the event loop (fast, and in request order); if a topic's flush.messages
+    calls for an fsync, that runs on a worker thread and the response waits for it, so other
+    connections are served meanwhile and concurrent producers share fsyncs."""
     request = hot.decode_produce_request(body, header.api_version)
     engine = server.engine
     results = []
+    to_sync: list[tuple[Any, int]] = []
     for topic, partitions in request.topics:
         out = []
         for part in partitions:
             if request.acks not in (0, 1, -1):
                 out.append((part.partition, error_codes.INVALID_REQUIRED_ACKS, -1, -1, -1))
                 continue
-            out.append(_append(server, header, engine, topic, part))
+            out.append(_append(server, header, engine, topic, part, to_sync))
         results.append((topic, out))
+    version = header.api_version
+    if to_sync:
+        done = asyncio.get_running_loop().run_in_executor(None, _flush_all, to_sync)
+        if request.acks == 0:
+            return None  # flushed in the background all the same
+        return _after_flush(done, version, results)
     if request.acks == 0:
         return None
-    return [hot.encode_produce_response(header.api_version, results)]
+    return [hot.encode_produce_response(version, results)]
+
+
+def _flush_all(to_sync: list[tuple[Any, int]]) -> None:
+    for partition_log, offset in to_sync:
+        try:
+            partition_log.flush_to(offset)
+        except errors.ClosedError:
+            pass  # deleted meanwhile
+
+
+async def _after_flush(done: Any, version: int,
+                       results: list[tuple[str, list[tuple[int, int, int, int, int]]]]) -> list[Any]:
+    try:
+        await done
+    except errors.StorageError as exc:
+        # The records are in the log but not known to be on disk: the client must not take
+        # them as acknowledged. KAFKA_STORAGE_ERROR is retriable.
+        log.error("fsync after a produce failed: %s", exc)
+        results = [(topic, [(p[0], error_codes.KAFKA_STORAGE_ERROR, -1, -1, -1) for p in parts])
+                   for topic, parts in results]
+    return [hot.encode_produce_response(version, results)]
 
 
 def _append(server: Any, header: RequestHeader, engine: Any, topic: str,
-            part: hot.ProducePartition) -> tuple[int, int, int, int, int]:
+            part: hot.ProducePartition, to_sync: list[tuple[Any, int]]
+            ) -> tuple[int, int, int, int, int]:
     partition = part.partition
     try:
         partition_log = engine.partition_log(topic, partition)
@@ -74,7 +106,9 @@ def _append(server: Any, header: RequestHeader, engine: Any, topic: str,
                     topic, partition, header.client_id)
         return (partition, error_codes.INVALID_RECORD, -1, -1, -1)
     try:
-        first, _next, append_time = partition_log.append(part.records)
+        first, next_offset, append_time = partition_log.append(part.records, sync=False)
+        if partition_log.sync_due:
+            to_sync.append((partition_log, next_offset))
     except errors.CorruptRecordError as exc:
         log.warning("Produce to %s-%d from %r refused: %s", topic, partition, header.client_id, exc)
         return (partition, error_codes.CORRUPT_MESSAGE, -1, -1, -1)

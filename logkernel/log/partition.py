@@ -535,13 +535,16 @@ class PartitionLog:
             return end
 
     def append(self, record_set: bytes | bytearray | memoryview, *, validated: bool = False,
-               max_timestamp: int = -1) -> tuple[int, int, int]:
+               max_timestamp: int = -1, sync: bool = True) -> tuple[int, int, int]:
         """Appends a record set (whole batches, as a producer sends them; base offsets are
         assigned here) and returns (first offset, next offset, log append time or -1 when
         the topic keeps CreateTime). ``max_timestamp``, if the caller knows it, saves reading
         it back for the segment.ms rule. Every batch's CRC and
         structure are checked first unless ``validated``. Each batch must fit
-        max.message.bytes. O(bytes). Durability as for ``append_record``."""
+        max.message.bytes. O(bytes). Durability as for ``append_record``; with
+        ``sync=False`` an fsync that flush.messages calls for is left to the caller, who must
+        call ``flush_to(next offset)`` before acknowledging when ``sync_due`` (the broker
+        does that on a worker thread, so its event loop never waits for a disk)."""
         view = memoryview(record_set).cast("B")
         if not validated:
             _binding.validate_record_set(view)
@@ -576,12 +579,12 @@ class PartitionLog:
             self._active_size = position + len(view)
             self._next_offset = next_offset
             self._unflushed_messages += next_offset - first
-            sync = self._unflushed_messages >= c.flush_messages
+            due = self._unflushed_messages >= c.flush_messages
             if self._first_unflushed_ms < 0 and c.flush_ms != LONG_MAX:
                 self._first_unflushed_ms = _now_ms()
         if self._notifier.waiting:
             self._notifier.notify()
-        if sync:
+        if due and sync:
             self._sync_to(next_offset)
         return first, next_offset, append_time
 
@@ -627,6 +630,16 @@ class PartitionLog:
     def flush(self) -> None:
         """fsyncs everything appended so far; returns when it is durable."""
         self._sync_to(self._next_offset)
+
+    @property
+    def sync_due(self) -> bool:
+        """flush.messages records are unflushed: the next acknowledgement needs an fsync."""
+        return self._unflushed_messages >= self._config.flush_messages
+
+    def flush_to(self, offset: int) -> None:
+        """Returns once every record below ``offset`` is fsynced (group commit: concurrent
+        callers share one fsync)."""
+        self._sync_to(offset)
 
     def flush_if_due(self, now_ms: int) -> bool:
         """Flushes if the oldest unflushed append is older than flush.ms (background task)."""
