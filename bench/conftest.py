@@ -15,6 +15,7 @@ sides.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -45,8 +46,89 @@ def _paired_summary(write: Any) -> None:
               f"{r['ours_best'] / r['peer_best']:6.2f}x")
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _broker_cpu_per_million(bench: Any) -> float | None:
+    """Median over rounds of the broker's CPU seconds, per million messages."""
+    cpu = bench.extra_info.get("broker_cpu_s")
+    return _median(cpu) / bench.extra_info["messages"] * 1e6 if cpu else None
+
+
+def _broker_line(bench: Any, reference: Any) -> str:
+    info = bench.extra_info
+    if info["broker_bench"] == "throughput":
+        cells = []
+        for stat, label in (("min", "best"), ("median", "median")):
+            rate = info["messages"] / getattr(bench.stats, stat)
+            ratio = ""
+            if reference is not None:
+                ratio = f" {rate / (info['messages'] / getattr(reference.stats, stat)):5.2f}x"
+            cells.append(f"{label} {_shown(rate, 'msg')}{ratio}")
+        cpu = _broker_cpu_per_million(bench)
+        peer_cpu = _broker_cpu_per_million(reference) if reference is not None else None
+        cells.append("broker CPU n/a" if cpu is None else f"broker CPU {cpu:6.2f} s/M msgs"
+                     + (f" {cpu / peer_cpu:5.2f}x" if peer_cpu else ""))
+        return " | ".join(cells)
+    if info["broker_bench"] == "latency":
+        return (f"p50 {info['p50_ms']:8.2f} ms  p99 {info['p99_ms']:8.2f} ms  max {info['max_ms']:8.2f} ms"
+                f"  mean {info['mean_ms']:8.2f} ms ({info['messages']:,} messages; produce to ack: p50 "
+                f"{info['ack_p50_ms']:.2f} ms, p99 {info['ack_p99_ms']:.2f} ms)")
+    ready_ms = sorted(1e3 * s for s in info["ready_s"])
+    return (f"median {_median(ready_ms):7.1f} ms  min {ready_ms[0]:7.1f}  max {ready_ms[-1]:7.1f}"
+            f" ({len(ready_ms)} starts; {info['measured']})")
+
+
+def _broker_summary(write: Any, session: Any) -> None:
+    """bench/bench_broker.py: messages/s and broker CPU per million messages, with ratios
+    to tansu (same statistic on both sides); latency percentiles; start-up times. Each
+    line ends with the 1-minute load average when that benchmark started."""
+    benches = [b for b in session.benchmarks if "broker_bench" in b.extra_info
+               and b.stats is not None and b.stats.data]
+    if not benches:
+        return
+    write("")
+    write("broker benchmarks (same client, same run; ratios to tansu; load = 1-min load average "
+          "at the benchmark's start)")
+    groups: dict[str, dict[str, Any]] = {}
+    for bench in benches:
+        groups.setdefault(bench.group or bench.name, {})[bench.extra_info["broker"]] = bench
+    for group, by_broker in groups.items():
+        write(f"[{group}]")
+        for broker, bench in by_broker.items():
+            write(f"  {broker:<10} {_broker_line(bench, by_broker.get('tansu'))} | "
+                  f"load {bench.extra_info['loadavg'][0]:.1f}")
+    # The issue's CPU figure: a million messages produced (acks=1) and consumed, per
+    # partition count ("1 partition(s)" is the group name's second field).
+    totals: dict[tuple[str, str], float] = {}
+    for group, by_broker in groups.items():
+        if not group.startswith("consume "):
+            continue
+        partitions = group.split(", ")[1]
+        produced = groups.get(next((g for g in groups if g.startswith("produce ")
+                                    and g.endswith(f"acks=1, {partitions}")), ""), {})
+        for broker, bench in by_broker.items():
+            consumed = _broker_cpu_per_million(bench)
+            produced_cpu = _broker_cpu_per_million(produced[broker]) if broker in produced else None
+            if consumed is not None and produced_cpu is not None:
+                totals[(partitions, broker)] = produced_cpu + consumed
+    if totals:
+        write("[broker CPU seconds per 1M messages produced (acks=1) and consumed]")
+        for (partitions, broker), total in totals.items():
+            peer = totals.get((partitions, "tansu"))
+            ratio = f" {total / peer:5.2f}x" if peer else ""
+            write(f"  {broker:<10} {partitions:<14} {total:6.2f} s{ratio}")
+    write("load average at the end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
     _paired_summary(terminalreporter.write_line)
+    broker_session = getattr(config, "_benchmarksession", None)
+    if broker_session is not None:
+        _broker_summary(terminalreporter.write_line, broker_session)
     session = getattr(config, "_benchmarksession", None)
     if session is None or not session.benchmarks:
         return

@@ -297,6 +297,12 @@ class BrokerServer:
         self.host, self.port = sockname[0], sockname[1]
         if advertised is not None:
             self.advertised_host, self.advertised_port = advertised
+        elif self.host in ("0.0.0.0", "::"):
+            # Clients cannot connect to a wildcard address; loopback is right for the local
+            # use this broker is for. Other machines need --advertised.
+            self.advertised_host, self.advertised_port = "127.0.0.1", self.port
+            log.warning("listening on all interfaces but advertising 127.0.0.1:%d; clients on "
+                        "other machines need --advertised HOST:PORT", self.port)
         else:
             self.advertised_host, self.advertised_port = self.host, self.port
         self.engine.notifier.listeners.append(self._on_append)
