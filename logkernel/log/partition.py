@@ -709,7 +709,18 @@ class PartitionLog:
                 if info.max_timestamp >= 0 and info.offset_of_max_timestamp >= self._log_start_offset \
                         and (best is None or info.max_timestamp > best[1]):
                     best = (info.offset_of_max_timestamp, info.max_timestamp)
-            return best
+        if best is None:
+            return None
+        # Segments track the batch (its last offset) holding the largest timestamp; the
+        # record inside it is found by decoding that one batch.
+        try:
+            data = self.read(best[0], 1)
+        except errors.OffsetOutOfRangeError:  # retention moved the start meanwhile
+            return None
+        for record in decode_batch(data).records():
+            if record.timestamp == best[1] and record.offset >= self._log_start_offset:
+                return record.offset, record.timestamp
+        return best
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record whose timestamp is >= ``timestamp``, as
