@@ -53,11 +53,12 @@ from logkernel.protocol.primitives import (
     write_uvarint,
 )
 
-# Versions each codec handles: what Kafka 4.x clients use up to the first version that adds a
-# field we cannot yet fill (Produce 11+/Fetch 13+ carry topic ids or KIP-951 leader hints,
-# ListOffsets 8+ tiered-storage timestamps, Metadata 13 a top-level error code, ApiVersions 5
-# does not exist yet). Produce 0-2 requests are decoded although Kafka 4 rejects them, so the
-# broker can answer them with a proper error (librdkafka needs min 0 advertised, KAFKA-18659).
+# Versions each codec handles: the ranges the broker offers. Later versions change the wire
+# (Fetch 13 and Produce 13 name topics by id, Metadata 13 adds a top-level error code) or the
+# meaning (Produce 11-12: KIP-890 transactions; ListOffsets 8+: tiered-storage timestamp
+# queries), which the broker does not implement. ApiVersions 4 is the newest. Produce 0-2
+# requests are decoded although Kafka 4 rejects them, so the broker can answer them with a
+# proper error (librdkafka needs Produce min 0 advertised, KAFKA-18659).
 PRODUCE_VERSIONS = range(0, 11)
 FETCH_VERSIONS = range(4, 13)
 METADATA_VERSIONS = range(0, 13)
@@ -72,6 +73,9 @@ LIST_OFFSETS_FIRST_FLEXIBLE = 6
 API_VERSIONS_FIRST_FLEXIBLE = 3
 
 _EMPTY_TAGS = b"\x00"  # a tagged-field section holding no fields (uvarint count 0)
+_NO_TAGGED_FIELDS = 0  # the same count, as a "B" field of a Struct that ends a flexible struct
+_NULL_ARRAY = -1  # int32 count of a null array (non-flexible)
+_NULL_COMPACT_ARRAY = 0  # uvarint count of a null compact array (flexible), as a "B" field
 _NO_AUTHORIZED_OPERATIONS = -2147483648  # INT32_MIN: Kafka's "authorized operations not requested"
 _NO_PREFERRED_READ_REPLICA = -1  # fetch from the leader (we are the only replica)
 _NO_LEADER_EPOCH = -1  # ListOffsets v4+: "unknown", clients then skip epoch validation
@@ -95,9 +99,10 @@ def _check_version(api: str, version: int, versions: range) -> None:
 #           topics compact [name compact string | partitions compact [index int32 |
 #           records compact nullable bytes | tags] | tags] | tags
 #
-# v3 added transactional_id; v4-8 changed no field (new error codes, record format v2 rules);
-# v10 only marks clients that understand KIP-951 leader hints in the response. Non-null arrays
-# and names: a -1/0 (null) length there is malformed, as Kafka's generated readers say.
+# ProduceRequest.json: v1-2 are v0; v3 adds transactional_id (and record format v2); v4-8 add
+# no request field (v4 KAFKA_STORAGE_ERROR, v7 zstd, v8 record errors in the response); v10 is
+# v9 for clients that understand KIP-951 leader hints. Arrays and names are not nullable: a
+# -1 (legacy) or 0 (compact) length there is malformed, as in Kafka's generated readers.
 
 
 @dataclass(slots=True)
@@ -145,6 +150,11 @@ def decode_produce_request(body: memoryview, version: int) -> ProduceRequest:
         if version >= PRODUCE_FIRST_FLEXIBLE:
             return _decode_produce_flexible(view, version)
         return _decode_produce_legacy(view, version)
+    except MalformedMessage as error:
+        if str(error).startswith("Produce v"):
+            raise
+        # from primitives (a varint or tagged-field section): add what was being decoded
+        raise MalformedMessage(f"Produce v{version} request: {error}") from None
     except (struct.error, IndexError):
         raise MalformedMessage(
             f"Produce v{version} request body ({len(view)} bytes) ends inside a field: "
@@ -180,7 +190,7 @@ def _decode_produce_legacy(body: memoryview, version: int) -> ProduceRequest:
             end = pos + length
             if end > size:
                 raise _malformed(version, "transactional_id", 0, f"has length {length}, past the end")
-            transactional_id = str(body[pos:end], "utf-8")
+            transactional_id = body[pos:end].tobytes().decode()
             pos = end
         elif length != -1:
             raise _malformed(version, "transactional_id", 0, f"has negative length {length}")
@@ -197,7 +207,7 @@ def _decode_produce_legacy(body: memoryview, version: int) -> ProduceRequest:
         pos = start + length
         if pos > size:
             raise _malformed(version, "a topic name", start - 2, f"has length {length}, past the end")
-        name = str(body[start:pos], "utf-8")
+        name = body[start:pos].tobytes().decode()
         (partition_count,) = INT32.unpack_from(body, pos)
         _check_count(version, "a partition array", partition_count, pos, size - pos - 4, _MIN_PARTITION)
         pos += 4
@@ -221,41 +231,53 @@ def _decode_produce_legacy(body: memoryview, version: int) -> ProduceRequest:
 
 
 def _decode_produce_flexible(body: memoryview, version: int) -> ProduceRequest:
+    # Compact lengths and counts below 127 take one byte; those are read inline (a call to
+    # read_uvarint costs more than the rest of the field), longer ones through read_uvarint.
     size = len(body)
     # transactional_id: compact nullable string (uvarint length + 1, 0 = null)
-    length, pos = read_uvarint(body, 0)
+    length = body[0]
+    pos = 1
+    if length > 0x7F:
+        length, pos = read_uvarint(body, 0)
     transactional_id: str | None = None
     if length:
         end = pos + length - 1
         if end > size:
             raise _malformed(version, "transactional_id", 0, f"has length {length - 1}, past the end")
-        transactional_id = str(body[pos:end], "utf-8")
+        transactional_id = body[pos:end].tobytes().decode()
         pos = end
     acks, timeout_ms = _ACKS_TIMEOUT.unpack_from(body, pos)
-    pos += 6
-    start = pos
-    topic_count, pos = read_uvarint(body, pos)
+    start = pos + 6
+    topic_count = body[start]
+    pos = start + 1
+    if topic_count > 0x7F:
+        topic_count, pos = read_uvarint(body, start)
     _check_count(version, "the topic array", topic_count - 1, start, size - pos, _MIN_TOPIC_FLEXIBLE)
     unpack_index = INT32.unpack_from
     topics: list[tuple[str, list[ProducePartition]]] = []
     for _ in range(topic_count - 1):
         start = pos
-        length, pos = read_uvarint(body, pos)
+        length = body[pos]
+        pos += 1
+        if length > 0x7F:
+            length, pos = read_uvarint(body, start)
         if not length:
             raise _malformed(version, "a topic name", start, "is null; names are not nullable")
         end = pos + length - 1
         if end > size:
             raise _malformed(version, "a topic name", start, f"has length {length - 1}, past the end")
-        name = str(body[pos:end], "utf-8")
-        start = end
-        partition_count, pos = read_uvarint(body, end)
-        _check_count(version, "a partition array", partition_count - 1, start, size - pos,
+        name = body[pos:end].tobytes().decode()
+        partition_count = body[end]
+        pos = end + 1
+        if partition_count > 0x7F:
+            partition_count, pos = read_uvarint(body, end)
+        _check_count(version, "a partition array", partition_count - 1, end, size - pos,
                      _MIN_PARTITION_FLEXIBLE)
         partitions: list[ProducePartition] = []
         for _ in range(partition_count - 1):
             (index,) = unpack_index(body, pos)
             start = pos + 4
-            length, pos = read_uvarint(body, start)
+            length, pos = read_uvarint(body, start)  # records: usually > 127 bytes
             if length:
                 end = pos + length - 1
                 if end > size:
@@ -269,7 +291,8 @@ def _decode_produce_flexible(body: memoryview, version: int) -> ProduceRequest:
             pos = pos + 1 if body[pos] == 0 else skip_tagged_fields(body, pos)
         topics.append((name, partitions))
         pos = pos + 1 if body[pos] == 0 else skip_tagged_fields(body, pos)
-    skip_tagged_fields(body, pos)  # request-level tags: checked for shape, none understood
+    if body[pos]:  # request-level tags: checked for shape, none understood
+        skip_tagged_fields(body, pos)
     return ProduceRequest(transactional_id, acks, timeout_ms, topics)
 
 
@@ -287,7 +310,8 @@ def _decode_produce_flexible(body: memoryview, version: int) -> ProduceRequest:
 #         | tags (9+; tag 0 node_endpoints in v10: never written)
 #
 # kio starts at v3 (Kafka 4 removed v0-2 from its schemas); v0-2 follow ProduceResponse.json
-# as of Kafka 3.x and are tested against hand-written bytes.
+# as of Kafka 3.x ("Version 3 is the same as version 2") and are tested against bytes built by
+# hand. v4 (KAFKA_STORAGE_ERROR) and v6-7 add no field.
 
 _PRODUCE_PARTITION_V0 = struct.Struct(">ihq")
 _PRODUCE_PARTITION_V2 = struct.Struct(">ihqq")
@@ -351,7 +375,7 @@ def encode_produce_response(version: int, topics: list[tuple[str, list[tuple[int
 #       on null)                                                                          4+
 #     tags (12+: diverging_epoch, current_leader, snapshot_id tags are never written)
 #
-# v6 (no field change: new error codes), v8-v10 (no field change: KIP-227/-110 semantics).
+# v6 and v8-10 add no response field (v9 adds the leader epoch to the request, v10 allows zstd).
 
 _FETCH_TOP_V7 = struct.Struct(">ihi")  # throttle_time_ms, error_code, session_id
 _FETCH_PARTITION_V4 = struct.Struct(">ihqq")  # index .. last_stable_offset
@@ -368,6 +392,20 @@ _FETCH_PARTITION_V12_NULL = struct.Struct(">ihqqqBi")
 _ABORTED_TRANSACTION = struct.Struct(">qq")  # producer_id, first_offset
 _ABORTED_TRANSACTION_FLEXIBLE = struct.Struct(">qqB")  # + empty tags (0)
 _SMALL_UVARINTS = [write_uvarint(i) for i in range(0x80)]  # avoids a call for short lengths
+
+
+def _compact_length(length: int) -> bytes:
+    """uvarint(length + 1), the compact length of a non-null field. The 2- and 3-byte forms
+    (lengths below 2 MiB, which covers a partition's records under the default 1 MiB
+    max.partition.fetch.bytes) are built directly: 2-3x faster than write_uvarint's loop."""
+    value = length + 1
+    if value < 0x80:
+        return _SMALL_UVARINTS[value]
+    if value < 0x4000:
+        return bytes((value & 0x7F | 0x80, value >> 7))
+    if value < 0x200000:
+        return bytes((value & 0x7F | 0x80, (value >> 7) & 0x7F | 0x80, value >> 14))
+    return write_uvarint(value)
 
 
 @dataclass(slots=True)
@@ -411,20 +449,20 @@ def encode_fetch_response(version: int, topics: list[tuple[str, list[FetchPartit
                 if flexible:
                     head += _FETCH_PARTITION_V12_NULL.pack(
                         data.partition, data.error_code, data.high_watermark, data.last_stable_offset,
-                        data.log_start_offset, 0, _NO_PREFERRED_READ_REPLICA)
-                    head += small_uvarints[size + 1] if size < 0x7F else write_uvarint(size + 1)
+                        data.log_start_offset, _NULL_COMPACT_ARRAY, _NO_PREFERRED_READ_REPLICA)
+                    head += small_uvarints[size + 1] if size < 0x7F else _compact_length(size)
                 elif version >= 11:
                     head += _FETCH_PARTITION_V11_NULL.pack(
                         data.partition, data.error_code, data.high_watermark, data.last_stable_offset,
-                        data.log_start_offset, -1, _NO_PREFERRED_READ_REPLICA, size)
+                        data.log_start_offset, _NULL_ARRAY, _NO_PREFERRED_READ_REPLICA, size)
                 elif version >= 5:
                     head += _FETCH_PARTITION_V5_NULL.pack(
                         data.partition, data.error_code, data.high_watermark, data.last_stable_offset,
-                        data.log_start_offset, -1, size)
+                        data.log_start_offset, _NULL_ARRAY, size)
                 else:
                     head += _FETCH_PARTITION_V4_NULL.pack(
                         data.partition, data.error_code, data.high_watermark, data.last_stable_offset,
-                        -1, size)
+                        _NULL_ARRAY, size)
             else:
                 if version >= 5:
                     head += _FETCH_PARTITION_V5.pack(
@@ -436,9 +474,10 @@ def encode_fetch_response(version: int, topics: list[tuple[str, list[FetchPartit
                 head += write_array_length(len(aborted), flexible)
                 if flexible:
                     for producer_id, first_offset in aborted:
-                        head += _ABORTED_TRANSACTION_FLEXIBLE.pack(producer_id, first_offset, 0)
+                        head += _ABORTED_TRANSACTION_FLEXIBLE.pack(producer_id, first_offset,
+                                                                   _NO_TAGGED_FIELDS)
                     head += INT32.pack(_NO_PREFERRED_READ_REPLICA)
-                    head += write_uvarint(size + 1)
+                    head += _compact_length(size)
                 else:
                     for producer_id, first_offset in aborted:
                         head += _ABORTED_TRANSACTION.pack(producer_id, first_offset)
@@ -455,7 +494,8 @@ def encode_fetch_response(version: int, topics: list[tuple[str, list[FetchPartit
             head += _EMPTY_TAGS  # topic
     if flexible:
         head += _EMPTY_TAGS  # response
-    pieces.append(bytes(head))
+    if head:  # empty when a non-flexible body ends with records
+        pieces.append(bytes(head))
     return pieces
 
 
@@ -512,18 +552,46 @@ class MetadataTopic:
 _METADATA_PARTITION_V0 = struct.Struct(">hii")  # error_code, index, leader_id
 _METADATA_PARTITION_V7 = struct.Struct(">hiii")  # + leader_epoch
 _BOOLEAN = (b"\x00", b"\x01")
-# Precompiled packers of n int32s for replica lists up to 16 long: replication factors above
-# 16 do not occur in practice (Kafka's default max is the broker count, typically 3-5); longer
-# lists fall back to struct.pack with a format built per call.
-_INT32_RUNS = [struct.Struct(f">{n}i") for n in range(17)]
+# Replica lists up to 16 long get a whole-partition Struct per shape (version and the three list
+# lengths), so a partition is one pack call: replication factors above 16 do not occur in
+# practice (they cannot exceed the broker count and are typically 3), which also bounds the cache
+# to the few shapes a cluster has (13 versions x 17^3 at the very worst). Longer lists take the
+# general path, a pack per list with a format built per call. A flexible count (length + 1 <= 17)
+# is one uvarint byte, so "B".
+_MAX_PACKED_REPLICAS = 16
+_METADATA_PARTITION_PACKERS: dict[tuple[int, int, int, int], struct.Struct] = {}
+
+
+def _metadata_partition_packer(version: int, replicas: int, isr: int, offline: int) -> struct.Struct | None:
+    if max(replicas, isr, offline) > _MAX_PACKED_REPLICAS:
+        return None
+    count = "B" if version >= METADATA_FIRST_FLEXIBLE else "i"
+    layout = ">hii" + ("i" if version >= 7 else "") + f"{count}{replicas}i{count}{isr}i"
+    if version >= 5:
+        layout += f"{count}{offline}i"
+    if version >= METADATA_FIRST_FLEXIBLE:
+        layout += "B"  # empty tags
+    packer = _METADATA_PARTITION_PACKERS[(version, replicas, isr, offline)] = struct.Struct(layout)
+    return packer
 
 
 def _int32_array(values: list[int], flexible: bool) -> bytes:
     n = len(values)
-    count = (_SMALL_UVARINTS[n + 1] if n < 0x7F else write_uvarint(n + 1)) if flexible else INT32.pack(n)
-    if n < len(_INT32_RUNS):
-        return count + _INT32_RUNS[n].pack(*values)
+    count = write_uvarint(n + 1) if flexible else INT32.pack(n)
     return count + struct.pack(f">{n}i", *values)
+
+
+def _metadata_partition(version: int, p: MetadataPartition) -> bytes:
+    """The general path: one partition with any replica list lengths."""
+    flexible = version >= METADATA_FIRST_FLEXIBLE
+    if version >= 7:
+        out = _METADATA_PARTITION_V7.pack(p.error_code, p.partition, p.leader, p.leader_epoch)
+    else:
+        out = _METADATA_PARTITION_V0.pack(p.error_code, p.partition, p.leader)
+    out += _int32_array(p.replicas, flexible) + _int32_array(p.isr, flexible)
+    if version >= 5:
+        out += _int32_array(p.offline, flexible)
+    return out + _EMPTY_TAGS if flexible else out
 
 
 def encode_metadata_response(version: int, *, brokers: list[tuple[int, str, int, str | None]],
@@ -532,7 +600,7 @@ def encode_metadata_response(version: int, *, brokers: list[tuple[int, str, int,
                              cluster_authorized_operations: int = _NO_AUTHORIZED_OPERATIONS) -> bytes:
     """Encodes a Metadata response body (versions 0-12); brokers are (node_id, host, port,
     rack). Fields a version lacks are dropped. O(brokers + topics + partitions + replicas):
-    three to five ``pack`` calls per partition (about 1 us)."""
+    one ``pack`` per partition (replica lists up to 16 long), a few per topic and broker."""
     _check_version("Metadata", version, METADATA_VERSIONS)
     flexible = version >= METADATA_FIRST_FLEXIBLE
     out: list[bytes] = []
@@ -553,7 +621,7 @@ def encode_metadata_response(version: int, *, brokers: list[tuple[int, str, int,
     if version >= 1:
         append(INT32.pack(controller_id))
     append(write_array_length(len(topics), flexible))
-    int32_array = _int32_array
+    packers = _METADATA_PARTITION_PACKERS
     for topic in topics:
         append(INT16.pack(topic.error_code))
         append(write_string(topic.name, flexible))
@@ -566,16 +634,23 @@ def encode_metadata_response(version: int, *, brokers: list[tuple[int, str, int,
             append(_BOOLEAN[topic.is_internal])
         append(write_array_length(len(topic.partitions), flexible))
         for p in topic.partitions:
-            if version >= 7:
-                append(_METADATA_PARTITION_V7.pack(p.error_code, p.partition, p.leader, p.leader_epoch))
+            replicas, isr, offline = p.replicas, p.isr, p.offline
+            shape = (version, len(replicas), len(isr), len(offline))
+            packer = packers.get(shape) or _metadata_partition_packer(*shape)
+            if packer is None:
+                append(_metadata_partition(version, p))
+            elif flexible:  # counts are length + 1; then the partition's empty tags
+                append(packer.pack(p.error_code, p.partition, p.leader, p.leader_epoch,
+                                   shape[1] + 1, *replicas, shape[2] + 1, *isr, shape[3] + 1, *offline,
+                                   _NO_TAGGED_FIELDS))
+            elif version >= 7:
+                append(packer.pack(p.error_code, p.partition, p.leader, p.leader_epoch,
+                                   shape[1], *replicas, shape[2], *isr, shape[3], *offline))
+            elif version >= 5:
+                append(packer.pack(p.error_code, p.partition, p.leader,
+                                   shape[1], *replicas, shape[2], *isr, shape[3], *offline))
             else:
-                append(_METADATA_PARTITION_V0.pack(p.error_code, p.partition, p.leader))
-            append(int32_array(p.replicas, flexible))
-            append(int32_array(p.isr, flexible))
-            if version >= 5:
-                append(int32_array(p.offline, flexible))
-            if flexible:
-                append(_EMPTY_TAGS)
+                append(packer.pack(p.error_code, p.partition, p.leader, shape[1], *replicas, shape[2], *isr))
         if version >= 8:
             append(INT32.pack(topic.authorized_operations))
         if flexible:
@@ -620,7 +695,7 @@ def encode_list_offsets_response(version: int, topics: list[tuple[str, list[tupl
         for partition, error_code, timestamp, offset in partitions:
             if flexible:
                 append(_LIST_OFFSETS_PARTITION_V6.pack(partition, error_code, timestamp, offset,
-                                                       _NO_LEADER_EPOCH, 0))
+                                                       _NO_LEADER_EPOCH, _NO_TAGGED_FIELDS))
             elif version >= 4:
                 append(_LIST_OFFSETS_PARTITION_V4.pack(partition, error_code, timestamp, offset,
                                                        _NO_LEADER_EPOCH))
@@ -655,7 +730,8 @@ def encode_api_versions_response(version: int, error_code: int, api_keys: list[t
     flexible = version >= API_VERSIONS_FIRST_FLEXIBLE
     out = [INT16.pack(error_code), write_array_length(len(api_keys), flexible)]
     if flexible:
-        out.extend(_API_VERSION_FLEXIBLE.pack(key, low, high, 0) for key, low, high in api_keys)
+        out.extend(_API_VERSION_FLEXIBLE.pack(key, low, high, _NO_TAGGED_FIELDS)
+                   for key, low, high in api_keys)
     else:
         out.extend(_API_VERSION.pack(key, low, high) for key, low, high in api_keys)
     if version >= 1:
