@@ -20,11 +20,18 @@ import struct
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from logkernel import errors
+
+# numpy is imported by the functions that build arrays (decode_batch, decode_records,
+# decode_headers, decode_columns), not here: it costs 150-250 ms to import, and the
+# engine and the broker use only the numpy-free parts of this module (segments, CRC,
+# encoding, scanning, the *_raw decoders), so `logkernel serve` starts without it. After
+# its first import an `import numpy` statement is a sys.modules lookup (~0.2 us), paid
+# once per call, never per record.
+if TYPE_CHECKING:
+    import numpy as np
 
 try:
     from logkernel._native import ffi, lib
@@ -254,8 +261,12 @@ def _header_at(view: Any) -> BatchHeader:
     return BatchHeader._make(_HEADER_STRUCT.unpack_from(view, 0))
 
 
+@functools.cache
 def _record_span_dtype() -> np.dtype:
-    """numpy view of lk_record_span, laid out as the C compiler laid it out."""
+    """numpy view of lk_record_span, laid out as the C compiler laid it out. Built on first
+    use (it needs numpy); ``RECORD_SPAN_DTYPE`` is the same object."""
+    import numpy as np
+
     fields = ["timestamp_delta", "offset_delta", "key_pos", "key_len", "value_pos",
               "value_len", "headers_pos", "headers_count", "headers_len", "attributes"]
     types = {"timestamp_delta": np.int64, "attributes": np.int8}
@@ -267,7 +278,17 @@ def _record_span_dtype() -> np.dtype:
     })
 
 
-RECORD_SPAN_DTYPE = _record_span_dtype()
+if TYPE_CHECKING:
+    RECORD_SPAN_DTYPE: np.dtype
+else:
+    # PEP 562: a module attribute that needs numpy is computed when first asked for, so
+    # `_binding.RECORD_SPAN_DTYPE` keeps working without importing numpy with the module.
+    # Hidden from type checkers, which would otherwise type every misspelt `_binding.x`
+    # as this function's return type instead of reporting it.
+    def __getattr__(name: str) -> Any:
+        if name == "RECORD_SPAN_DTYPE":
+            return _record_span_dtype()
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def parse_header(data: Buffer, max_batch_size: int = 0) -> BatchHeader:
@@ -289,6 +310,42 @@ def validate_batch(data: Buffer, flags: int = VALIDATE_CRC | VALIDATE_RECORDS,
     return _header_at(view)
 
 
+# Record and header spans come in two forms from the same C calls: numpy arrays
+# (decode_batch, decode_records, decode_headers: fields by name, vectorised), and "raw"
+# bytearrays of the C structs (the *_raw functions) that ``span_column`` reads through
+# memoryview casts without numpy. records.RecordBatch uses the raw form: the engine
+# decodes batches (committed offsets at open, ListOffsets by time), and that must not
+# import numpy; for one batch of 1 to 1,000 records it is as fast or faster.
+SPAN_SIZE = ffi.sizeof("lk_record_span")
+HEADER_SPAN_SIZE = ffi.sizeof("lk_header_span")
+_SPAN_INT32S = SPAN_SIZE // 4
+_SPAN_INT64S = SPAN_SIZE // 8
+_SPAN_INT32_AT = {f: ffi.offsetof("lk_record_span", f) // 4 for f in (
+    "offset_delta", "key_pos", "key_len", "value_pos", "value_len", "headers_pos",
+    "headers_count", "headers_len")}
+_SPAN_TIMESTAMP_AT = ffi.offsetof("lk_record_span", "timestamp_delta") // 8
+assert SPAN_SIZE % 8 == 0 and ffi.offsetof("lk_record_span", "timestamp_delta") % 8 == 0
+
+
+def span_column(spans: Buffer, field: str) -> list[int]:
+    """One field of every span in ``spans`` (raw lk_record_span structs, from
+    decode_batch_raw or decode_records_raw), as a list. O(spans), in C."""
+    view = memoryview(spans)
+    if field == "timestamp_delta":
+        return view.cast("q")[_SPAN_TIMESTAMP_AT::_SPAN_INT64S].tolist()
+    return view.cast("i")[_SPAN_INT32_AT[field]::_SPAN_INT32S].tolist()
+
+
+def _numpy_spans(count: int) -> np.ndarray:
+    import numpy as np
+
+    return np.empty(count, dtype=_record_span_dtype())
+
+
+def _raw_spans(count: int) -> bytearray:
+    return bytearray(count * SPAN_SIZE)
+
+
 def decode_batch(data: Buffer, max_batch_size: int = 0) -> tuple[BatchHeader, np.ndarray | None]:
     """Validates (CRC included) and decodes the batch at the start of ``data``.
 
@@ -297,6 +354,17 @@ def decode_batch(data: Buffer, max_batch_size: int = 0) -> tuple[BatchHeader, np
     caller decompresses ``data[61:size]`` and calls ``decode_records``. Copies no payload.
     O(batch size).
     """
+    return _decode_batch(data, max_batch_size, _numpy_spans)
+
+
+def decode_batch_raw(data: Buffer, max_batch_size: int = 0) -> tuple[BatchHeader, bytearray | None]:
+    """``decode_batch`` with the spans as a bytearray of lk_record_span structs (read them
+    with ``span_column``), for callers that must not import numpy."""
+    return _decode_batch(data, max_batch_size, _raw_spans)
+
+
+def _decode_batch(data: Buffer, max_batch_size: int, new_spans: Callable[[int], Any]
+                  ) -> tuple[BatchHeader, Any]:
     view = data if type(data) is bytes else memoryview(data).cast("B")
     size = len(view)
     # One C call validates and decodes; the span array must exist before it, sized from
@@ -311,7 +379,7 @@ def decode_batch(data: Buffer, max_batch_size: int = 0) -> tuple[BatchHeader, np
         section = int.from_bytes(view[8:12], "big", signed=True) - (BATCH_HEADER_SIZE - LOG_OVERHEAD)
         count = min(max(int.from_bytes(view[57:61], "big", signed=True), 0),
                     max(section, 0) // 7)
-    spans = np.empty(count, dtype=RECORD_SPAN_DTYPE)
+    spans = new_spans(count)
     out = ffi.new("lk_decode_scratch *")
     check(lib.lk_batch_decode(ffi.from_buffer(view), size, max_batch_size, ffi.NULL,
                               ffi.cast("lk_record_span *", ffi.from_buffer(spans)), count,
@@ -323,6 +391,16 @@ def decode_batch(data: Buffer, max_batch_size: int = 0) -> tuple[BatchHeader, np
 
 def decode_records(records: Buffer, count: int, last_offset_delta: int = -1) -> np.ndarray:
     """Decodes a records section (e.g. a decompressed payload) of exactly ``count`` records."""
+    return _decode_records(records, count, last_offset_delta, _numpy_spans)
+
+
+def decode_records_raw(records: Buffer, count: int, last_offset_delta: int = -1) -> bytearray:
+    """``decode_records`` with the spans as a bytearray of lk_record_span structs."""
+    return _decode_records(records, count, last_offset_delta, _raw_spans)
+
+
+def _decode_records(records: Buffer, count: int, last_offset_delta: int,
+                    new_spans: Callable[[int], Any]) -> Any:
     view = memoryview(records).cast("B")
     if count < 0:
         raise errors.CorruptRecordError("recordsCount is negative", 57, -1, lib.LK_ERR_CORRUPT_RECORD)
@@ -330,7 +408,7 @@ def decode_records(records: Buffer, count: int, last_offset_delta: int = -1) -> 
         raise errors.CorruptRecordError(
             f"recordsCount {count} is larger than the {len(view)}-byte records section can hold",
             57, -1, lib.LK_ERR_CORRUPT_RECORD)
-    spans = np.empty(count, dtype=RECORD_SPAN_DTYPE)
+    spans = new_spans(count)
     err = ffi.new("lk_error *")
     check(lib.lk_records_decode(ffi.from_buffer(view), len(view), count, last_offset_delta,
                                 ffi.cast("lk_record_span *", ffi.from_buffer(spans)), count, err),
@@ -341,11 +419,30 @@ def decode_records(records: Buffer, count: int, last_offset_delta: int = -1) -> 
 def decode_headers(data: Buffer, count: int) -> np.ndarray:
     """Spans of one record's headers: an (count, 4) int32 array of key_pos, key_len,
     value_pos, value_len relative to ``data``."""
+    return _decode_headers(data, count, _numpy_header_spans)
+
+
+def decode_headers_raw(data: Buffer, count: int) -> list[int]:
+    """``decode_headers`` without numpy: the spans as one flat list, four ints a header."""
+    return memoryview(_decode_headers(data, count, _raw_header_spans)).cast("i").tolist()
+
+
+def _numpy_header_spans(count: int) -> np.ndarray:
+    import numpy as np
+
+    return np.empty((count, 4), dtype=np.int32)
+
+
+def _raw_header_spans(count: int) -> bytearray:
+    return bytearray(count * HEADER_SPAN_SIZE)
+
+
+def _decode_headers(data: Buffer, count: int, new_spans: Callable[[int], Any]) -> Any:
     view = memoryview(data).cast("B")
     if count < 0 or count * 2 > len(view):
         raise errors.CorruptRecordError("header count is larger than the headers can hold",
                                         0, -1, lib.LK_ERR_CORRUPT_RECORD)
-    out = np.empty((count, 4), dtype=np.int32)
+    out = new_spans(count)
     err = ffi.new("lk_error *")
     check(lib.lk_headers_decode(ffi.from_buffer(view), len(view), count,
                                 ffi.cast("lk_header_span *", ffi.from_buffer(out)), count, err),
@@ -678,6 +775,8 @@ def decode_columns(data: Buffer, min_offset: int = 0, max_offset: int = _INT64_M
     the columns (about as costly as decoding, for batches of one small record).
     Raises ValueError for a buffer of 2 GiB or more (positions are int32) or a negative
     ``max_records``; TypeError if ``data`` has no buffer interface."""
+    import numpy as np
+
     view = data if type(data) is bytes else memoryview(data).cast("B")
     size = len(view)
     pointer = ffi.from_buffer(view)

@@ -27,12 +27,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
-
 from logkernel import _binding, errors
 from logkernel.records import Header, decompressed_batch, headers_column, slice_spans
 
 if TYPE_CHECKING:
+    # numpy only for annotations: the arrays are made by _binding.decode_columns, which
+    # imports numpy on its first call, so importing this module (as `import logkernel`
+    # does) does not.
+    import numpy as np
+
     from logkernel.engine import Engine
     from logkernel.log.partition import PartitionLog
 

@@ -14,18 +14,25 @@ from __future__ import annotations
 
 import functools
 import itertools
+import operator
 import struct
 import time
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from logkernel import _binding, compression
 from logkernel._binding import BATCH_HEADER_SIZE, BatchHeader
 from logkernel.errors import CorruptRecordError
+
+# numpy is imported inside the functions that use it (once per call, not per record), and
+# RecordBatch does without it: the engine imports this module for encoding and decoding
+# batches, and importing numpy with it would add 150-250 ms to every process start,
+# `logkernel serve` included. The consumer's columns (slice_spans, headers_column) are
+# numpy arrays.
+if TYPE_CHECKING:
+    import numpy as np
 
 Header = tuple[str, "bytes | None"]
 
@@ -65,13 +72,13 @@ class RecordBatch:
 
     __slots__ = ("_data", "_spans", "header")
 
-    def __init__(self, header: BatchHeader, data: bytes, spans: Any) -> None:
+    def __init__(self, header: BatchHeader, data: bytes, spans: bytearray) -> None:
         self.header = header
         self._data = data            # bytes the span positions refer to
-        self._spans = spans          # numpy array of RECORD_SPAN_DTYPE
+        self._spans = spans          # raw lk_record_span structs (_binding.span_column)
 
     def __len__(self) -> int:
-        return len(self._spans)
+        return len(self._spans) // _binding.SPAN_SIZE
 
     @property
     def base_offset(self) -> int:
@@ -83,20 +90,36 @@ class RecordBatch:
 
     def records(self) -> list[Record]:
         """Every record, with absolute offsets and timestamps. O(records); built column by
-        column so the per-record work stays in C-implemented builtins."""
+        column so the per-record work stays in C-implemented builtins. Needs no numpy
+        (the engine decodes batches: committed offsets at open, ListOffsets by time)."""
         h = self.header
         spans = self._spans
-        n = len(spans)
-        offsets = (spans["offset_delta"].astype(np.int64) + h.base_offset).tolist()
-        if h.timestamp_type_is_log_append:
-            timestamps: Any = itertools.repeat(h.max_timestamp, n)
+        n = len(spans) // _binding.SPAN_SIZE
+        offsets: Iterable[int]
+        if h.last_offset_delta == n - 1:
+            # C checked the deltas increase from >= 0 and end at lastOffsetDelta: 0..n-1.
+            offsets = range(h.base_offset, h.base_offset + n)
         else:
-            timestamps = (spans["timestamp_delta"] + h.base_timestamp).tolist()
-        keys = slice_spans(self._data, spans["key_pos"], spans["key_len"])
-        values = slice_spans(self._data, spans["value_pos"], spans["value_len"])
-        headers = headers_column(self._data, spans["headers_pos"], spans["headers_len"],
-                                 spans["headers_count"])
-        # not strict: timestamps and headers may be repeat() iterators of the same length
+            offsets = map(h.base_offset.__add__, _binding.span_column(spans, "offset_delta"))
+        timestamps: Iterable[int]
+        if h.timestamp_type_is_log_append:
+            timestamps = itertools.repeat(h.max_timestamp, n)
+        else:
+            deltas = _binding.span_column(spans, "timestamp_delta")
+            timestamps = (map(h.base_timestamp.__add__, deltas) if any(deltas)
+                          else itertools.repeat(h.base_timestamp, n))
+        keys = _slices(self._data, spans, "key_pos", "key_len")
+        values = _slices(self._data, spans, "value_pos", "value_len")
+        counts = _binding.span_column(spans, "headers_count")
+        headers: Iterable[tuple[Header, ...]]
+        if any(counts):
+            headers = [decode_record_headers(self._data, p, length, c) if c else ()
+                       for p, length, c in zip(_binding.span_column(spans, "headers_pos"),
+                                               _binding.span_column(spans, "headers_len"),
+                                               counts, strict=True)]
+        else:
+            headers = itertools.repeat((), n)
+        # not strict: only the lists among these know their length
         return list(map(_make_record, zip(offsets, timestamps, keys, values, headers,
                                            strict=False)))
 
@@ -105,7 +128,7 @@ class RecordBatch:
 
     def values(self) -> list[bytes | None]:
         """Just the values, the cheapest way to read a batch's payloads. O(records)."""
-        return slice_spans(self._data, self._spans["value_pos"], self._spans["value_len"])
+        return _slices(self._data, self._spans, "value_pos", "value_len")
 
     def control_record(self) -> ControlRecord:
         """The marker of a control batch (raises ValueError for a data batch)."""
@@ -116,8 +139,25 @@ class RecordBatch:
         return ControlRecord(record.offset, record.timestamp, control_type, epoch)
 
 
+def _slices(data: bytes, spans: bytearray, position_field: str, length_field: str
+            ) -> list[bytes | None]:
+    """data[p:p+n] for one (position, length) field pair of raw spans, None where n is -1
+    (null): ``slice_spans`` without numpy."""
+    lengths = _binding.span_column(spans, length_field)
+    if -1 not in lengths:  # no nulls: every slice made by C-implemented builtins
+        positions = _binding.span_column(spans, position_field)
+        ends = map(operator.add, positions, lengths)
+        return list(map(data.__getitem__, map(slice, positions, ends)))
+    if lengths.count(-1) == len(lengths):
+        return [None] * len(lengths)
+    positions = _binding.span_column(spans, position_field)
+    return [data[p:p + n] if n >= 0 else None for p, n in zip(positions, lengths, strict=True)]
+
+
 def slice_spans(data: bytes, positions: np.ndarray, lengths: np.ndarray) -> list[bytes | None]:
     """data[p:p+n] for each span, None where n is -1 (null)."""
+    import numpy as np
+
     nulls = np.flatnonzero(lengths < 0)
     if len(nulls) == len(lengths):
         return [None] * len(lengths)
@@ -143,11 +183,11 @@ def headers_column(data: bytes, positions: np.ndarray, lengths: np.ndarray,
 
 def decode_record_headers(data: bytes, position: int, length: int, count: int) -> tuple[Header, ...]:
     block = data[position:position + length]
-    spans = _binding.decode_headers(block, count)
+    spans = iter(_binding.decode_headers_raw(block, count))
     return tuple(
         (block[kp:kp + kl].decode("utf-8", "surrogateescape"),
          block[vp:vp + vl] if vl >= 0 else None)
-        for kp, kl, vp, vl in spans.tolist()
+        for kp, kl, vp, vl in zip(spans, spans, spans, spans, strict=True)
     )
 
 
@@ -159,7 +199,7 @@ def decode_batch(data: bytes | bytearray | memoryview,
     malformed input; never returns a record that failed its CRC. O(batch size)."""
     if not isinstance(data, bytes):
         data = memoryview(data).cast("B")
-    header, spans = _binding.decode_batch(data)
+    header, spans = _binding.decode_batch_raw(data)
     if spans is not None:
         if not isinstance(data, bytes):
             # Records are sliced out as bytes: copy this batch (only), once.
@@ -167,7 +207,7 @@ def decode_batch(data: bytes | bytearray | memoryview,
         return RecordBatch(header, data, spans)
     payload = compression.decompress(header.compression, memoryview(data)[BATCH_HEADER_SIZE:header.size],
                                      max_decompressed)
-    spans = _binding.decode_records(payload, header.record_count, header.last_offset_delta)
+    spans = _binding.decode_records_raw(payload, header.record_count, header.last_offset_delta)
     return RecordBatch(header, payload, spans)
 
 
@@ -352,7 +392,7 @@ def decompressed_batch(data: bytes | bytearray | memoryview) -> bytes:
     compression bits cleared: the same records, offsets and timestamps, as an
     uncompressed batch (CRC recomputed). Validates the original first. O(batch size)."""
     view = memoryview(data).cast("B")
-    header, _ = _binding.decode_batch(view)
+    header, _ = _binding.decode_batch_raw(view)
     payload = compression.decompress(header.compression, view[BATCH_HEADER_SIZE:header.size])
     return _binding.frame_batch(
         payload, header.record_count, header.last_offset_delta, header.max_timestamp,

@@ -83,15 +83,7 @@ def end_offsets(engine: logkernel.Engine, topic: str) -> list[int]:
 # ---- round trip ------------------------------------------------------------------------------
 
 # Broker gaps a client shows, each an xfail(strict=True) until the broker is fixed.
-# librdkafka dates its LZ4 feature by the FindCoordinator API (rdkafka_feature.c: LZ4 came
-# with Kafka 0.8.2, before a Produce version said so). This broker does not offer
-# FindCoordinator yet (no consumer groups), so librdkafka logs "Broker does not support
-# compression type lz4: not compressing batch" and sends lz4 batches uncompressed. Fixed by
-# offering FindCoordinator (protocol/apis.py), i.e. by the consumer-groups work.
-LIBRDKAFKA_LZ4_NEEDS_FIND_COORDINATOR = (
-    "librdkafka sends lz4 batches uncompressed: it enables lz4 only for brokers that offer "
-    "FindCoordinator (API 10), which this broker does not offer yet")
-KNOWN_GAPS = {("confluent-kafka", "lz4"): LIBRDKAFKA_LZ4_NEEDS_FIND_COORDINATOR}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
 
 
 def round_trip_cases() -> Iterator[Any]:

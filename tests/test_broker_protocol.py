@@ -452,3 +452,22 @@ def test_acks_all_with_flush_messages_one_answers_after_fsync(broker: Any, clien
         assert response.responses[0].partition_responses[0].error_code == 0
         # The fsync ran on a worker thread; the answer came only after it.
         assert partition_log.recovery_point == i + 1
+
+
+@pytest.mark.parametrize("version", range(0, 7))
+def test_find_coordinator_names_this_broker_for_groups(broker: Any, client: RawClient,
+                                                       version: int) -> None:
+    fields: dict[str, Any] = {"key": "g", "key_type": 0, "coordinator_keys": ["g", "h"]}
+    response = client.call(apis.FIND_COORDINATOR, version, request(apis.FIND_COORDINATOR, version,
+                                                                   **fields))
+    answers = response.coordinators if version >= 4 else [response]
+    assert len(answers) == (2 if version >= 4 else 1)
+    host, port = broker.bootstrap.rsplit(":", 1)
+    for answer in answers:
+        assert (answer.error_code, answer.node_id, answer.host, answer.port) == (0, 0, host, int(port))
+    if version >= 1:  # transactions have no coordinator yet: a clear, final refusal
+        fields["key_type"] = 1
+        response = client.call(apis.FIND_COORDINATOR, version, request(
+            apis.FIND_COORDINATOR, version, **fields))
+        answer = response.coordinators[0] if version >= 4 else response
+        assert answer.error_code == 42 and "transaction" in answer.error_message

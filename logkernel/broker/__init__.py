@@ -32,6 +32,7 @@ HANDLERS: dict[int, Handler] = {
     apis.FETCH: data.handle_fetch,
     apis.LIST_OFFSETS: data.handle_list_offsets,
     apis.METADATA: cluster.handle_metadata,
+    apis.FIND_COORDINATOR: cluster.handle_find_coordinator,
     apis.API_VERSIONS: cluster.handle_api_versions,
     apis.CREATE_TOPICS: admin.handle_create_topics,
     apis.DELETE_TOPICS: admin.handle_delete_topics,

@@ -17,6 +17,7 @@ and re-checked when an append notifies, or answered with what there is at max_wa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -72,10 +73,8 @@ def handle_produce(server: Any, header: RequestHeader, body: memoryview) -> Any:
 
 def _flush_all(to_sync: list[tuple[Any, int]]) -> None:
     for partition_log, offset in to_sync:
-        try:
+        with contextlib.suppress(errors.ClosedError):  # deleted meanwhile
             partition_log.flush_to(offset)
-        except errors.ClosedError:
-            pass  # deleted meanwhile
 
 
 async def _after_flush(done: Any, version: int,

@@ -36,6 +36,7 @@ PRODUCE = 0
 FETCH = 1
 LIST_OFFSETS = 2
 METADATA = 3
+FIND_COORDINATOR = 10
 API_VERSIONS = 18
 CREATE_TOPICS = 19
 DELETE_TOPICS = 20
@@ -55,6 +56,9 @@ OFFERED: dict[int, Api] = {api.key: api for api in (
     Api(FETCH, "Fetch", 4, 12, 12),
     Api(LIST_OFFSETS, "ListOffsets", 1, 7, 6),
     Api(METADATA, "Metadata", 0, 12, 9),
+    # Offered before the group APIs because librdkafka dates its LZ4 support by it (an
+    # LZ4 produce is sent uncompressed to a broker without FindCoordinator).
+    Api(FIND_COORDINATOR, "FindCoordinator", 0, 6, 3),
     Api(API_VERSIONS, "ApiVersions", 0, 4, 3),
     Api(CREATE_TOPICS, "CreateTopics", 2, 7, 5),
     Api(DELETE_TOPICS, "DeleteTopics", 1, 6, 4),
