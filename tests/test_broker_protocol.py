@@ -471,3 +471,35 @@ def test_find_coordinator_names_this_broker_for_groups(broker: Any, client: RawC
             apis.FIND_COORDINATOR, version, **fields))
         answer = response.coordinators[0] if version >= 4 else response
         assert answer.error_code == 42 and "transaction" in answer.error_message
+
+
+def test_a_client_that_does_not_read_cannot_grow_the_brokers_buffers(broker: Any) -> None:
+    """Backpressure: once responses back up, the broker stops reading that connection, so
+    what it holds stays bounded however much the client sends."""
+    metadata_request = schema.encode_entity(request(apis.METADATA, 12, topics=None,
+                                                    allow_auto_topic_creation=False))
+    greedy = RawClient(broker.bootstrap)
+    greedy.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    frames = b"".join(greedy.frame(apis.METADATA, 12, metadata_request) for _ in range(200_000))
+    greedy.sock.setblocking(False)
+    sent = 0
+    deadline = time.monotonic() + 5
+    while sent < len(frames) and time.monotonic() < deadline:
+        try:
+            sent += greedy.sock.send(frames[sent:sent + 65536])
+        except BlockingIOError:
+            time.sleep(0.01)
+    (connection,) = [c for c in broker.server.connections
+                     if c.peer.endswith(str(greedy.sock.getsockname()[1]))]
+    deadline = time.monotonic() + 5
+    while connection.transport.is_reading() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # The kernel's socket buffers absorb megabytes of what was sent; the broker itself has
+    # stopped reading.
+    assert not connection.transport.is_reading(), "the broker kept reading"
+    # At most one read's worth of requests (asyncio reads 256 KiB at a time) is answered
+    # after the pause: a few MiB, not the 4 MiB of requests sent, nor the 20+ MiB of answers.
+    assert connection.transport.get_write_buffer_size() < 4 << 20
+    assert connection.reader.buffered <= 65536 + 4
+    still_serves(broker)
+    greedy.close()
