@@ -6,6 +6,7 @@ that nothing stored is damaged. The real-client suites are in test_broker_client
 from __future__ import annotations
 
 import io
+import logging
 import os
 import select
 import signal
@@ -500,3 +501,15 @@ def test_a_client_that_does_not_read_cannot_grow_the_brokers_buffers(broker: Any
     assert connection.reader.buffered <= 65536 + 4
     still_serves(broker)
     greedy.close()
+
+
+def test_idle_connections_are_closed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="logkernel.broker")
+    with logkernel.Broker(str(tmp_path / "d"), config={"connections.max.idle.ms": 200}) as b:
+        idle = RawClient(b.bootstrap)
+        started = time.monotonic()
+        assert idle.closed_by_broker()
+        assert time.monotonic() - started >= 0.15
+        assert "connections.max.idle.ms=200" in caplog.text
+        idle.close()
+        still_serves(b)
