@@ -113,10 +113,8 @@ class RecordBatch:
         counts = _binding.span_column(spans, "headers_count")
         headers: Iterable[tuple[Header, ...]]
         if any(counts):
-            headers = [decode_record_headers(self._data, p, length, c) if c else ()
-                       for p, length, c in zip(_binding.span_column(spans, "headers_pos"),
-                                               _binding.span_column(spans, "headers_len"),
-                                               counts, strict=True)]
+            headers = _record_headers(self._data, _binding.span_column(spans, "headers_pos"),
+                                      _binding.span_column(spans, "headers_len"), counts)
         else:
             headers = itertools.repeat((), n)
         # not strict: only the lists among these know their length
@@ -176,18 +174,21 @@ def headers_column(data: bytes, positions: np.ndarray, lengths: np.ndarray,
     record has headers (the common case, kept free of per-record work)."""
     if not counts.any():
         return itertools.repeat((), len(counts))
+    return _record_headers(data, positions.tolist(), lengths.tolist(), counts.tolist())
+
+
+def _record_headers(data: bytes, positions: list[int], lengths: list[int], counts: list[int]
+                    ) -> list[tuple[Header, ...]]:
     return [decode_record_headers(data, p, length, c) if c else ()
-            for p, length, c in zip(positions.tolist(), lengths.tolist(), counts.tolist(),
-                                    strict=True)]
+            for p, length, c in zip(positions, lengths, counts, strict=True)]
 
 
 def decode_record_headers(data: bytes, position: int, length: int, count: int) -> tuple[Header, ...]:
     block = data[position:position + length]
-    spans = iter(_binding.decode_headers_raw(block, count))
     return tuple(
         (block[kp:kp + kl].decode("utf-8", "surrogateescape"),
          block[vp:vp + vl] if vl >= 0 else None)
-        for kp, kl, vp, vl in zip(spans, spans, spans, spans, strict=True)
+        for kp, kl, vp, vl in _binding.decode_headers_raw(block, count)
     )
 
 

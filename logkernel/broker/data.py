@@ -64,7 +64,8 @@ def handle_produce(server: Any, header: RequestHeader, body: memoryview) -> Any:
     if to_sync:
         done = asyncio.get_running_loop().run_in_executor(None, _flush_all, to_sync)
         if request.acks == 0:
-            return None  # flushed in the background all the same
+            done.add_done_callback(_report_flush_failure)  # nobody awaits it: say if it fails
+            return None
         return _after_flush(done, version, results)
     if request.acks == 0:
         return None
@@ -75,6 +76,11 @@ def _flush_all(to_sync: list[tuple[Any, int]]) -> None:
     for partition_log, offset in to_sync:
         with contextlib.suppress(errors.ClosedError):  # deleted meanwhile
             partition_log.flush_to(offset)
+
+
+def _report_flush_failure(done: Any) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.error("fsync after an acks=0 produce failed: %s", done.exception())
 
 
 async def _after_flush(done: Any, version: int,
