@@ -321,13 +321,15 @@ VIEW_ACROSS_TRUNCATION = textwrap.dedent("""
     stem = sys.argv[1] + "/" + "0" * 20
     seg = Segment(stem + ".log", stem + ".index", stem + ".timeindex", base_offset=0,
                   writable=True, log_capacity=1 << 24, grow_step=1 << 16)
-    _, n = seg.append(logkernel.encode_batch([b"x" * 20000]), 0)
+    first = logkernel.encode_batch([b"x" * 20000])
+    _, n = seg.append(first, 0)
     seg.append(logkernel.encode_batch([b"y" * 20000] * 3), n)
     view = seg.read(0, seg.info().size)
     seg.truncate_to_offset(1)
     seg.close()
     data = bytes(view)   # a view into the map would be SIGBUS here: the file was cut
-    assert data[:30000].count(b"x") == 20000
+    # (not a count of b"x": a header's timestamp or CRC bytes may hold 0x78 too)
+    assert b"x" * 20000 in data[:len(first)]
     print("ok", len(data))
 """)
 
