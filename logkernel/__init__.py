@@ -10,6 +10,9 @@ protocol (``logkernel serve`` is the same as a command). The codec (``encode_bat
 ``decode_batch``) and ``Segment`` are the layers under it, public for tools and tests.
 """
 
+import importlib
+from typing import TYPE_CHECKING
+
 from logkernel import errors
 from logkernel._binding import (
     BatchHeader,
@@ -21,9 +24,7 @@ from logkernel._binding import (
     crc32c_selected,
     scan_log,
 )
-from logkernel.consumer import ColumnBatch, Consumer, Record, TopicPartition
 from logkernel.engine import Engine, PartitionDescription, TopicDescription, open
-from logkernel.producer import BatchMetadata, Producer, RecordMetadata
 from logkernel.records import (
     CONTROL_ABORT,
     CONTROL_COMMIT,
@@ -35,16 +36,32 @@ from logkernel.records import (
     iter_batches,
 )
 
+if TYPE_CHECKING:
+    from logkernel.broker import Broker
+    from logkernel.consumer import ColumnBatch, Consumer, Record, TopicPartition
+    from logkernel.producer import BatchMetadata, Producer, RecordMetadata
+
 __version__ = "0.1.0"
+
+# Loaded on first use: the broker (asyncio, the protocol schemas) is not needed by an
+# embedded program, and the embedded clients are not needed by `logkernel serve`, whose
+# start-up time is a target (ready within 300 ms).
+_LAZY = {
+    "Broker": "logkernel.broker",
+    "ColumnBatch": "logkernel.consumer", "Consumer": "logkernel.consumer",
+    "Record": "logkernel.consumer", "TopicPartition": "logkernel.consumer",
+    "BatchMetadata": "logkernel.producer", "Producer": "logkernel.producer",
+    "RecordMetadata": "logkernel.producer",
+}
 
 
 def __getattr__(name: str) -> object:
-    # The broker (asyncio, the protocol schemas) loads only when asked for: an embedded
-    # program that never serves Kafka clients does not pay for importing it.
-    if name == "Broker":
-        from logkernel.broker import Broker
-        return Broker
-    raise AttributeError(f"module 'logkernel' has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'logkernel' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
 
 __all__ = [
