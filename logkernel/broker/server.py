@@ -55,6 +55,10 @@ Handler = Callable[[Any, RequestHeader, memoryview], Reply]
 # client's max.in.flight default), so 64 never throttles a well-behaved client while
 # capping what one connection can make the broker hold.
 MAX_IN_FLIGHT = 64
+# Response pieces below this size are joined before writing (one send for a response's
+# headers); bigger ones, record data, go to the socket without another copy. 16 KiB: a
+# join of that much costs about what one extra send call does.
+COALESCE_BYTES = 16 * 1024
 
 
 class Connection(asyncio.Protocol):
@@ -179,13 +183,27 @@ class Connection(asyncio.Protocol):
         self._update_reading()
 
     def send(self, header: RequestHeader, body: Body) -> None:
+        """Writes one response. Small pieces are joined; big ones (record data) are handed
+        to the transport as they are: Python 3.11's ``writelines`` would join the whole
+        response into one new bytes, a second copy of every fetched byte into fresh pages
+        (which cost 2-6 us per 4 KiB on first touch here)."""
         if self.closed or self.transport is None:
             return
         head = response_header(header.correlation_id, header.api_key, header.flexible)
         size = len(head)
         for piece in body:
             size += len(piece)
-        self.transport.writelines([frame_size(size), head, *body])
+        small: list[Any] = [frame_size(size), head]
+        write = self.transport.write
+        for piece in body:
+            if len(piece) < COALESCE_BYTES:
+                small.append(piece)
+                continue
+            write(b"".join(small))
+            small.clear()
+            write(piece)
+        if small:
+            write(b"".join(small))
 
     def _update_reading(self) -> None:
         if self.transport is None or self.closed:
