@@ -513,3 +513,20 @@ def test_idle_connections_are_closed(tmp_path: Path, caplog: pytest.LogCaptureFi
         assert "connections.max.idle.ms=200" in caplog.text
         idle.close()
         still_serves(b)
+
+
+def test_a_bug_in_a_handler_is_logged_and_answered(broker: Any, client: RawClient,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    def broken(*_args: Any) -> Any:
+        raise RuntimeError("injected")
+
+    # A response with an error field carries UNKNOWN_SERVER_ERROR ...
+    broker.server.handlers = {**broker.server.handlers, apis.DESCRIBE_CLUSTER: broken,
+                              apis.METADATA: broken}
+    correlation = client.send(apis.DESCRIBE_CLUSTER, 1, schema.encode_entity(request(
+        apis.DESCRIBE_CLUSTER, 1, include_cluster_authorized_operations=False, endpoint_type=1)))
+    assert decode_response(apis.DESCRIBE_CLUSTER, 1, client.receive(), correlation).error_code == -1
+    assert "injected" in caplog.text
+    # ... one without closes the connection rather than leave the client waiting.
+    client.send(apis.METADATA, 12, schema.encode_entity(request(apis.METADATA, 12, topics=None)))
+    assert client.closed_by_broker()

@@ -140,6 +140,10 @@ class Connection(asyncio.Protocol):
                               self.client_id, self.peer)
                 reply = self.error_reply(header, error_codes.UNKNOWN_SERVER_ERROR,
                                          "the broker failed on this request; see its log")
+                if reply is None:  # no field for the error: the client must not wait forever
+                    self.fail(f"{api.name} failed inside the broker and its response has no "
+                              "error field")
+                    return
             if reply is not None and not isinstance(reply, list):
                 reply = asyncio.ensure_future(reply)
         if self.closed:
@@ -173,6 +177,10 @@ class Connection(asyncio.Protocol):
                               self.peer, exc_info=exc)
                     reply_body = self.error_reply(header, error_codes.UNKNOWN_SERVER_ERROR,
                                                   "the broker failed on this request")
+                    if reply_body is None:
+                        self.fail(f"{api_name(header.api_key)} failed inside the broker and "
+                                  "its response has no error field")
+                        return
                 else:
                     reply_body = reply.result()
             else:
