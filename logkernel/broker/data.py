@@ -144,8 +144,6 @@ def handle_fetch(server: Any, header: RequestHeader, body: memoryview) -> Any:
     wanted = [(t.topic, [(p.partition, p.fetch_offset, p.partition_max_bytes) for p in t.partitions])
               for t in request.topics]
     max_bytes = min(request.max_bytes, server.config["fetch.max.bytes"])
-    if header.api_version < 3:  # pragma: no cover - we serve 4+; kept for clarity
-        max_bytes = server.config["fetch.max.bytes"]
     topics, size, has_data = _read(server, wanted, max_bytes)
     max_wait_ms = int(request.max_wait.total_seconds() * 1000)
     if size >= request.min_bytes or max_wait_ms <= 0 or (not has_data and _any_error(topics)):
