@@ -530,3 +530,14 @@ def test_a_bug_in_a_handler_is_logged_and_answered(broker: Any, client: RawClien
     # ... one without closes the connection rather than leave the client waiting.
     client.send(apis.METADATA, 12, schema.encode_entity(request(apis.METADATA, 12, topics=None)))
     assert client.closed_by_broker()
+
+
+def test_metadata_by_unknown_topic_id_has_a_null_name(broker: Any, client: RawClient) -> None:
+    known = metadata(client, ["by-id"]).topics[0].topic_id
+    response = client.call(apis.METADATA, 12, request(
+        apis.METADATA, 12, topics=[{"name": None, "topic_id": known},
+                                   {"name": None, "topic_id": uuid.uuid4()}],
+        allow_auto_topic_creation=False))
+    found, unknown = response.topics
+    assert (found.error_code, found.name, found.topic_id) == (0, "by-id", known)
+    assert (unknown.error_code, unknown.name) == (100, None)

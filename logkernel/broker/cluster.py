@@ -70,7 +70,7 @@ def _lookup(server: Any, name: str | None, topic_id: Any, allow_create: bool) ->
     if name is None:  # v10+: by topic id
         topic = engine.topic_by_id(topic_id.hex) if topic_id is not None else None
         if topic is None:
-            return hot.MetadataTopic(error_codes.UNKNOWN_TOPIC_ID, "", topic_id.bytes
+            return hot.MetadataTopic(error_codes.UNKNOWN_TOPIC_ID, None, topic_id.bytes
                                      if topic_id is not None else NULL_TOPIC_ID, False, [])
         return _describe(server, topic.name)
     try:

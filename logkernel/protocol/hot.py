@@ -542,7 +542,7 @@ class MetadataPartition:
 @dataclass(slots=True)
 class MetadataTopic:
     error_code: int
-    name: str
+    name: str | None             # None only for an unknown topic id (v12+)
     topic_id: bytes  # 16 bytes (a UUID's bytes)
     is_internal: bool
     partitions: list[MetadataPartition]
@@ -624,7 +624,9 @@ def encode_metadata_response(version: int, *, brokers: list[tuple[int, str, int,
     packers = _METADATA_PARTITION_PACKERS
     for topic in topics:
         append(INT16.pack(topic.error_code))
-        append(write_string(topic.name, flexible))
+        # Null names exist from v12 (a topic asked for by an id that is unknown).
+        append(write_nullable_string(topic.name, flexible) if version >= 12
+               else write_string(topic.name or "", flexible))
         if version >= 10:
             if len(topic.topic_id) != 16:
                 raise ValueError(f"topic {topic.name!r}: topic_id must be 16 bytes, got "
