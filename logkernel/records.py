@@ -388,6 +388,38 @@ def stamp_log_append_time(record_set: bytes | bytearray | memoryview, now_ms: in
     return out
 
 
+def recompressed_record_set(record_set: bytes | bytearray | memoryview, codec: int) -> bytes | None:
+    """The record set with every data batch's records section in ``codec`` (0: none), as a
+    topic whose compression.type names a codec stores it (Kafka's broker re-compresses
+    too): the same records, offsets, timestamps and producer fields, CRCs recomputed;
+    control batches are left alone. None when every batch already uses ``codec``. The
+    batches must have been validated. O(bytes), one section at a time: no per-record work."""
+    view = memoryview(record_set).cast("B")
+    pieces: list[bytes | memoryview] = []
+    changed = False
+    position = 0
+    for size in batch_sizes(view):
+        batch = view[position:position + size]
+        position += size
+        header = _binding.parse_header(batch)
+        if header.compression == codec or header.is_control:
+            pieces.append(batch)
+            continue
+        section = batch[BATCH_HEADER_SIZE:]
+        payload = bytes(section) if header.compression == 0 else compression.decompress(
+            header.compression, section)
+        if codec:
+            payload = compression.compress(codec, payload)
+        pieces.append(_binding.frame_batch(
+            payload, header.record_count, header.last_offset_delta, header.max_timestamp,
+            base_offset=header.base_offset, partition_leader_epoch=header.partition_leader_epoch,
+            attributes=(header.attributes & ~_COMPRESSION_BITS) | codec,
+            base_timestamp=header.base_timestamp, producer_id=header.producer_id,
+            producer_epoch=header.producer_epoch, base_sequence=header.base_sequence))
+        changed = True
+    return b"".join(pieces) if changed else None
+
+
 def decompressed_batch(data: bytes | bytearray | memoryview) -> bytes:
     """The batch at the start of ``data`` with its records section decompressed and the
     compression bits cleared: the same records, offsets and timestamps, as an

@@ -541,3 +541,24 @@ def test_metadata_by_unknown_topic_id_has_a_null_name(broker: Any, client: RawCl
     found, unknown = response.topics
     assert (found.error_code, found.name, found.topic_id) == (0, "by-id", known)
     assert (unknown.error_code, unknown.name) == (100, None)
+
+
+@pytest.mark.parametrize("topic_codec, stored", [("zstd", 4), ("uncompressed", 0), ("producer", 1)])
+def test_topic_compression_type_recompresses_what_clients_send(
+        broker: Any, client: RawClient, topic_codec: str, stored: int) -> None:
+    broker.engine.create_topic("squeeze", 1, {"compression.type": topic_codec})
+    sent = logkernel.encode_batch([b"v" * 300, None, b"w"], keys=[b"k", None, b"k2"],
+                                  headers=[[("h", b"1")], None, None], timestamps=[5, 9, 7],
+                                  compression_type="gzip", producer_id=11, producer_epoch=2,
+                                  base_sequence=40)
+    assert produce(client, "squeeze", sent).responses[0].partition_responses[0].error_code == 0
+    correlation = client.send(apis.FETCH, 12, fetch_request("squeeze", 0))
+    records = decode_response(apis.FETCH, 12, client.receive(), correlation) \
+        .responses[0].partitions[0].records
+    (batch,) = logkernel.iter_batches(records)
+    original = logkernel.decode_batch(sent)
+    assert batch.header.compression == stored
+    assert (batch.header.producer_id, batch.header.producer_epoch, batch.header.base_sequence,
+            batch.header.max_timestamp) == (11, 2, 40, 9)
+    assert [(r.offset, r.timestamp, r.key, r.value, r.headers) for r in batch.records()] == \
+        [(r.offset, r.timestamp, r.key, r.value, r.headers) for r in original.records()]

@@ -54,7 +54,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from logkernel import _binding, errors
+from logkernel import _binding, compression, errors
 from logkernel._binding import NULL, Segment
 from logkernel.config import LONG_MAX, TopicConfig
 from logkernel.log.checkpoint import (
@@ -64,7 +64,12 @@ from logkernel.log.checkpoint import (
     read_partition_checkpoint,
     write_partition_checkpoint,
 )
-from logkernel.records import batch_sizes, decode_batch, stamp_log_append_time
+from logkernel.records import (
+    batch_sizes,
+    decode_batch,
+    recompressed_record_set,
+    stamp_log_append_time,
+)
 
 log = logging.getLogger("logkernel.log")
 
@@ -79,6 +84,11 @@ LEFTOVER_SUFFIXES = (".tmp", ".cleaned", ".deleted")
 # batch header plus Kafka's MAX_RECORD_OVERHEAD (21). Used to decide, without encoding,
 # whether a record could exceed max.message.bytes or overflow the active segment.
 RECORD_BATCH_OVERHEAD = 61 + 21 + 5
+
+# compression.type values that name a codec (Kafka's codec ids); "producer" keeps batches
+# as they arrive.
+_TOPIC_CODECS = {**{name: codec for name, codec in compression.CODECS.items() if name != "none"},
+                 "uncompressed": compression.NONE}
 
 # The partition leader epoch stamped on batches appended here. One replica, never a
 # leader change: epoch 0, as a freshly created Kafka partition has.
@@ -548,6 +558,11 @@ class PartitionLog:
         view = memoryview(record_set).cast("B")
         if not validated:
             _binding.validate_record_set(view)
+        codec = _TOPIC_CODECS.get(self._config.compression_type)
+        if codec is not None:  # the topic names a codec: store batches in it, as Kafka does
+            converted = recompressed_record_set(view, codec)
+            if converted is not None:
+                view = memoryview(converted)
         with self._lock:
             self._live()
             c = self._config
