@@ -412,6 +412,10 @@ class Engine:
             normalized[(topic, partition)] = value
         self.offsets.commit(group_id, normalized)
 
+    def committed_offsets(self, group_id: str) -> dict[tuple[str, int], OffsetAndMetadata]:
+        """Every committed offset of a group, with its metadata string and leader epoch."""
+        return dict(self.offsets.group_offsets(group_id))
+
     def committed(self, group_id: str, topic: str, partition: int) -> int | None:
         stored = self.offsets.fetch(group_id, topic, partition)
         return None if stored is None else stored.offset

@@ -7,7 +7,7 @@ of the calling process (a pytest fixture, a notebook)::
         producer = confluent_kafka.Producer({"bootstrap.servers": broker.bootstrap})
 
 This package is the only code with sockets. ``server`` is the listener and connections;
-``cluster``, ``data`` and ``admin`` are the handlers, one module per API family; each
+``cluster``, ``data``, ``offsets`` and ``admin`` are the handlers, one module per API family; each
 translates a decoded request into engine calls and engine results into a response.
 """
 
@@ -19,7 +19,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from logkernel.broker import admin, cluster, data
+from logkernel.broker import admin, cluster, data, offsets
 from logkernel.broker.server import BrokerServer, Handler
 from logkernel.config import BrokerConfig
 from logkernel.engine import Engine
@@ -33,6 +33,8 @@ HANDLERS: dict[int, Handler] = {
     apis.LIST_OFFSETS: data.handle_list_offsets,
     apis.METADATA: cluster.handle_metadata,
     apis.FIND_COORDINATOR: cluster.handle_find_coordinator,
+    apis.OFFSET_COMMIT: offsets.handle_offset_commit,
+    apis.OFFSET_FETCH: offsets.handle_offset_fetch,
     apis.API_VERSIONS: cluster.handle_api_versions,
     apis.CREATE_TOPICS: admin.handle_create_topics,
     apis.DELETE_TOPICS: admin.handle_delete_topics,

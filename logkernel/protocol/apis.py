@@ -36,6 +36,8 @@ PRODUCE = 0
 FETCH = 1
 LIST_OFFSETS = 2
 METADATA = 3
+OFFSET_COMMIT = 8
+OFFSET_FETCH = 9
 FIND_COORDINATOR = 10
 API_VERSIONS = 18
 CREATE_TOPICS = 19
@@ -58,6 +60,10 @@ OFFERED: dict[int, Api] = {api.key: api for api in (
     Api(METADATA, "Metadata", 0, 12, 9),
     # Offered before the group APIs because librdkafka dates its LZ4 support by it (an
     # LZ4 produce is sent uncompressed to a broker without FindCoordinator).
+    # Commits outside group membership (generation -1: a consumer that assigns its own
+    # partitions), as Kafka accepts them; group members come with the group protocol.
+    Api(OFFSET_COMMIT, "OffsetCommit", 2, 9, 8),
+    Api(OFFSET_FETCH, "OffsetFetch", 1, 9, 6),
     Api(FIND_COORDINATOR, "FindCoordinator", 0, 6, 3),
     Api(API_VERSIONS, "ApiVersions", 0, 4, 3),
     Api(CREATE_TOPICS, "CreateTopics", 2, 7, 5),
