@@ -562,3 +562,34 @@ def test_topic_compression_type_recompresses_what_clients_send(
             batch.header.max_timestamp) == (11, 2, 40, 9)
     assert [(r.offset, r.timestamp, r.key, r.value, r.headers) for r in batch.records()] == \
         [(r.offset, r.timestamp, r.key, r.value, r.headers) for r in original.records()]
+
+
+def test_hostile_counts_and_nulls_never_reach_the_decoder(tmp_path: Path) -> None:
+    """Found by fuzzing: kio's native decoder sized an array from a hostile count and the
+    failed allocation aborted the process. Run as a separate process, so an abort would
+    show as a dead broker rather than a dead test run."""
+    process = _serve(tmp_path, "--listen", "127.0.0.1:0")
+    try:
+        assert process.stdout is not None
+        bootstrap = process.stdout.readline().split()[2].split("=", 1)[1]
+        client = RawClient(bootstrap)
+        # FindCoordinator v6 (the fuzzer's case): key type 0, then a count of ~3.5e9 keys.
+        client.send(apis.FIND_COORDINATOR, 6, bytes.fromhex("00b2ffd79a675e"))
+        assert client.closed_by_broker()  # no error field in v6: closed, with a log line
+        client.close()
+        client = RawClient(bootstrap)
+        # Fetch v12 (flexible): replica_id .. session_epoch, then a topic count of ~2^30.
+        head = struct.pack(">iiiiibii", -1, 500, 1, 1 << 20, 0, 0, 0, -1)
+        correlation = client.send(apis.FETCH, 12, head + b"\xb3\xa6\xcc\x99\x04" + bytes(8))
+        assert decode_response(apis.FETCH, 12, client.receive(), correlation).error_code == 42
+        # ListOffsets v7 with a null topics array (not nullable): no error field, so closed.
+        client.send(apis.LIST_OFFSETS, 7, struct.pack(">ib", -1, 0) + b"\x00\x00")
+        assert client.closed_by_broker()
+        client.close()
+        assert process.poll() is None, "the broker died"
+        other = RawClient(bootstrap)
+        assert metadata(other, ["alive"]).topics[0].error_code == 0
+        other.close()
+    finally:
+        process.kill()
+        process.communicate(timeout=10)

@@ -33,7 +33,7 @@ from kio.index import load_request_schema, load_response_schema
 from kio.serial import entity_reader, entity_writer
 from kio.serial.errors import SerialError
 
-from logkernel.protocol.primitives import MalformedMessage
+from logkernel.protocol.primitives import MalformedMessage, read_uvarint, skip_tagged_fields
 
 Entity = Any  # kio's generated dataclasses share no base class
 
@@ -69,6 +69,7 @@ def has_schema(api_key: int, version: int) -> bool:
 def decode_request(api_key: int, version: int, body: memoryview | bytes) -> Entity:
     """The request body as kio's dataclass. Raises MalformedMessage if it does not parse."""
     cls = request_type(api_key, version)
+    check_bounds(cls, body)
     try:
         entity, _consumed = _reader(cls)(bytes(body), 0)
     except (SerialError, ValueError, TypeError, OverflowError, IndexError, KeyError) as exc:
@@ -76,6 +77,106 @@ def decode_request(api_key: int, version: int, body: memoryview | bytes) -> Enti
         raise MalformedMessage(f"the body does not parse as {cls.__name__} v{version}: "
                                f"{type(exc).__name__}: {exc}") from None
     return entity
+
+
+# ---- bounds, before kio sees a request ------------------------------------------------------
+#
+# kio's native reader sizes each array from the count the message declares, before reading
+# any element: a hostile count (found by fuzzing: 0x33xxxxxx elements) makes it allocate
+# hundreds of gigabytes, and an allocation failure in Rust aborts the whole process. So every
+# request is first walked here, without building anything: each length and count must fit
+# in the bytes that remain (every element takes at least one byte), and the walk reads every
+# element, so kio only ever sees a message whose sizes are consistent with its length.
+
+_FIXED_SIZES = {"int8": 1, "bool": 1, "int16": 2, "uint16": 2, "int32": 4, "uint32": 4,
+                "timedelta_i32": 4, "int64": 8, "timedelta_i64": 8, "datetime_i64": 8,
+                "float64": 8, "error_code": 2, "uuid": 16}
+
+
+def check_bounds(cls: Any, body: memoryview | bytes) -> None:
+    """Raises MalformedMessage unless every length and count in ``body`` fits the message."""
+    view = memoryview(body).cast("B")
+    _walk(cls, view, 0)
+
+
+def _walk(cls: Any, buf: memoryview, pos: int) -> int:
+    flexible = bool(getattr(cls, "__flexible__", False))
+    for name, kind, item, item_kind, nullable in _layout(cls):
+        if kind == "tagged":
+            continue  # in the tagged-field section, skipped (with bounds) below
+        if kind == "array":
+            count, pos = _length(buf, pos, flexible, wide=True, what=name)
+            if count < 0 and not nullable:
+                raise MalformedMessage(f"field {name!r} is null, which the schema does not allow")
+            for _ in range(max(count, 0)):
+                pos = _walk(item, buf, pos) if item_kind == "struct" else \
+                    _value(item_kind, buf, pos, flexible, name, False)
+        elif kind == "struct":
+            pos = _walk(item, buf, pos)
+        else:
+            pos = _value(kind, buf, pos, flexible, name, nullable)
+    if flexible:
+        pos = skip_tagged_fields(buf, pos)
+    return pos
+
+
+def _value(kind: str, buf: memoryview, pos: int, flexible: bool, name: str, nullable: bool) -> int:
+    size = _FIXED_SIZES.get(kind)
+    if size is None:  # string, bytes, records: a length, then that many bytes
+        size, pos = _length(buf, pos, flexible, wide=kind != "string", what=name)
+        if size < 0 and not nullable:
+            raise MalformedMessage(f"field {name!r} is null, which the schema does not allow")
+        size = max(size, 0)
+    if pos + size > len(buf):
+        raise MalformedMessage(f"field {name!r} runs past the end of the request")
+    return pos + size
+
+
+def _length(buf: memoryview, pos: int, flexible: bool, *, wide: bool, what: str) -> tuple[int, int]:
+    """A length or count: -1 (null) or one that fits in what remains."""
+    if flexible:
+        raw, pos = read_uvarint(buf, pos)
+        value = raw - 1
+    else:
+        size = 4 if wide else 2
+        if pos + size > len(buf):
+            raise MalformedMessage(f"field {what!r} runs past the end of the request")
+        value = int.from_bytes(buf[pos:pos + size], "big", signed=True)
+        pos += size
+    if value < -1 or value > len(buf) - pos:
+        raise MalformedMessage(f"field {what!r} declares length {value}, but only "
+                               f"{len(buf) - pos} bytes remain")
+    return value, pos
+
+
+@cache
+def _layout(cls: Any) -> list[tuple[str, str, Any, str, bool]]:
+    """(name, kind, element type, element kind, nullable) per field, from kio's metadata:
+    kind is a Kafka type name, "array", "struct" or "tagged"."""
+    hints = typing.get_type_hints(cls)
+    out: list[tuple[str, str, Any, str, bool]] = []
+    for f in dataclasses.fields(cls):
+        if "tag" in f.metadata:
+            out.append((f.name, "tagged", None, "", True))
+            continue
+        hint = hints[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        nullable = False
+        if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+            hint = args[0]
+            nullable = True
+        kafka_type = f.metadata.get("kafka_type")
+        if typing.get_origin(hint) is tuple:
+            element = typing.get_args(hint)[0]
+            if dataclasses.is_dataclass(element):
+                out.append((f.name, "array", element, "struct", nullable))
+            else:
+                out.append((f.name, "array", None, str(kafka_type), nullable))
+        elif dataclasses.is_dataclass(hint):
+            out.append((f.name, "struct", hint, "", nullable))
+        else:
+            out.append((f.name, str(kafka_type), None, "", nullable))
+    return out
 
 
 def encode_response(api_key: int, version: int, data: Mapping[str, Any]) -> bytes:
