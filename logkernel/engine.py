@@ -201,8 +201,8 @@ class Engine:
             self.recovery[partition_log.name] = partition_log.recovery
         return partition_log
 
-    def _remove_partition_dirs(self, name: str, count: int) -> None:
-        for p in range(count):
+    def _remove_partition_dirs(self, name: str, count: int, start: int = 0) -> None:
+        for p in range(start, count):
             directory = self._partition_dir(name, p)
             if os.path.isdir(directory):
                 shutil.rmtree(directory)
@@ -227,11 +227,14 @@ class Engine:
                                          notifier=self.notifier))
             topic = Topic(name, uuid.uuid4().hex, topic_config, logs, internal)
             self._write_metadata(topic)
-        except BaseException:
+        except BaseException as exc:
             for partition_log in logs:
                 partition_log.close(flush=False)
             self._remove_partition_dirs(name, partitions)
-            raise
+            converted = _out_of_descriptors(exc, name, partitions)
+            if converted is exc:
+                raise
+            raise converted from exc
         self._topics[name] = topic
         self.generation += 1
         return topic
@@ -290,9 +293,21 @@ class Engine:
                 raise errors.ConfigError(
                     f"topic {name!r} has {current} partitions; the new count must be an integer "
                     f"above that and at most {MAX_PARTITIONS}, got {total!r}")
-            added = [self._open_partition(name, p, topic.config) for p in range(current, total)]
-            partitions = topic.partitions + added
-            self._write_metadata(Topic(name, topic.topic_id, topic.config, partitions, topic.internal))
+            added: list[PartitionLog] = []
+            try:
+                for p in range(current, total):
+                    added.append(self._open_partition(name, p, topic.config))
+                partitions = topic.partitions + added
+                self._write_metadata(Topic(name, topic.topic_id, topic.config, partitions,
+                                           topic.internal))
+            except BaseException as exc:
+                for partition_log in added:  # nothing of the attempt stays open or on disk
+                    partition_log.close(flush=False)
+                self._remove_partition_dirs(name, total, start=current)
+                converted = _out_of_descriptors(exc, name, total)
+                if converted is exc:
+                    raise
+                raise converted from exc
             topic.partitions = partitions
             self.generation += 1
 
@@ -542,6 +557,18 @@ class Engine:
 
     def __repr__(self) -> str:
         return f"<logkernel.Engine {self.path!r} topics={len(self._topics)}>"
+
+
+def _out_of_descriptors(exc: BaseException, topic: str, partitions: int) -> BaseException:
+    """EMFILE while opening partitions as a StorageError that says what to do; any other
+    exception unchanged. Each open partition holds ~6 descriptors (its active segment's
+    log and two indexes, and their durable copies for fsync)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+        return errors.StorageError(
+            exc.errno, f"opening {partitions} partitions of topic {topic!r} ran out of file "
+            "descriptors (each open partition holds about 6); raise the limit (ulimit -n) or "
+            "use fewer partitions. Nothing of this request was kept.", exc.filename)
+    return exc
 
 
 def open(path: str | os.PathLike[str], config: Mapping[str, Any] | None = None) -> Engine:

@@ -579,3 +579,34 @@ def test_a_data_directory_has_one_owner(tmp_path: Path) -> None:
         lk.create_topic("still-works")
     with logkernel.open(tmp_path) as again:  # released by close
         assert again.topics() == ["still-works"]
+
+
+RUN_OUT_OF_DESCRIPTORS = """
+import resource, sys, logkernel
+from logkernel import errors
+resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
+with logkernel.open(sys.argv[1]) as lk:
+    lk.create_topic("wide", 2)
+    lk.producer().send("wide", b"kept", partition=1)
+    for attempt in (lambda: lk.create_partitions("wide", 400),
+                    lambda: lk.create_topic("wider", 400)):
+        try:
+            attempt()
+            raise SystemExit("expected StorageError")
+        except errors.StorageError as exc:
+            assert "file descriptors" in str(exc), exc
+    assert len(lk.describe_topic("wide").partitions) == 2
+    assert "wider" not in lk.topics()
+    lk.create_topic("after", 3)   # the descriptors of the failed attempts were released
+    print("ok")
+"""
+
+
+def test_running_out_of_descriptors_is_a_clear_error_that_keeps_nothing(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", RUN_OUT_OF_DESCRIPTORS, str(tmp_path)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("wide"))
+    assert names == ["wide-0", "wide-1"], names   # no directories left by the failed attempts
+    with logkernel.open(str(tmp_path)) as lk:
+        assert len(lk.describe_topic("wide").partitions) == 2
