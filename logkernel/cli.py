@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import resource
 import signal
 import sys
 import time
@@ -88,6 +90,17 @@ def parse_settings(pairs: Sequence[str]) -> dict[str, str]:
     return settings
 
 
+def raise_descriptor_limit() -> None:
+    """Lifts the soft limit on open files to the hard one, as servers do: every open
+    partition holds about 6 descriptors and every connection one, and the usual soft limit
+    (1,024) would cap a broker at ~150 partitions. Only the serve command does this; a
+    program embedding the engine keeps the limits it chose."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def serve(data_dir: str, listen: str, advertised: str | None, settings: dict[str, str],
           log_level: str) -> int:
     """Runs the broker until SIGTERM or SIGINT: then stops accepting, finishes in-flight
@@ -116,6 +129,8 @@ def serve(data_dir: str, listen: str, advertised: str | None, settings: dict[str
     except ValueError as exc:
         print(f"logkernel serve: {exc}", file=sys.stderr)
         return 2
+
+    raise_descriptor_limit()
 
     def ready(bootstrap: str, path: str) -> None:
         print(f"logkernel ready bootstrap={bootstrap} data_dir={path}", flush=True)

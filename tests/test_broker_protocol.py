@@ -593,3 +593,24 @@ def test_hostile_counts_and_nulls_never_reach_the_decoder(tmp_path: Path) -> Non
     finally:
         process.kill()
         process.communicate(timeout=10)
+
+
+def test_serve_lifts_the_open_files_limit(tmp_path: Path) -> None:
+    # Started with a low soft limit (and a higher hard one), the broker raises it to the hard.
+    import resource
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip(f"the hard limit ({hard}) leaves nothing to lift")
+    process = subprocess.Popen(
+        ["bash", "-c", f"ulimit -S -n 256 && exec {sys.executable} -m logkernel serve "
+                       f"--data-dir {tmp_path / 'data'} --listen 127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("logkernel ready")
+        limits = Path(f"/proc/{process.pid}/limits").read_text()
+        line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+        assert int(line.split()[3]) > 256, line
+    finally:
+        process.kill()
+        process.communicate(timeout=10)
