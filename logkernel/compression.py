@@ -45,6 +45,14 @@ _XERIAL_HEADER = _XERIAL_MAGIC + struct.pack(">ii", 1, 1)
 _XERIAL_BLOCK = 32 * 1024
 
 
+def topic_codec(compression_type: str) -> int | None:
+    """The codec a topic's compression.type stores batches in; None for "producer" (keep
+    what the producer sent). "uncompressed" is Kafka's name for no codec."""
+    if compression_type == "producer":
+        return None
+    return NONE if compression_type == "uncompressed" else CODECS[compression_type]
+
+
 def codec_id(name: str | int) -> int:
     """Kafka's compression id for a name (``compression.type`` values) or an id."""
     if isinstance(name, int) and name in CODEC_NAMES:

@@ -42,6 +42,7 @@ from logkernel import errors
 from logkernel.config import EngineConfig, TopicConfig, validate_topic_name
 from logkernel.coordinator.offsets import OFFSETS_TOPIC, OffsetAndMetadata, OffsetStore
 from logkernel.log.checkpoint import fsync_directory, write_atomically
+from logkernel.log.partition import LEADER_EPOCH as LEADER_EPOCH  # re-exported for the broker
 from logkernel.log.partition import AppendNotifier, PartitionLog, RecoveryReport
 
 log = logging.getLogger("logkernel.engine")
@@ -462,10 +463,6 @@ class Engine:
                 self._producer_id_block_end = start + PRODUCER_ID_BLOCK
             self._next_producer_id += 1
             return self._next_producer_id - 1
-
-    def max_timestamp(self, topic: str, partition: int) -> tuple[int, int] | None:
-        """(offset, timestamp) of the record with the largest timestamp, or None if empty."""
-        return self.partition_log(topic, partition).max_timestamp()
 
     # ---- background tasks ----------------------------------------------------------
 

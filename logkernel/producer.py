@@ -224,9 +224,8 @@ class Producer:
                       headers: Sequence[Sequence[Header] | None] | None,
                       timestamp_ms: int) -> tuple[int, int]:
         """Encodes and appends one batch; returns (first offset, timestamp stored)."""
-        topic_codec = t.config.compression_type
-        codec = self._codec if topic_codec == "producer" else compression.codec_id(
-            "none" if topic_codec == "uncompressed" else topic_codec)
+        topic_codec = compression.topic_codec(t.config.compression_type)
+        codec = self._codec if topic_codec is None else topic_codec
         batch = encode_batch(values, keys=keys, headers=headers, timestamps=timestamp_ms,
                              compression_type=codec, compression_level=self._level)
         try:

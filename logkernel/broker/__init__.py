@@ -117,14 +117,8 @@ class Broker:
             loop.close()
 
     async def _open(self) -> None:
-        self.engine = Engine(self.data_dir, self.config.engine_settings())
-        try:
-            self.server = BrokerServer(self.engine, self.config, HANDLERS, ERROR_ANSWERS,
-                                       apis.ADVERTISED)
-            await self.server.start(*self._listen, self._advertised)
-        except BaseException:
-            self.engine.close()
-            raise
+        self.engine, self.server = await open_server(self.data_dir, self.config, self._listen,
+                                                     self._advertised)
 
     async def _shutdown(self) -> None:
         assert self.server is not None
@@ -156,15 +150,27 @@ class Broker:
         return f"<logkernel.Broker {self.data_dir!r} {where}>"
 
 
+async def open_server(data_dir: str, config: BrokerConfig, listen: tuple[str, int],
+                      advertised: tuple[str, int] | None) -> tuple[Engine, BrokerServer]:
+    """Opens the engine (recovering it if needed) and starts listening; on failure the
+    engine is closed again. Both front ends (Broker, serve_forever) start this way."""
+    engine = Engine(data_dir, config.engine_settings())
+    try:
+        server = BrokerServer(engine, config, HANDLERS, ERROR_ANSWERS, apis.ADVERTISED)
+        await server.start(*listen, advertised)
+    except BaseException:
+        engine.close()
+        raise
+    return engine, server
+
+
 async def serve_forever(data_dir: str, listen: str, config: Mapping[str, Any] | None,
                         advertised: str | None, on_ready: Any, stop: asyncio.Event) -> None:
     """Runs a broker on the current event loop until ``stop`` is set (the CLI's SIGTERM)."""
-    broker_config = BrokerConfig(config)
-    engine = Engine(data_dir, broker_config.engine_settings())
+    engine, server = await open_server(
+        data_dir, BrokerConfig(config), parse_address(listen, "listen"),
+        parse_address(advertised, "advertised") if advertised else None)
     try:
-        server = BrokerServer(engine, broker_config, HANDLERS, ERROR_ANSWERS, apis.ADVERTISED)
-        await server.start(*parse_address(listen, "listen"),
-                           parse_address(advertised, "advertised") if advertised else None)
         on_ready(f"{server.advertised_host}:{server.advertised_port}", engine.path)
         await stop.wait()
         await server.stop()

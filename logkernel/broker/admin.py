@@ -17,6 +17,7 @@ from typing import Any
 from logkernel import errors
 from logkernel.broker.common import error_code_for
 from logkernel.config import (
+    BROKER_CONFIGS,
     ENGINE_CONFIGS,
     INT_MAX,
     TOPIC_CONFIGS,
@@ -238,7 +239,6 @@ def _topic_configs(server: Any, values: Mapping[str, Any], overrides: Mapping[st
 
 def _broker_configs(server: Any, *, synonyms: bool, documentation: bool,
                     keys: Any) -> list[dict[str, Any]]:
-    from logkernel.config import BROKER_CONFIGS
     explicit = server.config.explicit
     out = []
     for name, value in server.config.items():

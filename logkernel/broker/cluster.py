@@ -16,13 +16,13 @@ from typing import Any
 from logkernel import errors
 from logkernel.broker.common import error_code_for
 from logkernel.config import validate_topic_name
+from logkernel.engine import LEADER_EPOCH
 from logkernel.protocol import error_codes, hot, schema
 from logkernel.protocol.apis import DESCRIBE_CLUSTER, FIND_COORDINATOR, INIT_PRODUCER_ID, METADATA
 from logkernel.protocol.frames import RequestHeader
 
 log = logging.getLogger("logkernel.broker")
 
-LEADER_EPOCH = 0
 # "Authorized operations not requested", Kafka's sentinel (Integer.MIN_VALUE).
 OPERATIONS_NOT_REQUESTED = -2147483648
 NULL_TOPIC_ID = bytes(16)
@@ -60,8 +60,7 @@ def handle_metadata(server: Any, header: RequestHeader, body: memoryview) -> lis
         version, brokers=[(server.node_id, server.advertised_host, server.advertised_port, None)],
         cluster_id=engine.cluster_id, controller_id=server.node_id, topics=topics)
     # A topic created just now bumped the generation: cache under the new one.
-    server.cached(key)
-    server.cache[key] = encoded
+    server.remember(key, encoded)
     return [encoded]
 
 

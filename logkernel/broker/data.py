@@ -23,6 +23,7 @@ from typing import Any
 
 from logkernel import errors
 from logkernel.broker.common import error_code_for
+from logkernel.engine import LEADER_EPOCH
 from logkernel.protocol import error_codes, hot, schema
 from logkernel.protocol.apis import (
     DELETE_RECORDS,
@@ -34,9 +35,6 @@ from logkernel.protocol.frames import RequestHeader
 
 log = logging.getLogger("logkernel.broker")
 
-# The only leader epoch there is: one replica that never changes (the partition log stamps
-# batches with it).
-LEADER_EPOCH = 0
 EARLIEST = -2
 LATEST = -1
 MAX_TIMESTAMP = -3
@@ -114,15 +112,12 @@ def _append(server: Any, header: RequestHeader, engine: Any, topic: str,
         first, next_offset, append_time = partition_log.append(part.records, sync=False)
         if partition_log.sync_due:
             to_sync.append((partition_log, next_offset))
-    except errors.CorruptRecordError as exc:
-        log.warning("Produce to %s-%d from %r refused: %s", topic, partition, header.client_id, exc)
-        return (partition, error_codes.CORRUPT_MESSAGE, -1, -1, -1)
-    except errors.RecordTooLargeError as exc:
-        log.warning("Produce to %s-%d from %r refused: %s", topic, partition, header.client_id, exc)
-        return (partition, error_codes.MESSAGE_TOO_LARGE, -1, -1, -1)
-    except errors.StorageError as exc:
+    except errors.StorageError as exc:  # ours: the disk failed
         log.error("Produce to %s-%d failed in storage: %s", topic, partition, exc)
-        return (partition, error_codes.KAFKA_STORAGE_ERROR, -1, -1, -1)
+        return (partition, error_code_for(exc), -1, -1, -1)
+    except (errors.CorruptRecordError, errors.RecordTooLargeError) as exc:  # the client's
+        log.warning("Produce to %s-%d from %r refused: %s", topic, partition, header.client_id, exc)
+        return (partition, error_code_for(exc), -1, -1, -1)
     except errors.LogkernelError as exc:
         return (partition, error_code_for(exc), -1, -1, -1)
     return (partition, error_codes.NONE, first, append_time, partition_log.log_start_offset)
@@ -144,9 +139,9 @@ def handle_fetch(server: Any, header: RequestHeader, body: memoryview) -> Any:
     wanted = [(t.topic, [(p.partition, p.fetch_offset, p.partition_max_bytes) for p in t.partitions])
               for t in request.topics]
     max_bytes = min(request.max_bytes, server.config["fetch.max.bytes"])
-    topics, size, has_data = _read(server, wanted, max_bytes)
+    topics, size = _read(server, wanted, max_bytes)
     max_wait_ms = int(request.max_wait.total_seconds() * 1000)
-    if size >= request.min_bytes or max_wait_ms <= 0 or (not has_data and _any_error(topics)):
+    if size >= request.min_bytes or max_wait_ms <= 0 or (size == 0 and _any_error(topics)):
         return [*hot.encode_fetch_response(header.api_version, topics)]
     future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
     _FetchWait(server, header.api_version, wanted, max_bytes, request.min_bytes, max_wait_ms, future)
@@ -158,8 +153,8 @@ def _any_error(topics: list[tuple[str, list[hot.FetchPartitionData]]]) -> bool:
 
 
 def _read(server: Any, wanted: list[tuple[str, list[tuple[int, int, int]]]], max_bytes: int
-          ) -> tuple[list[tuple[str, list[hot.FetchPartitionData]]], int, bool]:
-    """Reads every requested partition: (response topics, total bytes, any data at all)."""
+          ) -> tuple[list[tuple[str, list[hot.FetchPartitionData]]], int]:
+    """Reads every requested partition: (response topics, total bytes)."""
     engine = server.engine
     remaining = max_bytes
     total = 0
@@ -188,7 +183,7 @@ def _read(server: Any, wanted: list[tuple[str, list[tuple[int, int, int]]]], max
             parts.append(hot.FetchPartitionData(partition, code, high_watermark, high_watermark,
                                                 log_start, data))
         out.append((topic, parts))
-    return out, total, total > 0
+    return out, total
 
 
 class _FetchWait:
@@ -228,13 +223,13 @@ class _FetchWait:
                 break
         else:
             return
-        topics, size, _ = _read(self.server, self.wanted, self.max_bytes)
+        topics, size = _read(self.server, self.wanted, self.max_bytes)
         if size >= self.min_bytes or _any_error(topics):
             self.future.set_result([*hot.encode_fetch_response(self.version, topics)])
 
     def finish(self) -> None:
         if not self.future.done():
-            topics, _, _ = _read(self.server, self.wanted, self.max_bytes)
+            topics, _ = _read(self.server, self.wanted, self.max_bytes)
             self.future.set_result([*hot.encode_fetch_response(self.version, topics)])
 
     def _done(self, _future: Any) -> None:

@@ -357,10 +357,19 @@ class BrokerServer:
 
     def cached(self, key: Any) -> Any:
         """A cached encoded response, if the topics have not changed since it was made."""
+        self._drop_stale_cache()
+        return self.cache.get(key)
+
+    def remember(self, key: Any, value: Any) -> None:
+        """Caches a response built from the topics as they are now (building it may have
+        created topics, which moved the generation)."""
+        self._drop_stale_cache()
+        self.cache[key] = value
+
+    def _drop_stale_cache(self) -> None:
         if self.cache_generation != self.engine.generation:
             self.cache.clear()
             self.cache_generation = self.engine.generation
-        return self.cache.get(key)
 
     # ---- fetches waiting for data ----------------------------------------------------
 

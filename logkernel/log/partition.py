@@ -85,11 +85,6 @@ LEFTOVER_SUFFIXES = (".tmp", ".cleaned", ".deleted")
 # whether a record could exceed max.message.bytes or overflow the active segment.
 RECORD_BATCH_OVERHEAD = 61 + 21 + 5
 
-# compression.type values that name a codec (Kafka's codec ids); "producer" keeps batches
-# as they arrive.
-_TOPIC_CODECS = {**{name: codec for name, codec in compression.CODECS.items() if name != "none"},
-                 "uncompressed": compression.NONE}
-
 # The partition leader epoch stamped on batches appended here. One replica, never a
 # leader change: epoch 0, as a freshly created Kafka partition has.
 LEADER_EPOCH = 0
@@ -558,7 +553,7 @@ class PartitionLog:
         view = memoryview(record_set).cast("B")
         if not validated:
             _binding.validate_record_set(view)
-        codec = _TOPIC_CODECS.get(self._config.compression_type)
+        codec = compression.topic_codec(self._config.compression_type)
         if codec is not None:  # the topic names a codec: store batches in it, as Kafka does
             converted = recompressed_record_set(view, codec)
             if converted is not None:

@@ -41,9 +41,11 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from logkernel.protocol import apis
 from logkernel.protocol.primitives import (
     INT16,
     INT32,
+    SMALL_UVARINTS,
     MalformedMessage,
     read_uvarint,
     skip_tagged_fields,
@@ -59,18 +61,25 @@ from logkernel.protocol.primitives import (
 # queries), which the broker does not implement. ApiVersions 4 is the newest. Produce 0-2
 # requests are decoded although Kafka 4 rejects them, so the broker can answer them with a
 # proper error (librdkafka needs Produce min 0 advertised, KAFKA-18659).
-PRODUCE_VERSIONS = range(0, 11)
-FETCH_VERSIONS = range(4, 13)
-METADATA_VERSIONS = range(0, 13)
-LIST_OFFSETS_VERSIONS = range(1, 8)
-API_VERSIONS_VERSIONS = range(0, 5)
+# Both come from the table of offered APIs (protocol/apis.py), the one place they are set.
+
+
+def _versions(key: int) -> range:
+    return range(apis.OFFERED[key].min_version, apis.OFFERED[key].max_version + 1)
+
+
+PRODUCE_VERSIONS = _versions(apis.PRODUCE)
+FETCH_VERSIONS = _versions(apis.FETCH)
+METADATA_VERSIONS = _versions(apis.METADATA)
+LIST_OFFSETS_VERSIONS = _versions(apis.LIST_OFFSETS)
+API_VERSIONS_VERSIONS = _versions(apis.API_VERSIONS)
 
 # First flexible version of each message (Kafka's "flexibleVersions"; the reference notes §1.7).
-PRODUCE_FIRST_FLEXIBLE = 9
-FETCH_FIRST_FLEXIBLE = 12
-METADATA_FIRST_FLEXIBLE = 9
-LIST_OFFSETS_FIRST_FLEXIBLE = 6
-API_VERSIONS_FIRST_FLEXIBLE = 3
+PRODUCE_FIRST_FLEXIBLE = apis.OFFERED[apis.PRODUCE].first_flexible
+FETCH_FIRST_FLEXIBLE = apis.OFFERED[apis.FETCH].first_flexible
+METADATA_FIRST_FLEXIBLE = apis.OFFERED[apis.METADATA].first_flexible
+LIST_OFFSETS_FIRST_FLEXIBLE = apis.OFFERED[apis.LIST_OFFSETS].first_flexible
+API_VERSIONS_FIRST_FLEXIBLE = apis.OFFERED[apis.API_VERSIONS].first_flexible
 
 _EMPTY_TAGS = b"\x00"  # a tagged-field section holding no fields (uvarint count 0)
 _NO_TAGGED_FIELDS = 0  # the same count, as a "B" field of a Struct that ends a flexible struct
@@ -391,7 +400,6 @@ _FETCH_PARTITION_V11_NULL = struct.Struct(">ihqqqiii")
 _FETCH_PARTITION_V12_NULL = struct.Struct(">ihqqqBi")
 _ABORTED_TRANSACTION = struct.Struct(">qq")  # producer_id, first_offset
 _ABORTED_TRANSACTION_FLEXIBLE = struct.Struct(">qqB")  # + empty tags (0)
-_SMALL_UVARINTS = [write_uvarint(i) for i in range(0x80)]  # avoids a call for short lengths
 
 
 def _compact_length(length: int) -> bytes:
@@ -400,7 +408,7 @@ def _compact_length(length: int) -> bytes:
     max.partition.fetch.bytes) are built directly: 2-3x faster than write_uvarint's loop."""
     value = length + 1
     if value < 0x80:
-        return _SMALL_UVARINTS[value]
+        return SMALL_UVARINTS[value]
     if value < 0x4000:
         return bytes((value & 0x7F | 0x80, value >> 7))
     if value < 0x200000:
@@ -437,7 +445,7 @@ def encode_fetch_response(version: int, topics: list[tuple[str, list[FetchPartit
     head = bytearray(_FETCH_TOP_V7.pack(throttle_ms, error_code, session_id) if version >= 7
                      else INT32.pack(throttle_ms))
     head += write_array_length(len(topics), flexible)
-    small_uvarints = _SMALL_UVARINTS
+    small_uvarints = SMALL_UVARINTS
     for name, partitions in topics:
         head += write_string(name, flexible)
         head += write_array_length(len(partitions), flexible)

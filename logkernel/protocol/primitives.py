@@ -43,7 +43,7 @@ def read_uvarint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
 
 def write_uvarint(value: int) -> bytes:
     if 0 <= value < 0x80:
-        return _SMALL_UVARINTS[value]
+        return SMALL_UVARINTS[value]
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -52,7 +52,7 @@ def write_uvarint(value: int) -> bytes:
     return bytes(out)
 
 
-_SMALL_UVARINTS = [bytes((i,)) for i in range(0x80)]
+SMALL_UVARINTS = [bytes((i,)) for i in range(0x80)]  # one-byte uvarints, prebuilt
 
 
 def skip_tagged_fields(buf: bytes | memoryview, pos: int) -> int:
