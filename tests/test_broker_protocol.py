@@ -149,6 +149,19 @@ def still_serves(broker: Any) -> None:
         other.close()
 
 
+def find_connection(broker: Any, client: RawClient) -> Any:
+    """The broker's side of ``client``'s connection. The broker's thread changes the set of
+    connections while this reads it, so take a copy, and retry if it changed meanwhile."""
+    port = f":{client.sock.getsockname()[1]}"
+    for _ in range(100):
+        try:
+            connections = list(broker.server.connections)
+        except RuntimeError:  # "set changed size during iteration"
+            continue
+        return next(c for c in connections if c.peer.endswith(port))
+    raise AssertionError("could not read the broker's connections")
+
+
 # ---- frames and headers, sans I/O --------------------------------------------------------
 
 def test_frame_reader_splits_any_chunking() -> None:
@@ -477,14 +490,20 @@ def test_find_coordinator_names_this_broker_for_groups(broker: Any, client: RawC
 def test_a_client_that_does_not_read_cannot_grow_the_brokers_buffers(broker: Any) -> None:
     """Backpressure: once responses back up, the broker stops reading that connection, so
     what it holds stays bounded however much the client sends."""
+    greedy = RawClient(broker.bootstrap)
+    try:
+        _fill_until_paused(broker, greedy)
+    finally:
+        greedy.close()
+
+
+def _fill_until_paused(broker: Any, greedy: RawClient) -> None:
     metadata_request = schema.encode_entity(request(apis.METADATA, 12, topics=None,
                                                     allow_auto_topic_creation=False))
-    greedy = RawClient(broker.bootstrap)
     greedy.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     chunk = b"".join(greedy.frame(apis.METADATA, 12, metadata_request) for _ in range(20_000))
     still_serves(broker)  # by now the broker has accepted the greedy connection too
-    (connection,) = [c for c in broker.server.connections
-                     if c.peer.endswith(f":{greedy.sock.getsockname()[1]}")]
+    connection = find_connection(broker, greedy)
     greedy.sock.setblocking(False)
     deadline = time.monotonic() + 20
     # Keep sending (the kernel's socket buffers absorb megabytes first) until the broker
@@ -500,7 +519,6 @@ def test_a_client_that_does_not_read_cannot_grow_the_brokers_buffers(broker: Any
     assert connection.transport.get_write_buffer_size() < 4 << 20
     assert connection.reader.buffered <= 65536 + 4
     still_serves(broker)
-    greedy.close()
 
 
 def test_idle_connections_are_closed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
