@@ -164,6 +164,14 @@ TOPIC_CONFIGS: dict[str, ConfigKey] = _keys(
               "A dirty record older than this forces cleaning (ms)."),
 )
 
+def _assignor_list(value: Any) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in value.split(",")) if isinstance(value, str) else tuple(value)
+    known = ("uniform", "range")
+    if not names or any(n not in known for n in names):
+        raise ValueError(f"expected a comma-separated list of {', '.join(known)}")
+    return names
+
+
 ENGINE_CONFIGS: dict[str, ConfigKey] = _keys(
     ConfigKey("log.cleanup.policy", _cleanup_policy, "delete", "Default cleanup.policy.",
               "cleanup.policy"),
@@ -219,6 +227,31 @@ ENGINE_CONFIGS: dict[str, ConfigKey] = _keys(
               "Partitions of __consumer_offsets (Kafka: 50)."),
     ConfigKey("offsets.topic.segment.bytes", _integer(MIN_SEGMENT_BYTES, INT_MAX), 100 * 1024 * 1024,
               "segment.bytes of __consumer_offsets."),
+    # Consumer groups, with Kafka's names and defaults.
+    ConfigKey("offsets.retention.minutes", _integer(1, INT_MAX), 7 * 24 * 60,
+              "Committed offsets of a group with no members are dropped this long after it "
+              "became empty (after their commit, for groups that never had members)."),
+    ConfigKey("offsets.retention.check.interval.ms", _integer(1, LONG_MAX), 600_000,
+              "How often expired committed offsets are looked for (ms)."),
+    ConfigKey("offset.metadata.max.bytes", _integer(0, INT_MAX), 4096,
+              "Longest metadata string a commit may carry (bytes)."),
+    ConfigKey("group.initial.rebalance.delay.ms", _integer(0, INT_MAX), 3000,
+              "How long the first rebalance of an empty classic group waits for more members "
+              "(ms); 0 for tests."),
+    ConfigKey("group.min.session.timeout.ms", _integer(1, INT_MAX), 6000,
+              "Shortest session timeout a classic group member may ask for (ms)."),
+    ConfigKey("group.max.session.timeout.ms", _integer(1, INT_MAX), 1_800_000,
+              "Longest session timeout a classic group member may ask for (ms)."),
+    ConfigKey("group.max.size", _integer(1, INT_MAX), INT_MAX,
+              "Most members a classic group may have."),
+    ConfigKey("group.consumer.session.timeout.ms", _integer(1, INT_MAX), 45_000,
+              "Session timeout of consumer-protocol (KIP-848) group members (ms)."),
+    ConfigKey("group.consumer.heartbeat.interval.ms", _integer(1, INT_MAX), 5000,
+              "Heartbeat interval told to consumer-protocol group members (ms)."),
+    ConfigKey("group.consumer.max.size", _integer(1, INT_MAX), INT_MAX,
+              "Most members a consumer-protocol group may have."),
+    ConfigKey("group.consumer.assignors", _assignor_list, ("uniform", "range"),
+              "Server-side assignors of consumer-protocol groups; the first is the default."),
 )
 
 

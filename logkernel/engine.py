@@ -40,6 +40,7 @@ from typing import Any
 
 from logkernel import errors
 from logkernel.config import EngineConfig, TopicConfig, validate_topic_name
+from logkernel.coordinator.group_coordinator import GroupCoordinator
 from logkernel.coordinator.offsets import OFFSETS_TOPIC, OffsetAndMetadata, OffsetStore
 from logkernel.log.checkpoint import fsync_directory, write_atomically
 from logkernel.log.partition import LEADER_EPOCH as LEADER_EPOCH  # re-exported for the broker
@@ -120,6 +121,7 @@ class Engine:
                     "cleanup.policy": "compact",
                     "segment.bytes": self.config["offsets.topic.segment.bytes"]}, internal=True)
             self.offsets = OffsetStore(self._topics[OFFSETS_TOPIC].partitions)
+            self.groups = GroupCoordinator(self.offsets, self.config, _EngineTopics(self))
         except BaseException:
             self._release_everything()
             raise
@@ -280,7 +282,7 @@ class Engine:
             self._remove_partition_dirs(name, len(topic.partitions))
             os.unlink(self._metadata_path(topic.topic_id))
             fsync_directory(os.path.join(self.path, TOPICS_DIR))
-            self.offsets.forget_topic(name)
+            self.groups.forget_topic(name)
 
     def create_partitions(self, name: str, total: int) -> None:
         """Grows a topic to ``total`` partitions (Kafka's CreatePartitions: never shrinks).
@@ -414,19 +416,31 @@ class Engine:
         return Consumer(self, *topics, **options)
 
     def commit_offsets(self, group_id: str,
-                       offsets: Mapping[tuple[str, int], int | OffsetAndMetadata]) -> None:
-        """Stores committed offsets for a group (what a consumer's commit() does)."""
+                       offsets: Mapping[tuple[str, int], int | OffsetAndMetadata], *,
+                       member_id: str = "", instance_id: str | None = None,
+                       generation: int = -1) -> None:
+        """Stores committed offsets for a group (what a consumer's commit() does). Outside
+        group membership (the defaults) this is allowed while the group has no members; a
+        member passes its member id and generation, and a fenced one gets a
+        GroupFencedError subclass. Raises UnknownTopicError for a partition that does not
+        exist and ValueError for a negative offset or metadata over
+        offset.metadata.max.bytes."""
         self._live()
         normalized: dict[tuple[str, int], OffsetAndMetadata] = {}
         now = int(time.time() * 1000)
+        limit = self.config["offset.metadata.max.bytes"]
         for (topic, partition), value in offsets.items():
-            self.partition_log(topic, partition)
+            self.partition_log(topic, partition, create=False)
             if isinstance(value, int):
                 value = OffsetAndMetadata(value, "", -1, now)
             if value.offset < 0:
                 raise ValueError(f"cannot commit negative offset {value.offset} for {topic}-{partition}")
+            if len(value.metadata.encode()) > limit:
+                raise ValueError(f"commit metadata for {topic}-{partition} is over "
+                                 f"offset.metadata.max.bytes ({limit})")
             normalized[(topic, partition)] = value
-        self.offsets.commit(group_id, normalized)
+        self.groups.commit_offsets(group_id, normalized, member_id=member_id,
+                                   instance_id=instance_id, generation=generation)
 
     def committed_offsets(self, group_id: str) -> dict[tuple[str, int], OffsetAndMetadata]:
         """Every committed offset of a group, with its metadata string and leader epoch."""
@@ -494,7 +508,10 @@ class Engine:
         next_retention = now + retention_every
         next_checkpoint = now + checkpoint_every
         next_flush = now + flush_every
-        while not self._stop.wait(max(0.0, min(next_retention, next_checkpoint, next_flush)
+        offsets_expiry_every = self.config["offsets.retention.check.interval.ms"] / 1000
+        next_offsets_expiry = now + offsets_expiry_every
+        while not self._stop.wait(max(0.0, min(next_retention, next_checkpoint, next_flush,
+                                               next_offsets_expiry)
                                       - time.monotonic())):
             now = time.monotonic()
             try:
@@ -506,6 +523,9 @@ class Engine:
                 if now >= next_retention:
                     next_retention = now + retention_every
                     self.run_retention()
+                if now >= next_offsets_expiry:
+                    next_offsets_expiry = now + offsets_expiry_every
+                    self.groups.expire_offsets()
                 if now >= next_checkpoint:
                     next_checkpoint = now + checkpoint_every
                     for partition_log in self._all_logs():
@@ -526,6 +546,7 @@ class Engine:
             self._closed = True
         self._stop.set()
         self._background.join()
+        self.groups.close()
         try:
             for partition_log in self._all_logs():
                 partition_log.close(flush=True)
@@ -554,6 +575,24 @@ class Engine:
 
     def __repr__(self) -> str:
         return f"<logkernel.Engine {self.path!r} topics={len(self._topics)}>"
+
+
+class _EngineTopics:
+    """The engine's topics as the group coordinator sees them (ids and partition counts)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def lookup(self, name: str) -> tuple[bytes, int] | None:
+        topic = self._engine._topics.get(name)
+        return None if topic is None else (bytes.fromhex(topic.topic_id), len(topic.partitions))
+
+    def name_for(self, topic_id: bytes) -> str | None:
+        topic = self._engine.topic_by_id(topic_id.hex())
+        return None if topic is None else topic.name
+
+    def names(self) -> list[str]:
+        return self._engine.topics()
 
 
 def _out_of_descriptors(exc: BaseException, topic: str, partitions: int) -> BaseException:

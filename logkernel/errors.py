@@ -112,5 +112,99 @@ class DataDirLockedError(LogkernelError):
     """Another process (or another open engine in this one) has the data directory open."""
 
 
-class GroupFencedError(LogkernelError):
-    """A commit came from a consumer that is no longer the group's member for that work."""
+# ---- consumer groups --------------------------------------------------------------------
+# One class per condition a group member can be told about; each is one Kafka error code
+# (the broker maps them in broker/common.py), and the embedded consumer raises them as is.
+
+
+class GroupError(LogkernelError):
+    """A group request was refused; the subclass names why."""
+
+
+class InvalidGroupIdError(GroupError, ValueError):
+    """The group id is empty or otherwise unusable. Kafka's INVALID_GROUP_ID."""
+
+
+class GroupIdNotFoundError(GroupError, LookupError):
+    """No group of that id exists. Kafka's GROUP_ID_NOT_FOUND."""
+
+
+class NonEmptyGroupError(GroupError):
+    """The group still has members; stop them (or wait for their session timeout) first.
+    Kafka's NON_EMPTY_GROUP."""
+
+
+class GroupSubscribedToTopicError(GroupError):
+    """A member of the group is subscribed to the topic whose offsets were to be deleted.
+    Kafka's GROUP_SUBSCRIBED_TO_TOPIC."""
+
+
+class InconsistentGroupProtocolError(GroupError):
+    """The member's protocol type or protocols do not match the group's (or the group uses
+    the other group protocol). Kafka's INCONSISTENT_GROUP_PROTOCOL."""
+
+
+class InvalidSessionTimeoutError(GroupError, ValueError):
+    """The session timeout is outside group.min/max.session.timeout.ms. Kafka's
+    INVALID_SESSION_TIMEOUT."""
+
+
+class GroupMaxSizeReachedError(GroupError):
+    """The group has group.max.size members already. Kafka's GROUP_MAX_SIZE_REACHED."""
+
+
+class UnsupportedAssignorError(GroupError, ValueError):
+    """The requested server-side assignor does not exist. Kafka's UNSUPPORTED_ASSIGNOR."""
+
+
+class MemberIdRequiredError(GroupError):
+    """A first JoinGroup without a member id: rejoin with ``member_id`` (Kafka's
+    MEMBER_ID_REQUIRED, JoinGroup v4+)."""
+
+    def __init__(self, member_id: str) -> None:
+        self.member_id = member_id
+        super().__init__(f"rejoin with the member id {member_id!r} the group assigned")
+
+
+class GroupFencedError(GroupError):
+    """The caller is no longer the group's member for this work (it was removed, or a newer
+    generation or epoch exists): its commits are refused. Rejoin the group. Kafka's
+    consumers call this CommitFailedException."""
+
+
+class UnknownMemberIdError(GroupFencedError):
+    """The group does not know this member (expired, left, or never joined). Kafka's
+    UNKNOWN_MEMBER_ID."""
+
+
+class IllegalGenerationError(GroupFencedError):
+    """The member's generation is not the group's current one. Kafka's ILLEGAL_GENERATION."""
+
+
+class FencedInstanceIdError(GroupFencedError):
+    """Another member has joined with this group.instance.id since. Kafka's
+    FENCED_INSTANCE_ID."""
+
+
+class FencedMemberEpochError(GroupFencedError):
+    """The member's epoch is not the one the group holds for it (consumer protocol). Kafka's
+    FENCED_MEMBER_EPOCH."""
+
+
+class StaleMemberEpochError(GroupFencedError):
+    """A commit carries an older member epoch than the group holds (consumer protocol,
+    OffsetCommit v9+). Kafka's STALE_MEMBER_EPOCH."""
+
+
+class RebalanceInProgressError(GroupError):
+    """The group is rebalancing: rejoin, then retry. Kafka's REBALANCE_IN_PROGRESS."""
+
+
+class UnreleasedInstanceIdError(GroupError):
+    """The group.instance.id is still held by a member that has not left. Kafka's
+    UNRELEASED_INSTANCE_ID."""
+
+
+class CoordinatorNotAvailableError(GroupError):
+    """The group coordinator is shutting down or not loaded. Kafka's
+    COORDINATOR_NOT_AVAILABLE."""

@@ -7,7 +7,7 @@ of the calling process (a pytest fixture, a notebook)::
         producer = confluent_kafka.Producer({"bootstrap.servers": broker.bootstrap})
 
 This package is the only code with sockets. ``server`` is the listener and connections;
-``cluster``, ``data``, ``offsets`` and ``admin`` are the handlers, one module per API family; each
+``cluster``, ``data``, ``offsets``, ``groups`` and ``admin`` are the handlers, one module per API family; each
 translates a decoded request into engine calls and engine results into a response.
 """
 
@@ -19,7 +19,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from logkernel.broker import admin, cluster, data, offsets
+from logkernel.broker import admin, cluster, data, groups, offsets
 from logkernel.broker.server import BrokerServer, Handler
 from logkernel.config import BrokerConfig
 from logkernel.engine import Engine
@@ -46,6 +46,16 @@ HANDLERS: dict[int, Handler] = {
     apis.CREATE_PARTITIONS: admin.handle_create_partitions,
     apis.INCREMENTAL_ALTER_CONFIGS: admin.handle_incremental_alter_configs,
     apis.DESCRIBE_CLUSTER: cluster.handle_describe_cluster,
+    apis.JOIN_GROUP: groups.handle_join_group,
+    apis.SYNC_GROUP: groups.handle_sync_group,
+    apis.HEARTBEAT: groups.handle_heartbeat,
+    apis.LEAVE_GROUP: groups.handle_leave_group,
+    apis.LIST_GROUPS: groups.handle_list_groups,
+    apis.DESCRIBE_GROUPS: groups.handle_describe_groups,
+    apis.DELETE_GROUPS: groups.handle_delete_groups,
+    apis.OFFSET_DELETE: groups.handle_offset_delete,
+    apis.CONSUMER_GROUP_HEARTBEAT: groups.handle_consumer_group_heartbeat,
+    apis.CONSUMER_GROUP_DESCRIBE: groups.handle_consumer_group_describe,
 }
 assert set(HANDLERS) == set(apis.OFFERED), "every offered API needs a handler, and only those"
 

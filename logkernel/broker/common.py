@@ -15,6 +15,23 @@ _CODES: tuple[tuple[type[BaseException], int], ...] = (
     (errors.StorageError, error_codes.KAFKA_STORAGE_ERROR),
     (errors.ClosedError, error_codes.UNKNOWN_TOPIC_OR_PARTITION),  # deleted while the request ran
     (errors.ConfigError, error_codes.INVALID_CONFIG),
+    (errors.InvalidGroupIdError, error_codes.INVALID_GROUP_ID),
+    (errors.GroupIdNotFoundError, error_codes.GROUP_ID_NOT_FOUND),
+    (errors.NonEmptyGroupError, error_codes.NON_EMPTY_GROUP),
+    (errors.GroupSubscribedToTopicError, error_codes.GROUP_SUBSCRIBED_TO_TOPIC),
+    (errors.InconsistentGroupProtocolError, error_codes.INCONSISTENT_GROUP_PROTOCOL),
+    (errors.InvalidSessionTimeoutError, error_codes.INVALID_SESSION_TIMEOUT),
+    (errors.GroupMaxSizeReachedError, error_codes.GROUP_MAX_SIZE_REACHED),
+    (errors.UnsupportedAssignorError, error_codes.UNSUPPORTED_ASSIGNOR),
+    (errors.MemberIdRequiredError, error_codes.MEMBER_ID_REQUIRED),
+    (errors.UnknownMemberIdError, error_codes.UNKNOWN_MEMBER_ID),
+    (errors.IllegalGenerationError, error_codes.ILLEGAL_GENERATION),
+    (errors.FencedInstanceIdError, error_codes.FENCED_INSTANCE_ID),
+    (errors.FencedMemberEpochError, error_codes.FENCED_MEMBER_EPOCH),
+    (errors.StaleMemberEpochError, error_codes.STALE_MEMBER_EPOCH),
+    (errors.RebalanceInProgressError, error_codes.REBALANCE_IN_PROGRESS),
+    (errors.UnreleasedInstanceIdError, error_codes.UNRELEASED_INSTANCE_ID),
+    (errors.CoordinatorNotAvailableError, error_codes.COORDINATOR_NOT_AVAILABLE),
 )
 
 

@@ -1,11 +1,11 @@
-"""Handlers of committed offsets: OffsetCommit and OffsetFetch, over the engine's offset
-store (``__consumer_offsets``, shared with embedded consumers).
+"""Handlers of committed offsets: OffsetCommit and OffsetFetch, over the engine's group
+coordinator (offsets in ``__consumer_offsets``, shared with embedded consumers).
 
-Commits are accepted from consumers outside group membership: generation -1 and an empty
-member id, which is what a consumer that assigns its own partitions sends (Kafka accepts
-these for a group with no members). Every group here has no members yet, since the group
-protocol (JoinGroup, SyncGroup) is not offered, so a commit that names a member or a
-generation is refused with the error Kafka gives for an unknown member or generation.
+A commit names its committer: a group member (member id plus generation, or member epoch for
+consumer-protocol groups from v9), which the coordinator checks as Kafka does (unknown
+member, stale generation or epoch, rebalance in progress); or nobody (empty member id,
+generation -1), which is accepted while the group has no members (consumers that assign
+their own partitions, admin tools).
 """
 
 from __future__ import annotations
@@ -23,62 +23,53 @@ from logkernel.protocol.frames import RequestHeader
 
 log = logging.getLogger("logkernel.broker")
 
-# Kafka's offset.metadata.max.bytes default: a longer commit metadata string is refused.
-OFFSET_METADATA_MAX_BYTES = 4096
-NO_GENERATION = -1
-
 
 def handle_offset_commit(server: Any, header: RequestHeader, body: memoryview) -> list[Any]:
     version = header.api_version
     request = schema.decode_request(OFFSET_COMMIT, version, body)
     engine = server.engine
-    group_error = error_codes.NONE
-    if not request.group_id:
-        group_error = error_codes.INVALID_GROUP_ID
-    elif request.member_id:
-        group_error = error_codes.UNKNOWN_MEMBER_ID
-    elif request.generation_id_or_member_epoch != NO_GENERATION:
-        group_error = error_codes.ILLEGAL_GENERATION
-    if group_error:
-        log.info("OffsetCommit for group %r from %r refused (error %d): only commits outside "
-                 "group membership are accepted until the group protocol exists",
-                 request.group_id, header.client_id, group_error)
     now = int(time.time() * 1000)
-    accepted: dict[tuple[str, int], Any] = {}
+    limit = engine.config["offset.metadata.max.bytes"]
+    accepted: dict[tuple[str, int], OffsetAndMetadata] = {}
     topics = []
     for topic in request.topics:
         parts = []
         for p in topic.partitions:
-            code = group_error
+            code = _check_commit(engine, topic.name, p, limit)
             if not code:
-                code = _check_commit(engine, topic.name, p)
-            if not code:
-                accepted[(topic.name, p.partition_index)] = (
+                accepted[(topic.name, p.partition_index)] = OffsetAndMetadata(
                     p.committed_offset, p.committed_metadata or "",
                     getattr(p, "committed_leader_epoch", -1), now)
             parts.append({"partition_index": p.partition_index, "error_code": code})
         topics.append({"name": topic.name, "partitions": parts})
-    if accepted:
-        try:
-            engine.commit_offsets(request.group_id, {
-                key: OffsetAndMetadata(*value) for key, value in accepted.items()})
-        except errors.LogkernelError as exc:
-            code = error_code_for(exc)
-            for t in topics:
-                for part in t["partitions"]:
-                    if (t["name"], part["partition_index"]) in accepted:
-                        part["error_code"] = code
+    code = error_codes.NONE
+    refused_whole = False
+    try:
+        engine.groups.commit_offsets(
+            request.group_id, accepted, member_id=request.member_id or "",
+            instance_id=getattr(request, "group_instance_id", None),
+            generation=request.generation_id_or_member_epoch, api_version=version)
+    except errors.LogkernelError as exc:
+        code = error_code_for(exc)
+        refused_whole = isinstance(exc, errors.GroupError)
+        log.debug("OffsetCommit for group %r from %r refused (error %d): %s",
+                  request.group_id, header.client_id, code, exc)
+    if code:  # a refused committer: every partition says why; a failed store: the stored ones
+        for t in topics:
+            for part in t["partitions"]:
+                if refused_whole or (t["name"], part["partition_index"]) in accepted:
+                    part["error_code"] = code
     return [schema.encode_response(OFFSET_COMMIT, version, {"topics": topics})]
 
 
-def _check_commit(engine: Any, topic: str, partition: Any) -> int:
+def _check_commit(engine: Any, topic: str, partition: Any, metadata_limit: int) -> int:
     try:
         engine.partition_log(topic, partition.partition_index, create=False)
     except errors.LogkernelError as exc:
         return error_code_for(exc)
     if partition.committed_offset < 0:
         return error_codes.INVALID_REQUEST
-    if len((partition.committed_metadata or "").encode()) > OFFSET_METADATA_MAX_BYTES:
+    if len((partition.committed_metadata or "").encode()) > metadata_limit:
         return error_codes.OFFSET_METADATA_TOO_LARGE
     return error_codes.NONE
 
@@ -87,17 +78,22 @@ def handle_offset_fetch(server: Any, header: RequestHeader, body: memoryview) ->
     version = header.api_version
     request = schema.decode_request(OFFSET_FETCH, version, body)
     if version >= 8:
-        groups = [_fetch_group(server, g.group_id, g.topics, version) for g in request.groups]
+        groups = [_fetch_group(server, g.group_id, g.topics, version,
+                               getattr(g, "member_id", None), getattr(g, "member_epoch", -1))
+                  for g in request.groups]
         return [schema.encode_response(OFFSET_FETCH, version, {"groups": groups})]
     answer = _fetch_group(server, request.group_id, request.topics, version)
     return [schema.encode_response(OFFSET_FETCH, version, {
         "topics": answer["topics"], "error_code": answer["error_code"]})]
 
 
-def _fetch_group(server: Any, group_id: str, topics: Any, version: int) -> dict[str, Any]:
-    if not group_id:
-        return {"group_id": group_id, "topics": [], "error_code": error_codes.INVALID_GROUP_ID}
-    committed = server.engine.committed_offsets(group_id)
+def _fetch_group(server: Any, group_id: str, topics: Any, version: int,
+                 member_id: str | None = None, member_epoch: int = -1) -> dict[str, Any]:
+    try:
+        committed = server.engine.groups.fetch_offsets(group_id, member_id=member_id,
+                                                       member_epoch=member_epoch)
+    except errors.LogkernelError as exc:
+        return {"group_id": group_id, "topics": [], "error_code": error_code_for(exc)}
     if topics is None:  # every committed offset of the group (v2+)
         wanted: dict[str, list[int]] = {}
         for topic, partition in sorted(committed):

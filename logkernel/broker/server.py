@@ -130,6 +130,7 @@ class Connection(asyncio.Protocol):
             reply: Reply = self.unsupported(header, body)
         else:
             handler = self.server.handlers[header.api_key]
+            self.server.current_peer = self.peer  # handlers run one at a time on the loop
             try:
                 reply = handler(self.server, header, body)
             except MalformedMessage as exc:
@@ -308,6 +309,7 @@ class BrokerServer:
         self.advertised_host = ""
         self.advertised_port = 0
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.current_peer = ""  # "host:port" of the request a handler is running for
         self.cache: dict[Any, Any] = {}  # encoded responses, valid for one engine generation
         self.cache_generation = -1
         self._server: asyncio.base_events.Server | None = None

@@ -39,6 +39,12 @@ METADATA = 3
 OFFSET_COMMIT = 8
 OFFSET_FETCH = 9
 FIND_COORDINATOR = 10
+JOIN_GROUP = 11
+HEARTBEAT = 12
+LEAVE_GROUP = 13
+SYNC_GROUP = 14
+DESCRIBE_GROUPS = 15
+LIST_GROUPS = 16
 API_VERSIONS = 18
 CREATE_TOPICS = 19
 DELETE_TOPICS = 20
@@ -46,10 +52,14 @@ DELETE_RECORDS = 21
 INIT_PRODUCER_ID = 22
 OFFSET_FOR_LEADER_EPOCH = 23
 DESCRIBE_CONFIGS = 32
+DELETE_GROUPS = 42
 ALTER_CONFIGS = 33
 CREATE_PARTITIONS = 37
 INCREMENTAL_ALTER_CONFIGS = 44
+OFFSET_DELETE = 47
 DESCRIBE_CLUSTER = 60
+CONSUMER_GROUP_HEARTBEAT = 68
+CONSUMER_GROUP_DESCRIBE = 69
 
 OFFERED: dict[int, Api] = {api.key: api for api in (
     # Produce v0-2 stay advertised (min 0) because librdkafka disables compressed produce when
@@ -58,13 +68,21 @@ OFFERED: dict[int, Api] = {api.key: api for api in (
     Api(FETCH, "Fetch", 4, 12, 12),
     Api(LIST_OFFSETS, "ListOffsets", 1, 7, 6),
     Api(METADATA, "Metadata", 0, 12, 9),
-    # Offered before the group APIs because librdkafka dates its LZ4 support by it (an
-    # LZ4 produce is sent uncompressed to a broker without FindCoordinator).
-    # Commits outside group membership (generation -1: a consumer that assigns its own
-    # partitions), as Kafka accepts them; group members come with the group protocol.
+    # OffsetCommit/OffsetFetch v9 carry KIP-848 member epochs (librdkafka's consumer
+    # protocol needs both at 9 besides ConsumerGroupHeartbeat v1).
     Api(OFFSET_COMMIT, "OffsetCommit", 2, 9, 8),
     Api(OFFSET_FETCH, "OffsetFetch", 1, 9, 6),
     Api(FIND_COORDINATOR, "FindCoordinator", 0, 6, 3),
+    # JoinGroup stops at 7: v9 would make kafka-python take this broker for Kafka 3.2 and
+    # the rest of the set is 3.0's; v8/v9 add only a reason string and skip_assignment.
+    Api(JOIN_GROUP, "JoinGroup", 0, 7, 6),
+    Api(HEARTBEAT, "Heartbeat", 0, 4, 4),
+    Api(LEAVE_GROUP, "LeaveGroup", 0, 5, 4),
+    Api(SYNC_GROUP, "SyncGroup", 0, 5, 4),
+    Api(DESCRIBE_GROUPS, "DescribeGroups", 0, 5, 5),
+    Api(LIST_GROUPS, "ListGroups", 0, 5, 3),
+    Api(DELETE_GROUPS, "DeleteGroups", 0, 2, 2),
+    Api(OFFSET_DELETE, "OffsetDelete", 0, 0, NEVER),
     Api(API_VERSIONS, "ApiVersions", 0, 4, 3),
     Api(CREATE_TOPICS, "CreateTopics", 2, 7, 5),
     Api(DELETE_TOPICS, "DeleteTopics", 1, 6, 4),
@@ -76,6 +94,9 @@ OFFERED: dict[int, Api] = {api.key: api for api in (
     Api(CREATE_PARTITIONS, "CreatePartitions", 0, 3, 2),
     Api(INCREMENTAL_ALTER_CONFIGS, "IncrementalAlterConfigs", 0, 1, 1),
     Api(DESCRIBE_CLUSTER, "DescribeCluster", 0, 1, 0),
+    # KIP-848. librdkafka's group.protocol=consumer needs exactly v1.
+    Api(CONSUMER_GROUP_HEARTBEAT, "ConsumerGroupHeartbeat", 0, 1, 0),
+    Api(CONSUMER_GROUP_DESCRIBE, "ConsumerGroupDescribe", 0, 0, 0),
 )}
 
 # What ApiVersions lists: (api key, min, max), in key order.
