@@ -1,8 +1,10 @@
 """The embedded consumer: reads records from the engine's partition logs in this process.
 
-A consumer either ``subscribe``s to topics (it then reads every partition of them; group
-membership and rebalancing between several consumers come with the consumer-groups work)
-or is ``assign``ed partitions. Its position in each partition starts at the group's
+A consumer either ``subscribe``s to topics or is ``assign``ed partitions. Subscribed with a
+``group_id``, it is a member of that consumer group (see ``logkernel.group_member``): the
+group's partitions are split between its members, embedded or remote, and move when members
+come and go, with the rebalance listener told on the polling thread. Subscribed without a
+group it reads every partition of the topics. Its position in each partition starts at the group's
 committed offset when there is one, else per ``auto_offset_reset`` ("earliest", "latest",
 or "none" to raise OffsetOutOfRangeError), and the same reset applies when the position
 falls below the log start offset (retention or delete_records removed the records).
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -37,12 +40,19 @@ if TYPE_CHECKING:
     import numpy as np
 
     from logkernel.engine import Engine
+    from logkernel.group_member import GroupMember
     from logkernel.log.partition import PartitionLog
+
+log = logging.getLogger("logkernel.consumer")
 
 # Kafka's consumer defaults.
 DEFAULT_MAX_POLL_RECORDS = 500
 DEFAULT_MAX_PARTITION_FETCH_BYTES = 1024 * 1024
 DEFAULT_AUTO_COMMIT_INTERVAL_MS = 5000
+DEFAULT_ASSIGNORS = ("range", "cooperative-sticky")   # the Java client's default list
+DEFAULT_SESSION_TIMEOUT_MS = 45_000
+DEFAULT_HEARTBEAT_INTERVAL_MS = 3000
+DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
 _RESETS = ("earliest", "latest", "none")
 
 
@@ -135,7 +145,12 @@ class Consumer:
                  max_poll_records: int = DEFAULT_MAX_POLL_RECORDS,
                  max_partition_fetch_bytes: int = DEFAULT_MAX_PARTITION_FETCH_BYTES,
                  check_crcs: bool = True, client_id: str = "logkernel-consumer",
-                 isolation_level: str = "read_uncommitted") -> None:
+                 isolation_level: str = "read_uncommitted",
+                 partition_assignment_strategy: Sequence[str] = DEFAULT_ASSIGNORS,
+                 session_timeout_ms: int = DEFAULT_SESSION_TIMEOUT_MS,
+                 heartbeat_interval_ms: int = DEFAULT_HEARTBEAT_INTERVAL_MS,
+                 max_poll_interval_ms: int = DEFAULT_MAX_POLL_INTERVAL_MS,
+                 group_instance_id: str | None = None) -> None:
         if auto_offset_reset not in _RESETS:
             raise errors.ConfigError(f"invalid value {auto_offset_reset!r} for auto_offset_reset: "
                                      f"expected one of {', '.join(_RESETS)}")
@@ -147,7 +162,10 @@ class Consumer:
             raise errors.ConfigError(f"invalid value {isolation_level!r} for isolation_level")
         for name, value in (("max_poll_records", max_poll_records),
                             ("max_partition_fetch_bytes", max_partition_fetch_bytes),
-                            ("auto_commit_interval_ms", auto_commit_interval_ms)):
+                            ("auto_commit_interval_ms", auto_commit_interval_ms),
+                            ("session_timeout_ms", session_timeout_ms),
+                            ("heartbeat_interval_ms", heartbeat_interval_ms),
+                            ("max_poll_interval_ms", max_poll_interval_ms)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise errors.ConfigError(f"invalid value {value!r} for {name}: a positive integer")
         self._engine = engine
@@ -170,24 +188,87 @@ class Consumer:
         self._round_robin = 0
         self._iterator_buffer: list[Record] = []
         self._closed = False
+        if group_instance_id is not None and (group_id is None or not group_instance_id):
+            raise errors.ConfigError("group_instance_id needs a group_id and a non-empty value")
+        if isinstance(partition_assignment_strategy, str):
+            partition_assignment_strategy = (partition_assignment_strategy,)
+        self._group_options = dict(
+            strategies=tuple(partition_assignment_strategy), session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=heartbeat_interval_ms, max_poll_interval_ms=max_poll_interval_ms,
+            group_instance_id=group_instance_id)
+        if group_id is not None:  # refuse an unknown assignor now, not at the first poll
+            from logkernel.coordinator.assignors import assignor_for
+            for name in self._group_options["strategies"]:
+                assignor_for(name)
+        self._member: GroupMember | None = None
+        self._listener: Any = None
         if topics:
             self.subscribe(topics)
 
     # ---- assignment ----------------------------------------------------------------
 
-    def subscribe(self, topics: Sequence[str] | str) -> None:
-        """Reads every partition of these topics (replacing earlier subscriptions or
-        assignments). Partitions added later are picked up at the next poll. Raises
-        UnknownTopicError for a topic that does not exist (unless auto-created)."""
+    def subscribe(self, topics: Sequence[str] | str, listener: Any = None) -> None:
+        """Subscribes to these topics (replacing earlier subscriptions or assignments).
+
+        With a group_id the consumer joins the group at the next poll and reads the
+        partitions the group assigns it; ``listener`` (any object with some of
+        on_partitions_revoked / on_partitions_assigned / on_partitions_lost, each taking a
+        set of (topic, partition)) is called on the polling thread as they change. Without
+        one it reads every partition; partitions added later are picked up at the next poll.
+        Raises UnknownTopicError for a topic that does not exist (unless auto-created)."""
         names = (topics,) if isinstance(topics, str) else tuple(topics)
         for name in names:
             self._engine.topic(name)
         self._subscription = names
+        self._listener = listener
         self._generation = -1
+        if self.group_id is not None:
+            if self._member is None:
+                from logkernel.group_member import GroupMember
+                self._member = GroupMember(self._engine, self.group_id, client_id=self.client_id,
+                                           wake=self._wake, **self._group_options)
+            self._member.subscribe(names)
+            return
         self._refresh()
 
+    def _wake(self) -> None:
+        with self._engine.notifier.condition:
+            self._engine.notifier.condition.notify_all()
+
+    def _coordinate(self, deadline: float) -> None:
+        """Group membership work of a poll: join, sync, rebalance callbacks."""
+        member = self._member
+        if member is None or not self._subscription:
+            return
+        change = member.poll(deadline, self._listener, self._commit_before_revoke)
+        if change is None:
+            return
+        revoked, assigned = change
+        wanted = {tp: log for tp, log in self._logs.items() if tp not in revoked}
+        for topic, partition in assigned:
+            key = TopicPartition(topic, partition)
+            try:
+                wanted[key] = self._engine.partition_log(topic, partition, create=False)
+            except errors.UnknownTopicError:
+                continue  # deleted since the assignment was made
+        for key in revoked:
+            self._positions.pop(TopicPartition(*key), None)
+        self._set_assignment(wanted)
+
+    def _commit_before_revoke(self, partitions: set[tuple[str, int]]) -> None:
+        if not self._auto_commit:
+            return
+        offsets = {tp: p for tp, p in self._positions.items()
+                   if p is not None and (tp.topic, tp.partition) in partitions}
+        try:
+            self.commit(offsets)
+        except errors.GroupFencedError as exc:
+            log.info("group %r: commit before revocation refused (%s); the next owner "
+                     "resumes from the last committed offsets", self.group_id, exc)
+
     def _refresh(self) -> None:
-        if not self._subscription or self._generation == self._engine.generation:
+        if not self._subscription or self._generation == self._engine.generation \
+                or self._member is not None:
             return
         self._generation = self._engine.generation
         wanted: dict[TopicPartition, PartitionLog] = {}
@@ -211,6 +292,7 @@ class Consumer:
         for topic, partition in partitions:
             wanted[TopicPartition(topic, partition)] = self._engine.partition_log(topic, partition)
         self._subscription = ()
+        self._leave_group()
         self._set_assignment(wanted)
 
     def assignment(self) -> set[TopicPartition]:
@@ -220,6 +302,12 @@ class Consumer:
     def unsubscribe(self) -> None:
         self._subscription = ()
         self._set_assignment({})
+        self._leave_group()
+
+    def _leave_group(self) -> None:
+        if self._member is not None:
+            member, self._member = self._member, None
+            member.leave()
 
     def _tp(self, tp: tuple[str, int] | str, partition: int | None = None) -> TopicPartition:
         key = _topic_partition(tp, partition)
@@ -298,7 +386,19 @@ class Consumer:
             raise errors.ConfigError("commit needs a consumer created with a group_id")
         if offsets is None:
             offsets = {tp: p for tp, p in self._positions.items() if p is not None}
-        self._engine.commit_offsets(self.group_id, {_topic_partition(tp): o for tp, o in offsets.items()})
+        if not offsets:
+            return
+        member_id, instance_id, generation = "", None, -1
+        if self._member is not None:
+            member_id, instance_id, generation = self._member.commit_identity()
+        try:
+            self._engine.commit_offsets(
+                self.group_id, {_topic_partition(tp): o for tp, o in offsets.items()},
+                member_id=member_id, instance_id=instance_id, generation=generation)
+        except (errors.GroupFencedError, errors.RebalanceInProgressError) as exc:
+            if self._member is not None:
+                self._member.fenced(exc)
+            raise
 
     def committed(self, tp: tuple[str, int] | str, partition: int | None = None) -> int | None:
         """The group's committed offset for a partition, or None."""
@@ -405,9 +505,10 @@ class Consumer:
     def _poll_columns(self, timeout_ms: float, max_records: int, one_partition: bool
                       ) -> list[ColumnBatch]:
         self._live()
+        deadline = time.monotonic() + max(timeout_ms, 0) / 1000
+        self._coordinate(deadline)
         self._refresh()
         self._maybe_auto_commit()
-        deadline = time.monotonic() + max(timeout_ms, 0) / 1000
         notifier = self._engine.notifier
         while True:
             out: list[ColumnBatch] = []
@@ -437,6 +538,8 @@ class Consumer:
                 finally:
                     notifier.waiting -= 1
             self._live()
+            if self._member is not None and self._member.needs_rejoin():
+                self._coordinate(deadline)
             self._refresh()
 
     def poll(self, timeout_ms: float = 0, max_records: int | None = None) -> list[Record]:
@@ -474,9 +577,14 @@ class Consumer:
         """Commits positions (if auto commit is on) and stops the consumer."""
         if self._closed:
             return
-        if autocommit and self._auto_commit and not self._engine.closed:
-            self.commit()
-        self._closed = True
+        try:
+            if autocommit and self._auto_commit and not self._engine.closed:
+                self.commit()
+        except errors.GroupFencedError as exc:
+            log.info("group %r: final commit refused (%s)", self.group_id, exc)
+        finally:
+            self._closed = True
+            self._leave_group()
 
     def __enter__(self) -> Consumer:
         return self

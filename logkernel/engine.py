@@ -92,6 +92,41 @@ class TopicDescription:
     overrides: dict[str, Any] = field(default_factory=dict)  # only those set on the topic
 
 
+@dataclass(frozen=True)
+class GroupMemberInfo:
+    member_id: str
+    instance_id: str | None
+    client_id: str
+    client_host: str
+    partitions: list[tuple[str, int]]     # what the member is assigned now
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    committed: int | None     # None: the group has never committed here
+    log_end_offset: int
+    lag: int | None           # log end minus committed (None without a commit)
+    owner: str | None         # member id of the member assigned the partition, if any
+
+
+@dataclass(frozen=True)
+class GroupDescription:
+    group_id: str
+    group_type: str           # "classic" or "consumer" (KIP-848)
+    state: str                # Empty, PreparingRebalance, CompletingRebalance, Stable, ...
+    protocol_type: str
+    protocol: str             # the assignor in use
+    generation: int           # generation (classic) or group epoch (consumer protocol)
+    members: list[GroupMemberInfo]
+    lag: list[PartitionLag]   # every partition with a commit or an owner, by topic and partition
+
+    @property
+    def total_lag(self) -> int:
+        return sum(p.lag for p in self.lag if p.lag is not None)
+
+
 class Engine:
     """An open data directory. Thread-safe; close it (or use ``with``) to shut down cleanly."""
 
@@ -449,6 +484,69 @@ class Engine:
     def committed(self, group_id: str, topic: str, partition: int) -> int | None:
         stored = self.offsets.fetch(group_id, topic, partition)
         return None if stored is None else stored.offset
+
+    # ---- consumer groups (what `logkernel groups` shows) -----------------------------
+
+    def list_groups(self, states: Iterable[str] | None = None) -> list[Any]:
+        """Every group (with members or committed offsets): GroupListing(group_id,
+        protocol_type, state, group_type), optionally only those in ``states``."""
+        self._live()
+        return self.groups.list_groups(states=states)
+
+    def describe_group(self, group_id: str) -> GroupDescription:
+        """A group's state, members with their partitions, and its lag per partition.
+        Raises GroupIdNotFoundError for a group with neither members nor offsets."""
+        self._live()
+        from logkernel.coordinator.assignors import decode_assignment
+        members: list[GroupMemberInfo] = []
+        group_type, protocol, generation = "classic", "", -1
+        listing = {g.group_id: g for g in self.groups.list_groups()}.get(group_id)
+        if listing is None:
+            raise errors.GroupIdNotFoundError(f"group {group_id!r} has no members and no "
+                                              "committed offsets")
+        if listing.group_type == "consumer":
+            described = self.groups.describe_consumer_group(group_id)
+            group_type, protocol, generation = "consumer", described.assignor_name, \
+                described.group_epoch
+            for m in described.members:
+                parts = []
+                for topic_id, partitions in m.assignment.items():
+                    topic = self.topic_by_id(topic_id.hex())
+                    if topic is not None:
+                        parts.extend((topic.name, p) for p in sorted(partitions))
+                members.append(GroupMemberInfo(m.member_id, m.instance_id, m.client_id,
+                                               m.client_host, sorted(parts)))
+        else:
+            classic = self.groups.describe_group(group_id)
+            protocol, generation = classic.protocol_name, classic.generation_id
+            for m in classic.members:
+                parts: list[tuple[str, int]] = []
+                if classic.protocol_type == "consumer" and m.assignment:
+                    with contextlib.suppress(ValueError):
+                        parts = sorted(decode_assignment(m.assignment).partitions)
+                members.append(GroupMemberInfo(m.member_id, m.instance_id, m.client_id,
+                                               m.client_host, parts))
+        owners = {tp: m.member_id for m in members for tp in m.partitions}
+        committed = self.committed_offsets(group_id)
+        lag = []
+        for topic, partition in sorted(set(committed) | set(owners)):
+            found = self._topics.get(topic)
+            if found is None or partition >= len(found.partitions):
+                continue
+            end = found.partitions[partition].high_watermark
+            stored = committed.get((topic, partition))
+            offset = stored.offset if stored is not None else None
+            lag.append(PartitionLag(topic, partition, offset, end,
+                                    None if offset is None else max(end - offset, 0),
+                                    owners.get((topic, partition))))
+        return GroupDescription(group_id, group_type, listing.state, listing.protocol_type,
+                                protocol, generation, members, lag)
+
+    def delete_group(self, group_id: str) -> None:
+        """Deletes a group with no members and its committed offsets (NonEmptyGroupError
+        while it has members, GroupIdNotFoundError if there is no such group)."""
+        self._live()
+        self.groups.delete_group(group_id)
 
     # ---- identities ----------------------------------------------------------------
 

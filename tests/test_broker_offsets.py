@@ -1,8 +1,8 @@
 """Committed offsets over the wire (OffsetCommit, OffsetFetch) for consumers that assign
 their own partitions: each real client commits, reads its commits back and resumes from
 them; the commits are the engine's, shared with embedded consumers and kept across a broker
-restart. Group membership (JoinGroup and the rest) is not offered yet, so commits that claim
-a member or generation are refused as Kafka refuses them for a group with no members."""
+restart. Commits that claim a generation of a group with no members are refused as Kafka
+refuses them; commits of group members are tested with the group suites."""
 
 from __future__ import annotations
 
@@ -164,8 +164,11 @@ def test_offset_fetch_every_version(broker: Any, version: int) -> None:
 def test_refused_commits(broker: Any) -> None:
     client = RawClient(broker.bootstrap)
     try:
-        assert commit(client, 8, "g", member="consumer-1-abc", generation=3) == 25  # UNKNOWN_MEMBER_ID
-        assert commit(client, 8, "g", generation=3) == 22           # ILLEGAL_GENERATION
+        # A generation of a group that has none: Kafka's ILLEGAL_GENERATION, and from v9
+        # GROUP_ID_NOT_FOUND.
+        assert commit(client, 8, "g", member="consumer-1-abc", generation=3) == 22
+        assert commit(client, 8, "g", generation=3) == 22
+        assert commit(client, 9, "g", member="consumer-1-abc", generation=3) == 69
         assert commit(client, 8, "") == 24                           # INVALID_GROUP_ID
         assert commit(client, 8, "g", topic="missing") == 3          # UNKNOWN_TOPIC_OR_PARTITION
         assert commit(client, 8, "g", metadata="x" * 5000) == 12     # OFFSET_METADATA_TOO_LARGE

@@ -322,9 +322,10 @@ def handle_offset_delete(server: Any, header: RequestHeader, body: memoryview) -
         return [schema.encode_response(OFFSET_DELETE, version, {
             "error_code": _code(exc), "topics": []})]
     topics: dict[str, list[dict[str, int]]] = {}
+    known = set(server.engine.topics())
     for (topic, partition), problem in outcome.items():
         code = error_codes.NONE if problem is None else _code(problem)
-        if problem is None and server.engine.get_topic(topic) is None:
+        if problem is None and topic not in known:
             code = error_codes.UNKNOWN_TOPIC_OR_PARTITION
         topics.setdefault(topic, []).append({"partition_index": partition, "error_code": code})
     return [schema.encode_response(OFFSET_DELETE, version, {

@@ -220,10 +220,13 @@ class GroupCoordinator:
                 group.validate_offset_commit(member_id, instance_id, generation, api_version)
             elif group is not None:
                 group.validate_offset_commit(member_id, instance_id, generation)
-            elif generation >= 0 or member_id:
-                raise errors.UnknownMemberIdError(
-                    f"group {group_id!r} has no members; a member id or generation names a "
-                    "member that is gone (rejoin)")
+            elif generation >= 0:  # Kafka's answer to a generation of a group it lacks
+                if api_version >= 9:
+                    raise errors.GroupIdNotFoundError(
+                        f"group {group_id!r} does not exist; rejoin it before committing")
+                raise errors.IllegalGenerationError(
+                    f"group {group_id!r} has no generation {generation} (it has no members); "
+                    "rejoin it before committing")
             self.offsets.commit(group_id, offsets)
 
     def fetch_offsets(self, group_id: str, *, member_id: str | None = None,
@@ -279,10 +282,9 @@ class GroupCoordinator:
             for group_id, group in self._groups.items():
                 if _is_consumer(group):
                     listings[group_id] = GroupListing(group_id, "consumer", group.state, "consumer")
-                elif group.members or group_id not in listings:
-                    if group.members or group.protocol_type:
-                        listings[group_id] = GroupListing(
-                            group_id, group.protocol_type or "", group.state, "classic")
+                elif group.members or group.protocol_type:  # it has had members
+                    listings[group_id] = GroupListing(
+                        group_id, group.protocol_type or "", group.state, "classic")
         return [g for g in sorted(listings.values(), key=lambda g: g.group_id)
                 if (wanted_states is None or g.state.lower() in wanted_states)
                 and (wanted_types is None or g.group_type in wanted_types)]
