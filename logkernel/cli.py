@@ -4,6 +4,8 @@
                     [--set key=value]...             run a Kafka-protocol broker
     logkernel demo [--data-dir DIR] [--records N]   produce records to a topic, consume them back
     logkernel info                                   version and native-core facts
+    logkernel groups list|describe|reset-offsets|delete [--data-dir DIR] ...
+                                                     consumer groups, as kafka-consumer-groups.sh
 
 ``make run`` runs ``logkernel serve`` on 127.0.0.1:9092 with data in ./logkernel-data.
 """
@@ -13,15 +15,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import logging
+import os
 import resource
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 
 import logkernel
 from logkernel import __version__, _binding
+from logkernel.engine import LOCK_FILE
 
 DEMO_TOPIC = "demo"
 DEMO_BATCH = 1000
@@ -160,7 +166,295 @@ def info() -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+# ---- logkernel groups: Kafka's kafka-consumer-groups.sh over a data directory ------------
+
+# Every state a group can report: the classic protocol's five, then the consumer
+# protocol's (KIP-848) two more. --state accepts them in any case, as Kafka's tool does.
+GROUP_STATES = ("Empty", "PreparingRebalance", "CompletingRebalance", "Stable", "Dead",
+                "Assigning", "Reconciling")
+# States in which Kafka lets offsets be reset: nobody is consuming, so nobody overwrites them.
+INACTIVE_GROUP_STATES = ("Empty", "Dead")
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def format_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """Left-aligned columns two spaces apart, as Kafka's tools print them; None is "-"."""
+    cells = [list(header)] + [["-" if v is None or v == "" else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+                     .rstrip() for row in cells)
+
+
+def parse_group_state(text: str) -> str:
+    """A --state value, matched case-insensitively to its canonical spelling."""
+    for state in GROUP_STATES:
+        if state.lower() == text.lower():
+            return state
+    raise argparse.ArgumentTypeError(f"unknown group state {text!r} (one of: {', '.join(GROUP_STATES)})")
+
+
+def parse_topic_partitions(text: str) -> tuple[str, tuple[int, ...] | None]:
+    """``--topic T`` (every partition) or ``--topic T:0,2`` as (topic, partitions or None).
+    Kafka topic names cannot contain ':', so the first one separates the partitions."""
+    topic, sep, listed = text.partition(":")
+    if not topic:
+        raise argparse.ArgumentTypeError(f"--topic takes TOPIC or TOPIC:P,P..., got {text!r}")
+    if not sep:
+        return topic, None
+    try:
+        partitions = tuple(int(p) for p in listed.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--topic {text!r}: partitions are numbers separated by commas, e.g. {topic}:0,2") from None
+    if any(p < 0 for p in partitions):
+        raise argparse.ArgumentTypeError(f"--topic {text!r}: partitions are not negative")
+    return topic, partitions
+
+
+def parse_datetime_ms(text: str) -> int:
+    """An ISO 8601 date-time (2026-11-29T10:00:00, with an optional .fff, Z or +hh:mm) as
+    milliseconds since the epoch; a time without a zone is UTC (not the local zone, so a
+    command means the same on every machine)."""
+    iso = text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text  # Python 3.10 lacks 'Z'
+    try:
+        moment = datetime.datetime.fromisoformat(iso)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--to-datetime takes an ISO 8601 date-time such as 2026-11-29T10:00:00 (UTC), "
+            f"2026-11-29T10:00:00.000+01:00 or 2026-11-29T09:00:00Z; got {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return (moment - _EPOCH) // datetime.timedelta(milliseconds=1)
+
+
+def groups_list(lk: logkernel.Engine, args: argparse.Namespace) -> int:
+    listings = lk.list_groups(states=args.state)
+    if not listings:
+        wanted = f" in state {' or '.join(args.state)}" if args.state else ""
+        print(f"no groups{wanted} (a group exists once it has members or committed offsets)",
+              file=sys.stderr)
+        return 0
+    print(format_table(("GROUP", "TYPE", "PROTOCOL-TYPE", "STATE"),
+                       ((g.group_id, g.group_type, g.protocol_type, g.state) for g in listings)))
+    return 0
+
+
+def groups_describe(lk: logkernel.Engine, args: argparse.Namespace) -> int:
+    group = lk.describe_group(args.group)
+    print(format_table(("GROUP", "TYPE", "STATE", "PROTOCOL-TYPE", "ASSIGNOR", "GENERATION", "MEMBERS"),
+                       [(group.group_id, group.group_type, group.state, group.protocol_type,
+                         group.protocol, group.generation, len(group.members))]))
+    print()
+    if group.lag:
+        print(format_table(
+            ("TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "MEMBER"),
+            ((p.topic, p.partition, p.committed, p.log_end_offset, p.lag, p.owner) for p in group.lag)))
+    else:
+        print("no committed offsets and no assigned partitions")
+    print(f"total lag: {group.total_lag}")
+    if args.members:
+        print()
+        if group.members:
+            print(format_table(
+                ("MEMBER", "INSTANCE", "CLIENT-ID", "HOST", "PARTITIONS"),
+                ((m.member_id, m.instance_id, m.client_id, m.client_host,
+                  describe_partitions(m.partitions)) for m in group.members)))
+        else:
+            print(f"group {group.group_id!r} has no active members")
+    return 0
+
+
+def describe_partitions(partitions: Sequence[tuple[str, int]]) -> str:
+    """[("a", 0), ("a", 1), ("b", 2)] as "a(0,1) b(2)", Kafka's --members --verbose form."""
+    by_topic: dict[str, list[int]] = {}
+    for topic, partition in partitions:
+        by_topic.setdefault(topic, []).append(partition)
+    return " ".join(f"{t}({','.join(map(str, sorted(ps)))})" for t, ps in sorted(by_topic.items()))
+
+
+class ResetRefused(Exception):
+    """A reset-offsets request that cannot be planned; the message says what to do."""
+
+
+def partitions_to_reset(lk: logkernel.Engine, args: argparse.Namespace,
+                        committed: Mapping[tuple[str, int], object]) -> list[tuple[str, int]]:
+    """The partitions --topic or --all-topics names, sorted, each existing. O(partitions)."""
+    existing = {name: len(lk.describe_topic(name).partitions) for name in lk.topics(internal=True)}
+    if args.all_topics:
+        chosen = []
+        for topic, partition in sorted(committed):
+            if partition < existing.get(topic, 0):
+                chosen.append((topic, partition))
+            else:
+                print(f"skipping {topic}-{partition}: the group has an offset there but the "
+                      "partition no longer exists", file=sys.stderr)
+        if not chosen:
+            raise ResetRefused(f"group {args.group!r} has no committed offsets on existing "
+                               "partitions; name the topics to reset with --topic")
+        return chosen
+    wanted: set[tuple[str, int]] = set()
+    for topic, partitions in args.topic:
+        count = existing.get(topic)
+        if count is None:
+            known = ", ".join(lk.topics()) or "none"
+            raise ResetRefused(f"topic {topic!r} does not exist (topics: {known})")
+        for partition in partitions if partitions is not None else range(count):
+            if partition >= count:
+                raise ResetRefused(f"topic {topic!r} has partitions 0..{count - 1}; there is no "
+                                   f"partition {partition}")
+            wanted.add((topic, partition))
+    return sorted(wanted)
+
+
+def new_offset(lk: logkernel.Engine, args: argparse.Namespace, topic: str, partition: int,
+               current: int | None) -> int:
+    """Where the mode puts the partition: always within [log start offset, log end offset],
+    the offsets a consumer can resume from (Kafka's tool clamps the same way)."""
+    start, end = lk.beginning_offset(topic, partition), lk.end_offset(topic, partition)
+    if args.to_earliest:
+        return start
+    if args.to_latest:
+        return end
+    if args.to_datetime is not None:
+        # Kafka reads negative timestamps as "earliest"/"latest"; before 1970 is the start.
+        found = lk.offset_for_time(topic, partition, max(args.to_datetime, 0))
+        target = end if found is None else found[0]  # nothing that new: the log end, as Kafka
+    elif args.shift_by is not None:
+        if current is None:
+            raise ResetRefused(f"cannot shift {topic}-{partition}: the group has no committed "
+                               "offset there (use --to-earliest, --to-latest or --to-offset)")
+        target = current + args.shift_by
+    else:
+        target = args.to_offset
+    return min(max(target, start), end)
+
+
+def groups_reset_offsets(lk: logkernel.Engine, args: argparse.Namespace) -> int:
+    """Plans new committed offsets and, with --execute, commits them in one request (one
+    batch appended to __consumer_offsets, fsynced when the engine closes)."""
+    try:
+        group = lk.describe_group(args.group)
+    except logkernel.errors.GroupIdNotFoundError:
+        group = None  # a new group: resetting creates its offsets, as in Kafka
+    if group is not None and (group.members or group.state not in INACTIVE_GROUP_STATES):
+        print(f"logkernel groups reset-offsets: group {args.group!r} is {group.state} with "
+              f"{len(group.members)} member(s); offsets can only be reset while it is inactive. "
+              "Stop its consumers (or wait for their session timeout), then retry.", file=sys.stderr)
+        return 1
+    committed = lk.committed_offsets(args.group)
+    try:
+        plan = []
+        for topic, partition in partitions_to_reset(lk, args, committed):
+            stored = committed.get((topic, partition))
+            current = None if stored is None else stored.offset
+            plan.append((topic, partition, current, new_offset(lk, args, topic, partition, current)))
+    except ResetRefused as exc:
+        print(f"logkernel groups reset-offsets: {exc}", file=sys.stderr)
+        return 1
+    print(format_table(("TOPIC", "PARTITION", "CURRENT-OFFSET", "NEW-OFFSET"), plan))
+    if not args.execute:
+        print(f"dry run: group {args.group!r} is unchanged; rerun with --execute to commit these "
+              "offsets", file=sys.stderr)
+        return 0
+    lk.commit_offsets(args.group, {(topic, partition): offset for topic, partition, _, offset in plan})
+    print(f"committed {len(plan)} offset(s) for group {args.group!r}", file=sys.stderr)
+    return 0
+
+
+def groups_delete(lk: logkernel.Engine, args: argparse.Namespace) -> int:
+    offsets = len(lk.committed_offsets(args.group))
+    lk.delete_group(args.group)
+    print(f"deleted group {args.group!r} and its {offsets} committed offset(s)")
+    return 0
+
+
+GROUP_COMMANDS: dict[str, Callable[[logkernel.Engine, argparse.Namespace], int]] = {
+    "list": groups_list, "describe": groups_describe, "reset-offsets": groups_reset_offsets,
+    "delete": groups_delete}
+
+
+def groups(args: argparse.Namespace) -> int:
+    """Runs one ``logkernel groups`` command on an engine it opens (and closes: commits are
+    fsynced before it exits). The engine locks the directory, so a running broker's must be
+    administered through the broker."""
+    command = f"logkernel groups {args.groups_command}"
+    if not os.path.isdir(args.data_dir):
+        print(f"{command}: there is no data directory at {args.data_dir} (pass --data-dir)",
+              file=sys.stderr)
+        return 1
+    try:
+        with logkernel.open(args.data_dir) as lk:
+            return GROUP_COMMANDS[args.groups_command](lk, args)
+    except logkernel.errors.DataDirLockedError:
+        holder = ""
+        with contextlib.suppress(OSError):
+            pid = Path(args.data_dir, LOCK_FILE).read_text().strip()
+            holder = f" (process {pid})" if pid else ""
+        print(f"{command}: {args.data_dir} is in use by another process{holder}, most likely a "
+              "running `logkernel serve`. Stop it and retry, or run a Kafka admin tool against "
+              "that broker (kafka-consumer-groups.sh --bootstrap-server HOST:PORT ...).",
+              file=sys.stderr)
+        return 1
+    except logkernel.errors.LogkernelError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{command}: cannot open the data directory {args.data_dir}: {exc}", file=sys.stderr)
+        return 1
+
+
+def add_groups_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p_groups = commands.add_parser(
+        "groups", help="list, describe, reset the offsets of, or delete consumer groups",
+        description="Consumer groups in a data directory, as Kafka's kafka-consumer-groups.sh shows "
+        "them. Works on a directory no broker has open; for a running broker, stop it or point a "
+        "Kafka admin tool at it.")
+    actions = p_groups.add_subparsers(dest="groups_command", required=True)
+    data_dir = argparse.ArgumentParser(add_help=False)
+    data_dir.add_argument("--data-dir", default="./logkernel-data")
+
+    p_list = actions.add_parser("list", parents=[data_dir], help="every group: type, protocol type, state")
+    p_list.add_argument("--state", nargs="+", type=parse_group_state, metavar="STATE",
+                        help=f"only groups in these states ({', '.join(GROUP_STATES)})")
+
+    p_describe = actions.add_parser("describe", parents=[data_dir],
+                                    help="a group's state and its offsets and lag per partition")
+    p_describe.add_argument("group")
+    p_describe.add_argument("--members", action="store_true",
+                            help="also list the members and the partitions assigned to each")
+
+    p_reset = actions.add_parser(
+        "reset-offsets", parents=[data_dir], help="move a group's committed offsets",
+        description="Plans new committed offsets for an inactive group and prints them; commits "
+        "them only with --execute. New offsets are clamped into [log start, log end].")
+    p_reset.add_argument("group")
+    which = p_reset.add_mutually_exclusive_group(required=True)
+    which.add_argument("--topic", action="append", type=parse_topic_partitions,
+                       metavar="TOPIC[:P,P...]",
+                       help="a topic (all its partitions, or those listed); repeatable")
+    which.add_argument("--all-topics", action="store_true",
+                       help="every partition the group has committed offsets for")
+    mode = p_reset.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--to-earliest", action="store_true", help="the log start offset")
+    mode.add_argument("--to-latest", action="store_true", help="the log end offset")
+    mode.add_argument("--to-datetime", type=parse_datetime_ms, metavar="ISO8601",
+                      help="the first record at or after this time, e.g. 2026-11-29T10:00:00 "
+                      "(no zone means UTC), 2026-11-29T10:00:00+01:00 or ...Z; the log end if "
+                      "there is none")
+    mode.add_argument("--shift-by", type=int, metavar="N",
+                      help="the committed offset plus N (negative: back)")
+    mode.add_argument("--to-offset", type=int, metavar="N", help="offset N")
+    run = p_reset.add_mutually_exclusive_group()
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the plan and change nothing (the default)")
+    run.add_argument("--execute", action="store_true", help="commit the planned offsets")
+
+    p_delete = actions.add_parser("delete", parents=[data_dir],
+                                  help="delete a group with no members, and its committed offsets")
+    p_delete.add_argument("group")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="logkernel", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     p_serve = commands.add_parser("serve", help="run a Kafka-protocol broker over a data directory")
@@ -177,6 +471,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo.add_argument("--data-dir", default="./logkernel-data")
     p_demo.add_argument("--records", type=int, default=100_000)
     commands.add_parser("info", help="version and native-core facts")
+    add_groups_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "serve":
         try:
@@ -188,6 +488,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.records < 1:
             parser.error("--records must be at least 1")
         return demo(args.data_dir, args.records)
+    if args.command == "groups":
+        return groups(args)
     return info()
 
 

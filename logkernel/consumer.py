@@ -192,13 +192,14 @@ class Consumer:
             raise errors.ConfigError("group_instance_id needs a group_id and a non-empty value")
         if isinstance(partition_assignment_strategy, str):
             partition_assignment_strategy = (partition_assignment_strategy,)
-        self._group_options = dict(
-            strategies=tuple(partition_assignment_strategy), session_timeout_ms=session_timeout_ms,
-            heartbeat_interval_ms=heartbeat_interval_ms, max_poll_interval_ms=max_poll_interval_ms,
-            group_instance_id=group_instance_id)
+        self._strategies = tuple(partition_assignment_strategy)
+        self._session_timeout_ms = session_timeout_ms
+        self._heartbeat_interval_ms = heartbeat_interval_ms
+        self._max_poll_interval_ms = max_poll_interval_ms
+        self._group_instance_id = group_instance_id
         if group_id is not None:  # refuse an unknown assignor now, not at the first poll
             from logkernel.coordinator.assignors import assignor_for
-            for name in self._group_options["strategies"]:
+            for name in self._strategies:
                 assignor_for(name)
         self._member: GroupMember | None = None
         self._listener: Any = None
@@ -225,8 +226,12 @@ class Consumer:
         if self.group_id is not None:
             if self._member is None:
                 from logkernel.group_member import GroupMember
-                self._member = GroupMember(self._engine, self.group_id, client_id=self.client_id,
-                                           wake=self._wake, **self._group_options)
+                self._member = GroupMember(
+                    self._engine, self.group_id, client_id=self.client_id,
+                    strategies=self._strategies, session_timeout_ms=self._session_timeout_ms,
+                    heartbeat_interval_ms=self._heartbeat_interval_ms,
+                    max_poll_interval_ms=self._max_poll_interval_ms,
+                    group_instance_id=self._group_instance_id, wake=self._wake)
             self._member.subscribe(names)
             return
         self._refresh()
@@ -251,15 +256,16 @@ class Consumer:
                 wanted[key] = self._engine.partition_log(topic, partition, create=False)
             except errors.UnknownTopicError:
                 continue  # deleted since the assignment was made
-        for key in revoked:
-            self._positions.pop(TopicPartition(*key), None)
+        for topic, partition in revoked:
+            self._positions.pop(TopicPartition(topic, partition), None)
         self._set_assignment(wanted)
 
     def _commit_before_revoke(self, partitions: set[tuple[str, int]]) -> None:
         if not self._auto_commit:
             return
-        offsets = {tp: p for tp, p in self._positions.items()
-                   if p is not None and (tp.topic, tp.partition) in partitions}
+        offsets: dict[tuple[str, int], int] = {
+            tp: p for tp, p in self._positions.items()
+            if p is not None and (tp.topic, tp.partition) in partitions}
         try:
             self.commit(offsets)
         except errors.GroupFencedError as exc:

@@ -509,13 +509,13 @@ class Engine:
             group_type, protocol, generation = "consumer", described.assignor_name, \
                 described.group_epoch
             for m in described.members:
-                parts = []
+                owned: list[tuple[str, int]] = []
                 for topic_id, partitions in m.assignment.items():
-                    topic = self.topic_by_id(topic_id.hex())
-                    if topic is not None:
-                        parts.extend((topic.name, p) for p in sorted(partitions))
+                    found = self.topic_by_id(topic_id.hex())
+                    if found is not None:
+                        owned.extend((found.name, p) for p in sorted(partitions))
                 members.append(GroupMemberInfo(m.member_id, m.instance_id, m.client_id,
-                                               m.client_host, sorted(parts)))
+                                               m.client_host, sorted(owned)))
         else:
             classic = self.groups.describe_group(group_id)
             protocol, generation = classic.protocol_name, classic.generation_id

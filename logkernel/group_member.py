@@ -21,6 +21,7 @@ ones that move, and rejoins once more so they reach their new owner.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -28,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from logkernel import errors
+from logkernel.coordinator.assignors import Assignment as EncodedAssignment
 from logkernel.coordinator.assignors import (
     Member,
     Subscription,
@@ -37,7 +39,6 @@ from logkernel.coordinator.assignors import (
     encode_assignment,
     encode_subscription,
 )
-from logkernel.coordinator.assignors import Assignment as EncodedAssignment
 
 if TYPE_CHECKING:
     from logkernel.engine import Engine
@@ -125,11 +126,9 @@ class GroupMember:
             self._rejoin = True
 
     def needs_rejoin(self) -> bool:
-        if self._rejoin or self._lost:
-            return True
-        if self.leader and self._partition_counts != self._counts():
-            return True  # the leader reassigns when subscribed topics gain partitions
-        return False
+        # The leader also reassigns when subscribed topics gain partitions.
+        return self._rejoin or self._lost or (
+            self.leader and self._partition_counts != self._counts())
 
     def _counts(self) -> dict[str, int]:
         counts = {}
@@ -286,10 +285,8 @@ class GroupMember:
         with self._lock:
             member_id = self.member_id
         if member_id and self.instance_id is None and not self._engine.closed:
-            try:
+            with contextlib.suppress(errors.LogkernelError):  # the session timeout removes us
                 self._coordinator.leave_group(self.group_id, [(member_id, None)])
-            except errors.LogkernelError:
-                pass  # the session timeout removes us anyway
 
     # ---- the heartbeat thread ------------------------------------------------------------
 
@@ -305,10 +302,8 @@ class GroupMember:
                 log.warning("group %r: no poll for max_poll_interval_ms (%d ms); leaving the "
                             "group so its partitions move to live members", self.group_id,
                             int(self.max_poll_interval * 1000))
-                try:
+                with contextlib.suppress(errors.LogkernelError):
                     self._coordinator.leave_group(self.group_id, [(member_id, self.instance_id)])
-                except errors.LogkernelError:
-                    pass
                 self._lost = True
                 self._wake()
                 continue

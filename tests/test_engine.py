@@ -397,7 +397,22 @@ def test_offsets_for_times(lk: logkernel.Engine) -> None:
     assert lk.offset_for_time("t", 0, 99999) is None
 
 
+def test_offset_for_time_starts_at_the_log_start(lk: logkernel.Engine) -> None:
+    # delete_records cuts into the segment: the batches below the new log start do not
+    # count, and the search goes on with the next batch of the same segment.
+    lk.create_topic("t")
+    producer = lk.producer()
+    for i in range(6):
+        producer.send("t", b"v", partition=0, timestamp_ms=1000 + i)
+    lk.delete_records("t", 0, 3)
+    assert lk.offset_for_time("t", 0, 0) == (3, 1003)
+    assert lk.offset_for_time("t", 0, 1004) == (4, 1004)
+
+
 def test_commits_are_durable_and_per_group(lk: logkernel.Engine) -> None:
+    # A subscribed consumer with a group id is a group member: no initial rebalance delay
+    # here, so its first poll joins at once.
+    lk = reopen(lk, {"group.initial.rebalance.delay.ms": 0})
     lk.create_topic("t", partitions=2)
     producer = lk.producer()
     producer.send_batch("t", [b"v"] * 10, partition=0)
@@ -406,8 +421,9 @@ def test_commits_are_durable_and_per_group(lk: logkernel.Engine) -> None:
     consumer.commit()
     assert consumer.committed("t", 0) == 4
     assert consumer.committed(("t", 1)) is None  # never read, so never committed
+    consumer.close()
     lk.commit_offsets("g2", {("t", 0): 9})
-    lk = reopen(lk)
+    lk = reopen(lk, {"group.initial.rebalance.delay.ms": 0})
     try:
         assert lk.committed("g1", "t", 0) == 4
         assert lk.committed("g2", "t", 0) == 9

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from logkernel import errors
 from logkernel.config import EngineConfig
@@ -31,16 +31,13 @@ from logkernel.coordinator.classic_group import (
     ClassicGroupDescription,
     ClassicGroupSettings,
 )
+from logkernel.coordinator.consumer_group import ConsumerGroup, ConsumerGroupSettings, TopicView
 from logkernel.coordinator.offsets import OffsetAndMetadata, OffsetStore, TopicPartitionKey
 from logkernel.coordinator.timers import Timers
 
-if TYPE_CHECKING:
-    from logkernel.coordinator.consumer_group import ConsumerGroup, TopicView
-
 log = logging.getLogger("logkernel.coordinator")
 
-Group = Any  # ClassicGroup or ConsumerGroup; `kind` tells them apart
-CONSUMER = "consumer"
+Group = ClassicGroup | ConsumerGroup
 
 
 @dataclass(frozen=True)
@@ -49,14 +46,6 @@ class GroupListing:
     protocol_type: str
     state: str
     group_type: str     # "classic" or "consumer"
-
-
-def _is_consumer(group: Any) -> bool:
-    return group is not None and group.kind == CONSUMER
-
-
-def _is_classic(group: Any) -> bool:
-    return group is not None and group.kind == ClassicGroup.kind
 
 
 class GroupCoordinator:
@@ -90,7 +79,7 @@ class GroupCoordinator:
 
     def _classic(self, group_id: str, create: bool) -> ClassicGroup:
         group = self._groups.get(group_id)
-        if _is_consumer(group):
+        if isinstance(group, ConsumerGroup):
             if not group.is_empty():
                 raise errors.InconsistentGroupProtocolError(
                     f"group {group_id!r} is a consumer-protocol (KIP-848) group with members; "
@@ -106,7 +95,7 @@ class GroupCoordinator:
 
     def _consumer(self, group_id: str) -> ConsumerGroup:
         group = self._groups.get(group_id)
-        if _is_classic(group):
+        if isinstance(group, ClassicGroup):
             if not group.is_empty():
                 raise errors.InconsistentGroupProtocolError(
                     f"group {group_id!r} is a classic group with members; a consumer-protocol "
@@ -114,8 +103,6 @@ class GroupCoordinator:
             group.close()
             group = None
         if group is None:
-            # Imported on first use: classic-only programs never load the KIP-848 machinery.
-            from logkernel.coordinator.consumer_group import ConsumerGroup, ConsumerGroupSettings
             config = self._config
             settings = ConsumerGroupSettings(
                 config["group.consumer.session.timeout.ms"],
@@ -169,14 +156,14 @@ class GroupCoordinator:
         with self.lock:
             self._live()
             group = self._groups.get(group_id)
-            if not _is_classic(group):
+            if not isinstance(group, ClassicGroup):
                 return [errors.UnknownMemberIdError(f"group {group_id!r} has no classic members")
                         for _ in members]
             return group.leave(members)
 
     def _existing_classic(self, group_id: str) -> ClassicGroup:
         group = self._groups.get(group_id)
-        if _is_consumer(group):
+        if isinstance(group, ConsumerGroup):
             raise errors.InconsistentGroupProtocolError(
                 f"group {group_id!r} uses the consumer protocol (KIP-848), not JoinGroup")
         if group is None:
@@ -190,8 +177,8 @@ class GroupCoordinator:
         self._check_id(group_id)
         with self.lock:
             self._live()
-            if request.get("member_epoch", 0) != 0 and not _is_consumer(
-                    self._groups.get(group_id)):
+            if request.get("member_epoch", 0) != 0 and not isinstance(
+                    self._groups.get(group_id), ConsumerGroup):
                 raise errors.UnknownMemberIdError(
                     f"group {group_id!r} has no consumer-protocol members; join with epoch 0")
             return self._consumer(group_id).heartbeat(**request)
@@ -200,7 +187,7 @@ class GroupCoordinator:
         self._check_id(group_id)
         with self.lock:
             group = self._groups.get(group_id)
-            if not _is_consumer(group):
+            if not isinstance(group, ConsumerGroup):
                 raise errors.GroupIdNotFoundError(
                     f"group {group_id!r} is not a consumer-protocol group")
             return group.describe()
@@ -216,7 +203,7 @@ class GroupCoordinator:
         with self.lock:
             self._live()
             group = self._groups.get(group_id)
-            if _is_consumer(group):
+            if isinstance(group, ConsumerGroup):
                 group.validate_offset_commit(member_id, instance_id, generation, api_version)
             elif group is not None:
                 group.validate_offset_commit(member_id, instance_id, generation)
@@ -234,7 +221,7 @@ class GroupCoordinator:
         self._check_id(group_id)
         with self.lock:
             group = self._groups.get(group_id)
-            if _is_consumer(group):
+            if isinstance(group, ConsumerGroup):
                 group.validate_offset_fetch(member_id, member_epoch)
             elif member_epoch >= 0 and member_id:
                 raise errors.UnknownMemberIdError(
@@ -280,7 +267,7 @@ class GroupCoordinator:
             for group_id in self.offsets.groups():
                 listings[group_id] = GroupListing(group_id, "", EMPTY, "classic")
             for group_id, group in self._groups.items():
-                if _is_consumer(group):
+                if isinstance(group, ConsumerGroup):
                     listings[group_id] = GroupListing(group_id, "consumer", group.state, "consumer")
                 elif group.members or group.protocol_type:  # it has had members
                     listings[group_id] = GroupListing(
@@ -294,9 +281,9 @@ class GroupCoordinator:
         self._check_id(group_id)
         with self.lock:
             group = self._groups.get(group_id)
-            if _is_classic(group):
+            if isinstance(group, ClassicGroup):
                 return group.describe()
-            if _is_consumer(group):
+            if isinstance(group, ConsumerGroup):
                 return ClassicGroupDescription(group_id, group.state, "consumer", "", -1, None, [])
             if self.offsets.group_offsets(group_id):
                 return ClassicGroupDescription(group_id, EMPTY, "", "", 0, None, [])
@@ -319,7 +306,7 @@ class GroupCoordinator:
             self.offsets.delete(group_id, list(offsets))
 
     def _drop(self, group_id: str, group: Group) -> None:
-        if _is_classic(group):
+        if isinstance(group, ClassicGroup):
             group.close()
         else:
             group.remove_all()
@@ -337,7 +324,7 @@ class GroupCoordinator:
                 if group is not None and not group.is_empty():
                     continue
                 stored = self.offsets.group_offsets(group_id)
-                if _is_classic(group) and group.protocol_type:
+                if isinstance(group, ClassicGroup) and group.protocol_type:
                     expired = list(stored) if now - group.state_since_ms >= self.retention_ms \
                         else []
                 else:

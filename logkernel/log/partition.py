@@ -746,10 +746,15 @@ class PartitionLog:
                     position, _ = seg.find_timestamp(timestamp)
                 except errors.OffsetOutOfRangeError:
                     continue
-                data = seg.read(position, _batch_size(seg.read(position, 12)))
-                for record in decode_batch(data).records():
-                    if record.timestamp >= timestamp and record.offset >= self._log_start_offset:
-                        return record.offset, record.timestamp
+                # Batches whose records all lie below the log start (delete_records cut
+                # into this segment) do not count: go on batch by batch in the segment.
+                end = self._segment_size(i)
+                while position < end:
+                    size = _batch_size(seg.read(position, 12))
+                    for record in decode_batch(seg.read(position, size)).records():
+                        if record.timestamp >= timestamp and record.offset >= self._log_start_offset:
+                            return record.offset, record.timestamp
+                    position += size
         return None
 
     # ---- deleting ------------------------------------------------------------------
