@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import struct
 import threading
+import time
 from dataclasses import dataclass
 
 from logkernel import errors
@@ -33,6 +34,10 @@ _VALUE_HEAD = struct.Struct(">hqi")  # version, offset, leader epoch
 _I64 = struct.Struct(">q")
 # A commit record's read budget while loading: 1 MiB of batches per read.
 LOAD_READ_BYTES = 1024 * 1024
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def java_string_hash(text: str) -> int:
@@ -168,7 +173,11 @@ class OffsetStore:
         keys = [encode_key(group, topic, partition) for topic, partition in offsets]
         values = [encode_value(v) for v in offsets.values()]
         with self._lock:
-            self._log_for(group).append(encode_batch(values, keys=keys), validated=True)
+            partition_log = self._log_for(group)
+            if len(keys) == 1:  # the usual commit: one record, encoded in C into the segment
+                partition_log.append_record(keys[0], values[0], _now_ms())
+            else:
+                partition_log.append(encode_batch(values, keys=keys), validated=True)
             self._offsets.setdefault(group, {}).update(offsets)
 
     def delete(self, group: str, partitions: list[TopicPartitionKey]) -> None:
