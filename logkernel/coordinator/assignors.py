@@ -361,6 +361,11 @@ class Member:
 
 
 class Assignor(Protocol):
+    """What the group leader runs. ``assign`` takes the members keyed by member id and each
+    existing topic's partition count, and returns every member's partitions (the promises
+    are in this module's docstring). It raises ValueError for a negative partition count or
+    a member filed under another member's id: the caller's bug."""
+
     name: str  # the protocol name on the wire
     rebalance_protocol: str  # EAGER or COOPERATIVE
 
