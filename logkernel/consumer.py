@@ -268,7 +268,7 @@ class Consumer:
             if p is not None and (tp.topic, tp.partition) in partitions}
         try:
             self.commit(offsets)
-        except errors.GroupFencedError as exc:
+        except errors.GroupError as exc:
             log.info("group %r: commit before revocation refused (%s); the next owner "
                      "resumes from the last committed offsets", self.group_id, exc)
 
@@ -297,8 +297,8 @@ class Consumer:
         wanted: dict[TopicPartition, PartitionLog] = {}
         for topic, partition in partitions:
             wanted[TopicPartition(topic, partition)] = self._engine.partition_log(topic, partition)
-        self._subscription = ()
         self._leave_group()
+        self._subscription = ()
         self._set_assignment(wanted)
 
     def assignment(self) -> set[TopicPartition]:
@@ -306,14 +306,19 @@ class Consumer:
         return set(self._logs)
 
     def unsubscribe(self) -> None:
+        self._leave_group()
         self._subscription = ()
         self._set_assignment({})
-        self._leave_group()
 
-    def _leave_group(self) -> None:
+    def _leave_group(self, commit: bool = True) -> None:
+        """Leaves the group: the listener hears the partitions revoked (after the auto
+        commit, if on and ``commit``), then the member leaves."""
         if self._member is not None:
-            member, self._member = self._member, None
-            member.leave()
+            before_revoke = self._commit_before_revoke if commit else (lambda _gone: None)
+            try:
+                self._member.leave(self._listener, before_revoke)  # commits as the member
+            finally:
+                self._member = None
 
     def _tp(self, tp: tuple[str, int] | str, partition: int | None = None) -> TopicPartition:
         key = _topic_partition(tp, partition)
@@ -416,7 +421,10 @@ class Consumer:
     def _maybe_auto_commit(self) -> None:
         if self._auto_commit and time.monotonic() >= self._next_auto_commit:
             self._next_auto_commit = time.monotonic() + self._auto_commit_interval
-            self.commit()
+            try:
+                self.commit()
+            except errors.GroupError as exc:  # as Kafka's clients do: log, rejoin, go on
+                log.info("group %r: auto commit refused (%s)", self.group_id, exc)
 
     # ---- reading -------------------------------------------------------------------
 
@@ -548,13 +556,24 @@ class Consumer:
                 self._coordinate(deadline)
             self._refresh()
 
+    def _poll_as_member(self, timeout_ms: float, max_records: int, one_partition: bool
+                        ) -> list[ColumnBatch]:
+        member = self._member
+        if member is None:
+            return self._poll_columns(timeout_ms, max_records, one_partition)
+        member.poll_started()
+        try:
+            return self._poll_columns(timeout_ms, max_records, one_partition)
+        finally:
+            member.poll_finished()
+
     def poll(self, timeout_ms: float = 0, max_records: int | None = None) -> list[Record]:
         """Up to ``max_records`` records (default max_poll_records) from the assigned
         partitions, round robin. Waits up to ``timeout_ms`` for the first record (0: return
         at once). Advances the positions past what it returns."""
         limit = self._max_poll_records if max_records is None else max_records
         out: list[Record] = []
-        for batch in self._poll_columns(timeout_ms, limit, one_partition=False):
+        for batch in self._poll_as_member(timeout_ms, limit, one_partition=False):
             out.extend(batch.records())
         return out
 
@@ -562,7 +581,7 @@ class Consumer:
         """Up to ``max_records`` records of one partition as columns (see ColumnBatch), built
         in C with no per-record Python objects; None if nothing arrived within timeout_ms."""
         limit = self._max_poll_records if max_records is None else max_records
-        batches = self._poll_columns(timeout_ms, limit, one_partition=True)
+        batches = self._poll_as_member(timeout_ms, limit, one_partition=True)
         if not batches:
             return None
         return batches[0]
@@ -583,14 +602,19 @@ class Consumer:
         """Commits positions (if auto commit is on) and stops the consumer."""
         if self._closed:
             return
+        commit = autocommit and self._auto_commit and not self._engine.closed
         try:
-            if autocommit and self._auto_commit and not self._engine.closed:
+            if self._member is not None and not self._engine.closed:
+                self._leave_group(commit)  # a member commits before its revoke callback
+            elif commit:
                 self.commit()
-        except errors.GroupFencedError as exc:
+        except errors.GroupError as exc:
             log.info("group %r: final commit refused (%s)", self.group_id, exc)
         finally:
+            if self._member is not None:  # the engine closed first: just stop heartbeats
+                self._member.stop()
+                self._member = None
             self._closed = True
-            self._leave_group()
 
     def __enter__(self) -> Consumer:
         return self

@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("logkernel.consumer")
 
 PROTOCOL_TYPE = "consumer"
+# Why a member was fenced: removed from the group, a newer generation exists, or it
+# stopped polling. Only the generation case keeps the member id for the rejoin.
+UNKNOWN, GENERATION, STALLED = "unknown member", "stale generation", "stalled"
 TopicPartitionKey = tuple[str, int]
 
 
@@ -102,8 +105,10 @@ class GroupMember:
         self._join: _Waiter | None = None
         self._sync: _Waiter | None = None
         self._rejoin = True
-        self._lost = False      # the heartbeat thread found us fenced: partitions are lost
+        # Why the group fenced us (partitions lost, rejoin at the next poll), or None.
+        self._fenced: str | None = None
         self._last_poll = time.monotonic()
+        self._in_poll = False
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._heartbeats = threading.Thread(target=self._heartbeat_loop, daemon=True,
@@ -127,7 +132,7 @@ class GroupMember:
 
     def needs_rejoin(self) -> bool:
         # The leader also reassigns when subscribed topics gain partitions.
-        return self._rejoin or self._lost or (
+        return self._rejoin or self._fenced is not None or (
             self.leader and self._partition_counts != self._counts())
 
     def _counts(self) -> dict[str, int]:
@@ -138,31 +143,39 @@ class GroupMember:
                 counts[name] = len(found.partitions)
         return counts
 
+    def poll_started(self) -> None:
+        """The application is inside poll: it is alive however long poll waits."""
+        self._last_poll = time.monotonic()
+        self._in_poll = True
+
+    def poll_finished(self) -> None:
+        self._last_poll = time.monotonic()
+        self._in_poll = False
+
     def poll(self, deadline: float, listener: Any, before_revoke: Callable[[set[TopicPartitionKey]], None]
              ) -> tuple[set[TopicPartitionKey], set[TopicPartitionKey]] | None:
         """Advances membership until the member is stable or ``deadline`` passes. Returns
         (revoked, assigned) partitions when the assignment changed, else None. Listener
         callbacks are called here; ``before_revoke`` lets the consumer commit first."""
-        self._last_poll = time.monotonic()
         if not self.needs_rejoin() and self._join is None and self._sync is None:
             return None
         revoked: set[TopicPartitionKey] = set()
-        if self._lost:
-            lost, self.owned = set(self.owned), set()
-            self._lost = False
-            self.member_id, self.generation = ("", -1) if not self.instance_id else \
-                (self.member_id, -1)
-            if lost:
-                _call(listener, "on_partitions_lost", lost, fallback="on_partitions_revoked")
-                revoked |= lost
         while True:
+            if self._fenced is not None:
+                revoked |= self._lose(listener)
             if self._join is None and self._sync is None:
                 if self.rebalance_protocol == "EAGER" and self.owned:
                     before_revoke(set(self.owned))
                     gone, self.owned = set(self.owned), set()
                     _call(listener, "on_partitions_revoked", gone)
                     revoked |= gone
-                self._start_join()
+                try:
+                    self._start_join()
+                except errors.GroupError as exc:
+                    self._on_error(exc)
+                    if time.monotonic() >= deadline:
+                        return (revoked, set()) if revoked else None
+                    continue
             if self._join is not None:
                 if not self._join.event.wait(max(deadline - time.monotonic(), 0)):
                     return (revoked, set()) if revoked else None
@@ -170,7 +183,11 @@ class GroupMember:
                 if isinstance(result, BaseException):
                     self._on_error(result)
                     continue
-                self._start_sync(result)
+                try:
+                    self._start_sync(result)
+                except errors.GroupError as exc:
+                    self._on_error(exc)
+                    continue
             assert self._sync is not None
             if not self._sync.event.wait(max(deadline - time.monotonic(), 0)):
                 return (revoked, set()) if revoked else None
@@ -192,11 +209,26 @@ class GroupMember:
             _call(listener, "on_partitions_assigned", added)
             return revoked, added
 
+    def _lose(self, listener: Any) -> set[TopicPartitionKey]:
+        """The group fenced this member: its partitions are someone else's now, so they go
+        without a commit (on_partitions_lost), and the member rejoins."""
+        why, self._fenced = self._fenced, None
+        with self._lock:
+            if why != GENERATION:  # removed from the group: join as a new member
+                self.member_id = ""
+            self.generation = -1
+        self._rejoin = True
+        lost, self.owned = set(self.owned), set()
+        if lost:
+            _call(listener, "on_partitions_lost", lost, fallback="on_partitions_revoked")
+        return lost
+
     def _start_join(self) -> None:
         owned = sorted(self.owned)
         metadata = [(a.name, encode_subscription(Subscription(
             list(self._subscription), None, owned, self.generation))) for a in self.assignors]
         waiter = _Waiter()
+        self._rejoin = False
         for _ in range(2):  # a first join is told its member id and comes straight back
             try:
                 self._coordinator.join_group(
@@ -208,9 +240,9 @@ class GroupMember:
                     require_known_member_id=True, answer=waiter)
                 break
             except errors.MemberIdRequiredError as exc:
-                self.member_id = exc.member_id
+                with self._lock:
+                    self.member_id = exc.member_id
         self._join = waiter
-        self._rejoin = False
 
     def _start_sync(self, joined: Any) -> None:
         with self._lock:
@@ -253,18 +285,17 @@ class GroupMember:
                 for member_id, partitions in plan.items()}
 
     def _on_error(self, exc: BaseException) -> None:
+        """A join or sync was refused: decide how to rejoin (or give up, for the fatal)."""
         if isinstance(exc, errors.FencedInstanceIdError):
             raise exc  # another process took our group.instance.id: fatal, as in Kafka
         if isinstance(exc, errors.UnknownMemberIdError):
-            with self._lock:
-                self.member_id, self.generation = "", -1
+            self._fenced = UNKNOWN
         elif isinstance(exc, errors.IllegalGenerationError):
-            with self._lock:
-                self.generation = -1
+            self._fenced = GENERATION
+        elif isinstance(exc, errors.CoordinatorNotAvailableError) and self._engine.closed:
+            raise errors.ClosedError(f"the engine for {self._engine.path} is closed") from exc
         elif not isinstance(exc, errors.RebalanceInProgressError | errors.CoordinatorNotAvailableError):
             raise exc
-        if isinstance(exc, errors.UnknownMemberIdError | errors.IllegalGenerationError) and self.owned:
-            self._lost = True
         self._rejoin = True
 
     def commit_identity(self) -> tuple[str, str | None, int]:
@@ -273,13 +304,25 @@ class GroupMember:
 
     def fenced(self, exc: errors.GroupError) -> None:
         """A commit was refused: the member rejoins at the next poll."""
-        if isinstance(exc, errors.UnknownMemberIdError | errors.IllegalGenerationError):
-            self._lost = bool(self.owned)
+        if isinstance(exc, errors.UnknownMemberIdError):
+            self._fenced = UNKNOWN
+        elif isinstance(exc, errors.IllegalGenerationError):
+            self._fenced = GENERATION
         self._rejoin = True
 
-    def leave(self) -> None:
-        """Stops heartbeating and leaves the group (a static member stays: it is expected
-        back, and its session timeout reassigns its partitions if it is not)."""
+    def leave(self, listener: Any, before_revoke: Callable[[set[TopicPartitionKey]], None]) -> None:
+        """Gives up the partitions (on_partitions_revoked, after ``before_revoke``; lost if
+        the group had fenced us), stops heartbeating and leaves the group. A static member
+        does not send LeaveGroup: it is expected back, and its session timeout reassigns
+        its partitions if it is not."""
+        if self._fenced is not None:
+            self._lose(listener)
+        elif self.owned:
+            gone, self.owned = set(self.owned), set()
+            try:
+                before_revoke(gone)
+            finally:
+                _call(listener, "on_partitions_revoked", gone)
         self._closed.set()
         self._heartbeats.join(timeout=5)
         with self._lock:
@@ -287,6 +330,10 @@ class GroupMember:
         if member_id and self.instance_id is None and not self._engine.closed:
             with contextlib.suppress(errors.LogkernelError):  # the session timeout removes us
                 self._coordinator.leave_group(self.group_id, [(member_id, None)])
+
+    def stop(self) -> None:
+        """Stops heartbeating without a word to the group (the engine is closed)."""
+        self._closed.set()
 
     # ---- the heartbeat thread ------------------------------------------------------------
 
@@ -298,28 +345,40 @@ class GroupMember:
                 return
             if not member_id or generation < 0 or self._join is not None:
                 continue
-            if time.monotonic() - self._last_poll > self.max_poll_interval:
-                log.warning("group %r: no poll for max_poll_interval_ms (%d ms); leaving the "
-                            "group so its partitions move to live members", self.group_id,
-                            int(self.max_poll_interval * 1000))
-                with contextlib.suppress(errors.LogkernelError):
-                    self._coordinator.leave_group(self.group_id, [(member_id, self.instance_id)])
-                self._lost = True
-                self._wake()
+            if not self._in_poll and time.monotonic() - self._last_poll > self.max_poll_interval:
+                self._stalled(member_id)
                 continue
             try:
                 self._coordinator.heartbeat(self.group_id, member_id=member_id,
                                             instance_id=self.instance_id, generation=generation)
-            except errors.RebalanceInProgressError:
-                self._rejoin = True
-                self._wake()
-            except (errors.UnknownMemberIdError, errors.IllegalGenerationError):
-                self._lost = True
-                self._wake()
             except errors.LogkernelError as exc:
-                log.warning("group %r: heartbeat failed: %s", self.group_id, exc)
-                self._rejoin = True
+                with self._lock:
+                    if (self.member_id, self.generation) != (member_id, generation):
+                        continue  # an answer about a generation we have left since
+                if isinstance(exc, errors.RebalanceInProgressError):
+                    self._rejoin = True
+                elif isinstance(exc, errors.UnknownMemberIdError | errors.FencedInstanceIdError):
+                    self._fenced = UNKNOWN
+                elif isinstance(exc, errors.IllegalGenerationError):
+                    self._fenced = GENERATION
+                else:
+                    log.warning("group %r: heartbeat failed: %s", self.group_id, exc)
+                    self._rejoin = True
                 self._wake()
+
+    def _stalled(self, member_id: str) -> None:
+        """No poll for max_poll_interval_ms: give the partitions to live members (a dynamic
+        member leaves; a static one just stops heartbeating, as Kafka's clients do)."""
+        log.warning("group %r: no poll for max_poll_interval_ms (%d ms); leaving the group so "
+                    "its partitions move to live members", self.group_id,
+                    int(self.max_poll_interval * 1000))
+        if self.instance_id is None:
+            with contextlib.suppress(errors.LogkernelError):
+                self._coordinator.leave_group(self.group_id, [(member_id, None)])
+        with self._lock:
+            self.member_id, self.generation = "", -1   # no more heartbeats, no repeat
+        self._fenced = STALLED
+        self._wake()
 
 
 def _call(listener: Any, name: str, partitions: set[TopicPartitionKey], fallback: str = "") -> None:

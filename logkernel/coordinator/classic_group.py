@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from logkernel import errors
+from logkernel.coordinator.assignors import decode_subscription
 from logkernel.coordinator.timers import Timer, Timers
 
 EMPTY = "Empty"
@@ -149,6 +150,7 @@ class ClassicGroup:
         self._round = 0
         self._new_member_in_delay = False
         self._delay_round: int | None = None   # the rebalance whose initial delay runs
+        self._subscribed: set[str] | None = None
 
     # ---- queries ---------------------------------------------------------------------
 
@@ -160,10 +162,14 @@ class ClassicGroup:
         self.state_since_ms = int(time.time() * 1000)
 
     def subscribed_topics(self) -> set[str] | None:
-        """Topics the members subscribe to (consumer protocol), or None when unknown."""
+        """Topics the members of the last completed generation subscribed to (consumer
+        protocol, as Kafka reads them), or None when unknown (another protocol type, or
+        metadata that does not parse)."""
+        return self._subscribed
+
+    def _read_subscriptions(self) -> set[str] | None:
         if self.protocol_type != "consumer" or self.protocol_name is None:
             return None
-        from logkernel.coordinator.assignors import decode_subscription
         topics: set[str] = set()
         for member in self.members.values():
             try:
@@ -209,9 +215,8 @@ class ClassicGroup:
                 f"protocols no member supports in common with {[p for p, _ in protocols]}")
         fields = dict(client_id=client_id, client_host=client_host,
                       session_timeout_ms=session_timeout_ms,
-                      rebalance_timeout_ms=rebalance_timeout_ms, protocols=list(protocols))
-        if self.state == EMPTY:
-            self.protocol_type = protocol_type
+                      rebalance_timeout_ms=rebalance_timeout_ms, protocols=list(protocols),
+                      protocol_type=protocol_type)
         if not member_id:
             self._join_new(instance_id, require_known_member_id, answer, fields)
         else:
@@ -281,6 +286,10 @@ class ClassicGroup:
 
     def _add(self, member_id: str, instance_id: str | None, answer: Answer,
              fields: dict[str, Any]) -> None:
+        if not self.members:
+            self.protocol_type = fields.pop("protocol_type")
+        else:
+            fields.pop("protocol_type")
         member = ClassicMember(member_id, instance_id, **fields)
         member.join_answer = answer
         self.members[member_id] = member
@@ -326,10 +335,11 @@ class ClassicGroup:
             self._awaiting_sync.add(new_id)
         if self.leader == old_id:
             self.leader = new_id
-        changed = member.protocols != fields["protocols"]
         self._update(member, answer, fields)
         self._refresh(member)
-        if self.state == STABLE and not changed:
+        # Kafka rebalances for a restarted static member only if the protocol the group
+        # would choose changes; new subscription bytes of the same protocol do not count.
+        if self.state == STABLE and self._select_protocol() == self.protocol_name:
             # Same generation, same assignment: no one else notices the restart. The
             # answer names the old leader id so a restarted leader does not reassign.
             member.join_answer = None
@@ -426,9 +436,11 @@ class ClassicGroup:
         if not self.members:
             self.protocol_name = None
             self.leader = None
+            self._subscribed = None
             self._set_state(EMPTY)
             return
         self.protocol_name = self._select_protocol()
+        self._subscribed = self._read_subscriptions()
         joined = [m for m in self.members.values() if m.join_answer is not None]
         leader = self.members.get(self.leader or "")
         if leader is None or leader.join_answer is None:
@@ -466,14 +478,17 @@ class ClassicGroup:
 
     def _sync_deadline(self, round_: int) -> None:
         with self._lock:
-            if round_ != self._round or self.state != COMPLETING_REBALANCE:
+            if round_ != self._round or self.state not in (COMPLETING_REBALANCE, STABLE):
                 return
+            removed = False
             for member_id in list(self._awaiting_sync):
                 member = self.members.get(member_id)
                 if member is not None:
                     self._remove(member, errors.UnknownMemberIdError(
                         f"member {member_id!r} did not SyncGroup within the rebalance timeout"))
-            self._after_removal()
+                    removed = True
+            if removed:
+                self._after_removal()
 
     # ---- SyncGroup, Heartbeat, LeaveGroup ------------------------------------------------
 

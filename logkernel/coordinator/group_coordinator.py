@@ -124,7 +124,9 @@ class GroupCoordinator:
         self._check_id(group_id)
         with self.lock:
             self._live()
-            self._classic(group_id, create=not member_id or group_id not in self._groups).join(
+            # Only a member without an id creates a group, as in Kafka: a stale member id
+            # (say, after a restart) gets UnknownMemberIdError and leaves nothing behind.
+            self._classic(group_id, create=not member_id).join(
                 member_id=member_id, instance_id=instance_id, client_id=client_id,
                 client_host=client_host, session_timeout_ms=session_timeout_ms,
                 rebalance_timeout_ms=rebalance_timeout_ms, protocol_type=protocol_type,
@@ -313,18 +315,25 @@ class GroupCoordinator:
         del self._groups[group_id]
 
     def expire_offsets(self, now_ms: int | None = None) -> int:
-        """Drops the committed offsets of groups that have had no members for
-        offsets.retention.minutes (for groups never seen with members: offsets whose commit
-        is that old), as Kafka does. Returns how many offsets were dropped."""
+        """Drops committed offsets as Kafka does: all of a group that has had no members for
+        offsets.retention.minutes; for groups never seen with members, those whose commit is
+        that old; for groups with members, those of topics no member subscribes to any
+        more whose commit is that old (KIP-496). Returns how many offsets were dropped."""
         now = int(time.time() * 1000) if now_ms is None else now_ms
         dropped = 0
         with self.lock:
             for group_id in self.offsets.groups():
                 group = self._groups.get(group_id)
-                if group is not None and not group.is_empty():
-                    continue
                 stored = self.offsets.group_offsets(group_id)
-                if isinstance(group, ClassicGroup) and group.protocol_type:
+                if group is not None and not group.is_empty():
+                    # KIP-496: a group with members keeps the offsets of the topics it
+                    # subscribes to; those of topics it dropped age out by commit time.
+                    subscribed = group.subscribed_topics()
+                    if subscribed is None:
+                        continue
+                    expired = [tp for tp, v in stored.items() if tp[0] not in subscribed
+                               and 0 <= v.commit_timestamp_ms <= now - self.retention_ms]
+                elif isinstance(group, ClassicGroup) and group.protocol_type:
                     expired = list(stored) if now - group.state_since_ms >= self.retention_ms \
                         else []
                 else:
@@ -334,9 +343,10 @@ class GroupCoordinator:
                 if expired:
                     self.offsets.delete(group_id, expired)
                     dropped += len(expired)
-                    log.info("expired %d committed offsets of group %r (no members for "
-                             "offsets.retention.minutes)", len(expired), group_id)
-                if group is not None and not self.offsets.group_offsets(group_id):
+                    log.info("expired %d committed offsets of group %r "
+                             "(offsets.retention.minutes)", len(expired), group_id)
+                if group is not None and group.is_empty() and \
+                        not self.offsets.group_offsets(group_id):
                     self._drop(group_id, group)
         return dropped
 
