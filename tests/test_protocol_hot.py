@@ -16,6 +16,7 @@ import datetime
 import io
 import struct
 import sys
+import tracemalloc
 import uuid
 from typing import Any
 
@@ -27,17 +28,19 @@ from kio.schema.errors import ErrorCode
 from kio.serial import entity_writer
 from kio.static.primitive import i32Timedelta
 
-from logkernel.protocol import hot
+from logkernel.protocol import apis, hot, schema
 from logkernel.protocol.hot import (
     FetchPartitionData,
     MetadataPartition,
     MetadataTopic,
     ProducePartition,
+    decode_offset_commit_request,
     decode_produce_request,
     encode_api_versions_response,
     encode_fetch_response,
     encode_list_offsets_response,
     encode_metadata_response,
+    encode_offset_commit_response,
     encode_produce_response,
 )
 from logkernel.protocol.primitives import MalformedMessage, write_uvarint
@@ -612,6 +615,319 @@ def test_api_versions_v3_known_answer() -> None:
     assert encode_api_versions_response(3, 0, [(18, 0, 4)]) == expected
 
 
+# --- OffsetCommit request --------------------------------------------------------------------
+#
+# Requests are built as kio entities from plain values (schema.build, as the broker tests'
+# request() helper does: fields a version lacks are dropped), encoded by kio, and decoded both by
+# hot.decode_offset_commit_request and by kio's decoder (schema.decode_request); both must give
+# the values put in.
+
+CommitPartition = tuple[int, int, int, "str | None"]  # index, offset, leader epoch, metadata
+CommitTopics = list[tuple[str, list[CommitPartition]]]
+CommitValues = tuple[str, int, str, "str | None", int, CommitTopics]
+
+
+def offset_commit_body(version: int, group_id: str, generation: int, member_id: str,
+                       instance_id: str | None, retention_ms: int, topics: CommitTopics) -> bytes:
+    cls = schema.request_type(apis.OFFSET_COMMIT, version)
+    return schema.encode_entity(schema.build(cls, {
+        "group_id": group_id, "generation_id_or_member_epoch": generation, "member_id": member_id,
+        "group_instance_id": instance_id, "retention_time": retention_ms,
+        "topics": [{"name": name, "partitions": [
+            {"partition_index": index, "committed_offset": offset, "committed_leader_epoch": epoch,
+             "committed_metadata": metadata} for index, offset, epoch, metadata in partitions]}
+            for name, partitions in topics]}))
+
+
+def expected_commit(version: int, values: CommitValues) -> CommitValues:
+    """What a version carries of ``values``: absent fields read as kio's defaults."""
+    group_id, generation, member_id, instance_id, retention_ms, topics = values
+    return (group_id, generation, member_id, instance_id if version >= 7 else None,
+            retention_ms if version <= 4 else -1,
+            [(name, [(index, offset, epoch if version >= 6 else -1, metadata)
+                     for index, offset, epoch, metadata in partitions]) for name, partitions in topics])
+
+
+def hot_commit_values(request: hot.OffsetCommitRequest) -> CommitValues:
+    return (request.group_id, request.generation_id_or_member_epoch, request.member_id,
+            request.group_instance_id, request.retention_time_ms,
+            [(t.name, [(p.partition_index, p.committed_offset, p.committed_leader_epoch,
+                        p.committed_metadata) for p in t.partitions]) for t in request.topics])
+
+
+def kio_commit_values(request: Any) -> CommitValues:
+    """kio's decoded entity, read the way the broker's handler reads it (getattr defaults for
+    fields a version lacks)."""
+    retention = getattr(request, "retention_time", None)
+    return (request.group_id, request.generation_id_or_member_epoch, request.member_id,
+            getattr(request, "group_instance_id", None),
+            -1 if retention is None else retention // datetime.timedelta(milliseconds=1),
+            [(t.name, [(p.partition_index, p.committed_offset, getattr(p, "committed_leader_epoch", -1),
+                        p.committed_metadata) for p in t.partitions]) for t in request.topics])
+
+
+def check_offset_commit(version: int, values: CommitValues) -> bytes:
+    body = offset_commit_body(version, *values)
+    decoded = hot_commit_values(decode_offset_commit_request(memoryview(body), version))
+    assert decoded == expected_commit(version, values)
+    assert decoded == kio_commit_values(schema.decode_request(apis.OFFSET_COMMIT, version, body))
+    return body
+
+
+# > 127 bytes gives two-byte compact lengths; "" is what Java consumers send as metadata
+COMMIT_STRINGS = NAMES | st.sampled_from(["m" * 200, "consumer-1-5f0c1e2a-8d3b-4c7e-9a61-2b4f8e0d3c19"])
+RETENTIONS = st.just(-1) | st.integers(-(10**15), 10**15)  # within what kio's timedelta holds
+commit_partitions = st.lists(st.tuples(INT32, OFFSETS, INT32, st.none() | COMMIT_STRINGS),
+                             max_size=MAX_PARTITIONS)
+
+
+@ORACLE
+@given(version=st.sampled_from(hot.OFFSET_COMMIT_VERSIONS), group_id=COMMIT_STRINGS, generation=INT32,
+       member_id=COMMIT_STRINGS, instance_id=st.none() | NAMES, retention_ms=RETENTIONS,
+       topics=st.lists(st.tuples(COMMIT_STRINGS, commit_partitions), max_size=MAX_TOPICS))
+def test_decode_offset_commit_request_matches_kio(version: int, group_id: str, generation: int,
+                                                  member_id: str, instance_id: str | None,
+                                                  retention_ms: int, topics: CommitTopics) -> None:
+    check_offset_commit(version, (group_id, generation, member_id, instance_id, retention_ms, topics))
+
+
+FIXED_COMMIT: CommitValues = (
+    "my-group", 7, "consumer-1-5f0c1e2a", "instance-ü", 86_400_000,
+    [("orders", [(0, 1_234_567, 5, ""), (1, 0, -1, None), (2, 2**63 - 1, 0, "m" * 300)]),
+     ("日本語", []), ("t" * 150, [(-1, 42, 3, "meta")])])
+
+
+@pytest.mark.parametrize("version", hot.OFFSET_COMMIT_VERSIONS)
+def test_decode_offset_commit_request_fixed(version: int) -> None:
+    body = check_offset_commit(version, FIXED_COMMIT)
+    check_offset_commit(version, ("", -1, "", None, -1, []))  # an admin tool's empty commit
+    # bytes are accepted too, and trailing bytes after the body are ignored
+    request = decode_offset_commit_request(body + b"junk", version)  # type: ignore[arg-type]
+    assert hot_commit_values(request) == expected_commit(version, FIXED_COMMIT)
+
+
+@pytest.mark.parametrize("version", hot.OFFSET_COMMIT_VERSIONS)
+def test_offset_commit_request_does_not_hold_the_buffer(version: int) -> None:
+    buffer = bytearray(offset_commit_body(version, *FIXED_COMMIT))
+    request = decode_offset_commit_request(memoryview(buffer), version)
+    buffer[:] = bytes(len(buffer))  # the connection reuses its buffer
+    assert hot_commit_values(request) == expected_commit(version, FIXED_COMMIT)
+
+
+def flexible_commit_body(tagged: str = "", metadata: bytes = b"m" * 130) -> bytes:
+    """A v8 body written by hand, to put non-empty tagged-field sections where kio never
+    writes them (TAGS: tags 0 and 5, the second 200 bytes long)."""
+    def tags(level: str) -> bytes:
+        return TAGS if level in tagged else b"\x00"
+
+    return (b"\x04grp" + struct.pack(">i", 4) + b"\x04mem" + b"\x00"  # group, generation, member, null
+            + b"\x02" + b"\x07orders" + b"\x02"  # 1 topic: name, 1 partition
+            + struct.pack(">iqi", 3, 99, 2) + write_uvarint(len(metadata) + 1) + metadata + tags("partition")
+            + tags("topic") + tags("request"))
+
+
+def test_hand_written_flexible_commit_body_is_what_kio_writes() -> None:
+    values: CommitValues = ("grp", 4, "mem", None, -1, [("orders", [(3, 99, 2, "m" * 130)])])
+    assert flexible_commit_body() == offset_commit_body(8, *values)
+
+
+@pytest.mark.parametrize("tagged", ["partition", "topic", "request", "partition topic request"])
+@pytest.mark.parametrize("version", [8, 9])
+def test_offset_commit_decoder_skips_tagged_fields(tagged: str, version: int) -> None:
+    request = decode_offset_commit_request(memoryview(flexible_commit_body(tagged)), version)
+    assert request == decode_offset_commit_request(memoryview(flexible_commit_body()), version)
+    assert request.topics[0].partitions[0].committed_metadata == "m" * 130
+
+
+@pytest.mark.parametrize("tagged", ["partition", "topic", "request"])
+def test_offset_commit_truncated_tagged_fields_are_malformed(tagged: str) -> None:
+    body = flexible_commit_body(tagged)
+    end = body.index(b"abc") + 10  # inside the 200-byte tagged field
+    with pytest.raises(MalformedMessage, match=r"tagged fields at byte \d+"):
+        decode_offset_commit_request(memoryview(body[:end]), 8)
+
+
+@pytest.mark.parametrize("version", hot.OFFSET_COMMIT_VERSIONS)
+def test_every_offset_commit_truncation_is_malformed(version: int) -> None:
+    values: CommitValues = ("g", 1, "m", "i", 5, [("a", [(0, 10, 1, "md"), (1, 11, 1, None)]), ("b", [])])
+    body = offset_commit_body(version, *values)
+    decode_offset_commit_request(memoryview(body), version)
+    for length in range(len(body)):
+        with pytest.raises(MalformedMessage, match=rf"^OffsetCommit v{version} request: .* at byte \d+ "):
+            decode_offset_commit_request(memoryview(body[:length]), version)
+
+
+def legacy_commit_body(group_id: bytes = b"\x00\x01g", member_id: bytes = b"\x00\x01m",
+                       instance_id: bytes = b"\xff\xff", topic_count: bytes = b"\x00\x00\x00\x01",
+                       name: bytes = b"\x00\x01a", partition_count: bytes = b"\x00\x00\x00\x01",
+                       metadata: bytes = b"\x00\x02md") -> bytes:
+    """A v7 body: group_id, generation 1, member_id, group_instance_id, topics [name,
+    partitions [index 0, offset 5, leader epoch 2, metadata]]."""
+    return (group_id + struct.pack(">i", 1) + member_id + instance_id + topic_count + name
+            + partition_count + struct.pack(">iqi", 0, 5, 2) + metadata)
+
+
+def test_legacy_commit_helper_body_is_what_kio_writes() -> None:
+    assert legacy_commit_body() == offset_commit_body(7, "g", 1, "m", None, -1, [("a", [(0, 5, 2, "md")])])
+
+
+ABSURD_LEGACY_COMMIT = {
+    "group_id null": ({"group_id": b"\xff\xff"}, r"group_id at byte 0 is null"),
+    "group_id length -2": ({"group_id": b"\xff\xfe"}, r"group_id at byte 0 has negative length -2"),
+    "group_id past the end": ({"group_id": b"\x7f\xffg"}, r"group_id at byte 0 has length 32767 but"),
+    "group_id not UTF-8": ({"group_id": b"\x00\x02\xc3\x28"}, r"group_id at byte 0 is not valid UTF-8"),
+    "member_id null": ({"member_id": b"\xff\xff"}, r"member_id at byte 7 is null"),
+    "instance_id length -3": ({"instance_id": b"\xff\xfd"}, r"group_instance_id at byte 10 has negative"),
+    "instance_id not UTF-8": ({"instance_id": b"\x00\x01\xff"}, r"group_instance_id .* not valid UTF-8"),
+    "topic count -1 (not nullable)": ({"topic_count": b"\xff\xff\xff\xff"}, r"count -1; the array is not"),
+    "topic count 2**31-1": ({"topic_count": b"\x7f\xff\xff\xff"}, r"array at byte 12 claims 2147483647"),
+    "name null": ({"name": b"\xff\xff"}, r"a topic name at byte 16 is null"),
+    "name not UTF-8": ({"name": b"\x00\x01\x80"}, r"a topic name at byte 16 is not valid UTF-8"),
+    "partition count -5": ({"partition_count": b"\xff\xff\xff\xfb"}, r"partition array at byte 19 has count"),
+    "partition count huge": ({"partition_count": b"\x10\x00\x00\x00"}, r"array at byte 19 claims 268435456"),
+    "metadata length -2": ({"metadata": b"\xff\xfe"}, r"committed_metadata at byte 39 has negative"),
+    "metadata past the end": ({"metadata": b"\x00\x03md"}, r"metadata at byte 39 has length 3 but only 2"),
+    "metadata not UTF-8": ({"metadata": b"\x00\x02\xed\xa0"}, r"committed_metadata .* not valid UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", ABSURD_LEGACY_COMMIT)
+def test_absurd_legacy_offset_commit_is_malformed(case: str) -> None:
+    fields, message = ABSURD_LEGACY_COMMIT[case]
+    with pytest.raises(MalformedMessage, match=rf"^OffsetCommit v7 request: .*{message}"):
+        decode_offset_commit_request(memoryview(legacy_commit_body(**fields)), 7)
+
+
+FLEXIBLE_COMMIT_HEAD = b"\x02g" + struct.pack(">i", 1) + b"\x02m" + b"\x00"  # group, generation, member, null
+ABSURD_FLEXIBLE_COMMIT = {
+    "group_id null": (b"\x00" + bytes(20), r"group_id at byte 0 is null"),
+    "group_id six-byte varint": (b"\x80\x80\x80\x80\x80\x01", r"group_id at byte 0: a varint is longer"),
+    "group_id past the end": (b"\x7fabc", r"group_id at byte 0 has length 126 but only 3"),
+    "member_id null": (b"\x02g" + struct.pack(">i", 1) + b"\x00" + bytes(10), r"member_id at byte 6 is null"),
+    "instance_id past the end": (b"\x02g" + struct.pack(">i", 1) + b"\x02m" + b"\x05ab",
+                                 r"group_instance_id at byte 8 has length 4 but only 2"),
+    "topic array null": (FLEXIBLE_COMMIT_HEAD + b"\x00\x00", r"topic array at byte 9 has count -1"),
+    "topic count 2**28": (FLEXIBLE_COMMIT_HEAD + b"\x81\x80\x80\x80\x01\x00",
+                          r"topic array at byte 9 claims 268435456 items"),
+    "null topic name": (FLEXIBLE_COMMIT_HEAD + b"\x02\x00\x01\x00\x00", r"a topic name at byte 10 is null"),
+    "name not UTF-8": (FLEXIBLE_COMMIT_HEAD + b"\x02\x02\xfe\x01\x00\x00", r"topic name .* not valid UTF-8"),
+    "partition array null": (FLEXIBLE_COMMIT_HEAD + b"\x02\x02a\x00\x00\x00",
+                             r"a partition array at byte 12 has count -1"),
+    "partition count 2**21": (FLEXIBLE_COMMIT_HEAD + b"\x02\x02a\x81\x80\x80\x01" + bytes(30),
+                              r"a partition array at byte 12 claims 2097152 items"),
+    "metadata past the end": (FLEXIBLE_COMMIT_HEAD + b"\x02\x02a\x02" + bytes(16) + b"\x10md\x00\x00\x00",
+                              r"committed_metadata at byte 29 has length 15 but only 5"),
+    "tagged field past the end": (FLEXIBLE_COMMIT_HEAD + b"\x02\x02a\x02" + bytes(16) + b"\x00"
+                                  + b"\x01\x00\x7fz\x00\x00", r"partition's tagged fields at byte 30"),
+}
+
+
+@pytest.mark.parametrize("case", ABSURD_FLEXIBLE_COMMIT)
+def test_absurd_flexible_offset_commit_is_malformed(case: str) -> None:
+    body, message = ABSURD_FLEXIBLE_COMMIT[case]
+    with pytest.raises(MalformedMessage, match=rf"^OffsetCommit v9 request: .*{message}"):
+        decode_offset_commit_request(memoryview(body), 9)
+
+
+@pytest.mark.parametrize(("version", "body"), [
+    (7, legacy_commit_body(topic_count=b"\x7f\xff\xff\xff")),
+    (7, legacy_commit_body(partition_count=b"\x7f\xff\xff\xff")),
+    (9, FLEXIBLE_COMMIT_HEAD + b"\x8f\xff\xff\xff\x0f"),  # 2**32 - 1 topics
+    (9, FLEXIBLE_COMMIT_HEAD + b"\x02\x02a\x8f\xff\xff\xff\x0f"),
+])
+def test_huge_offset_commit_count_is_refused_without_allocating(version: int, body: bytes) -> None:
+    tracemalloc.start()
+    try:
+        with pytest.raises(MalformedMessage, match="claims"):
+            decode_offset_commit_request(memoryview(body), version)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024  # the error message and traceback, nothing sized by the count
+
+
+@given(version=st.sampled_from(hot.OFFSET_COMMIT_VERSIONS), data=st.binary(max_size=80))
+def test_random_bytes_parse_or_are_malformed_offset_commit(version: int, data: bytes) -> None:
+    with contextlib.suppress(MalformedMessage):
+        decode_offset_commit_request(memoryview(data), version)
+
+
+MUTATED_COMMIT: CommitValues = ("grp", 3, "mem", "in", 5, [("t", [(0, 1, 2, "md"), (1, 1, 2, None)]),
+                                                            ("u", [])])
+
+
+@given(version=st.sampled_from(hot.OFFSET_COMMIT_VERSIONS),
+       mutations=st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from([0, 1, 0x7F, 0x80, 0xFF])
+                                    | st.integers(0, 255)), min_size=1, max_size=3))
+def test_mutated_offset_commit_parses_or_is_malformed(version: int, mutations: list[tuple[int, int]]) -> None:
+    """Never anything but MalformedMessage; and whatever kio's decoder accepts, ours accepts with
+    the same values. (Ours also accepts what kio refuses for its own reasons: unknown tagged
+    fields, which Kafka skips, and retention times beyond Python's timedelta.)"""
+    body = bytearray(offset_commit_body(version, *MUTATED_COMMIT))
+    for position, value in mutations:
+        body[position % len(body)] = value
+    try:
+        ours: CommitValues | None = hot_commit_values(decode_offset_commit_request(memoryview(body), version))
+    except MalformedMessage:
+        ours = None
+    try:
+        theirs = kio_commit_values(schema.decode_request(apis.OFFSET_COMMIT, version, bytes(body)))
+    except MalformedMessage:
+        return
+    assert ours == theirs
+
+
+# --- OffsetCommit response -------------------------------------------------------------------
+
+CommitResults = list[tuple[str, list[tuple[int, int]]]]
+
+
+def schema_offset_commit_response(version: int, topics: CommitResults, throttle_ms: int) -> bytes:
+    return schema.encode_response(apis.OFFSET_COMMIT, version, {
+        "throttle_time": throttle_ms,
+        "topics": [{"name": name, "partitions": [{"partition_index": index, "error_code": error}
+                                                 for index, error in partitions]}
+                   for name, partitions in topics]})
+
+
+@ORACLE
+@given(version=st.sampled_from(hot.OFFSET_COMMIT_VERSIONS), throttle_ms=INT32,
+       topics=st.lists(st.tuples(COMMIT_STRINGS, st.lists(st.tuples(INT32, ERROR_CODES),
+                                                          max_size=MAX_PARTITIONS)), max_size=MAX_TOPICS))
+def test_offset_commit_response_matches_kio(version: int, topics: CommitResults, throttle_ms: int) -> None:
+    expected = schema_offset_commit_response(version, topics, throttle_ms)
+    assert encode_offset_commit_response(version, topics, throttle_ms) == expected
+
+
+@ORACLE
+@given(version=st.sampled_from(hot.OFFSET_COMMIT_VERSIONS), throttle_ms=INT32, name=COMMIT_STRINGS,
+       index=INT32, error_code=ERROR_CODES)
+def test_offset_commit_one_partition_response_matches_kio(version: int, throttle_ms: int, name: str,
+                                                          index: int, error_code: int) -> None:
+    topics = [(name, [(index, error_code)])]  # the single-pack fast path
+    expected = schema_offset_commit_response(version, topics, throttle_ms)
+    assert encode_offset_commit_response(version, topics, throttle_ms) == expected
+
+
+@pytest.mark.parametrize("version", hot.OFFSET_COMMIT_VERSIONS)
+def test_offset_commit_response_fixed(version: int) -> None:
+    for topics in ([("orders", [(0, 0)])], [("t" * 200, [(7, 25)])],
+                   [("orders", [(0, 0), (1, 3)]), ("ü", []), ("x", [(2, 22)])], [("empty", [])], []):
+        expected = schema_offset_commit_response(version, topics, 5)
+        assert encode_offset_commit_response(version, topics, 5) == expected
+    assert encode_offset_commit_response(version, [("a", [(1, 0)])]) == schema_offset_commit_response(
+        version, [("a", [(1, 0)])], 0)
+
+
+def test_offset_commit_response_known_answers() -> None:
+    # v2: topics [1 | "a" | partitions [1 | index 3 | error 0]]
+    assert encode_offset_commit_response(2, [("a", [(3, 0)])]) == bytes.fromhex(
+        "00000001" "000161" "00000001" "00000003" "0000")
+    # v8: throttle 9 | compact [1] | "a" | compact [1] | index 3 | error 25 | tags x3
+    assert encode_offset_commit_response(8, [("a", [(3, 25)])], 9) == bytes.fromhex(
+        "00000009" "02" "0261" "02" "00000003" "0019" "00" "00" "00")
+
+
 # --- versions outside the ranges -------------------------------------------------------------
 
 
@@ -623,6 +939,10 @@ def test_api_versions_v3_known_answer() -> None:
     lambda: encode_metadata_response(13, brokers=[], cluster_id=None, controller_id=0, topics=[]),
     lambda: encode_list_offsets_response(0, []),
     lambda: encode_api_versions_response(5, 0, []),
+    lambda: decode_offset_commit_request(memoryview(b""), 1),
+    lambda: decode_offset_commit_request(memoryview(b""), 10),
+    lambda: encode_offset_commit_response(1, []),
+    lambda: encode_offset_commit_response(10, []),
 ])
 def test_versions_outside_the_range_are_refused(call: Any) -> None:
     with pytest.raises(ValueError, match="UNSUPPORTED_VERSION"):

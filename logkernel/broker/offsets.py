@@ -17,8 +17,8 @@ from typing import Any
 from logkernel import errors
 from logkernel.broker.common import error_code_for
 from logkernel.engine import OffsetAndMetadata
-from logkernel.protocol import error_codes, schema
-from logkernel.protocol.apis import OFFSET_COMMIT, OFFSET_FETCH
+from logkernel.protocol import error_codes, hot, schema
+from logkernel.protocol.apis import OFFSET_FETCH
 from logkernel.protocol.frames import RequestHeader
 
 log = logging.getLogger("logkernel.broker")
@@ -26,40 +26,34 @@ log = logging.getLogger("logkernel.broker")
 
 def handle_offset_commit(server: Any, header: RequestHeader, body: memoryview) -> list[Any]:
     version = header.api_version
-    request = schema.decode_request(OFFSET_COMMIT, version, body)
+    request = hot.decode_offset_commit_request(body, version)  # consumers commit often
     engine = server.engine
     now = int(time.time() * 1000)
     limit = engine.config["offset.metadata.max.bytes"]
     accepted: dict[tuple[str, int], OffsetAndMetadata] = {}
-    topics = []
+    codes: dict[tuple[str, int], int] = {}
     for topic in request.topics:
-        parts = []
         for p in topic.partitions:
-            code = _check_commit(engine, topic.name, p, limit)
-            if not code:
-                accepted[(topic.name, p.partition_index)] = OffsetAndMetadata(
-                    p.committed_offset, p.committed_metadata or "",
-                    getattr(p, "committed_leader_epoch", -1), now)
-            parts.append({"partition_index": p.partition_index, "error_code": code})
-        topics.append({"name": topic.name, "partitions": parts})
-    code = error_codes.NONE
-    refused_whole = False
+            key = (topic.name, p.partition_index)
+            codes[key] = _check_commit(engine, topic.name, p, limit)
+            if not codes[key]:
+                accepted[key] = OffsetAndMetadata(p.committed_offset, p.committed_metadata or "",
+                                                  p.committed_leader_epoch, now)
     try:
         engine.groups.commit_offsets(
-            request.group_id, accepted, member_id=request.member_id or "",
-            instance_id=getattr(request, "group_instance_id", None),
+            request.group_id, accepted, member_id=request.member_id,
+            instance_id=request.group_instance_id,
             generation=request.generation_id_or_member_epoch, api_version=version)
     except errors.LogkernelError as exc:
         code = error_code_for(exc)
-        refused_whole = isinstance(exc, errors.GroupError)
         log.debug("OffsetCommit for group %r from %r refused (error %d): %s",
                   request.group_id, header.client_id, code, exc)
-    if code:  # a refused committer: every partition says why; a failed store: the stored ones
-        for t in topics:
-            for part in t["partitions"]:
-                if refused_whole or (t["name"], part["partition_index"]) in accepted:
-                    part["error_code"] = code
-    return [schema.encode_response(OFFSET_COMMIT, version, {"topics": topics})]
+        # A refused committer: every partition says why; a failed store: the stored ones.
+        for key in codes if isinstance(exc, errors.GroupError) else accepted:
+            codes[key] = code
+    return [hot.encode_offset_commit_response(version, [
+        (t.name, [(p.partition_index, codes[(t.name, p.partition_index)]) for p in t.partitions])
+        for t in request.topics])]
 
 
 def _check_commit(engine: Any, topic: str, partition: Any, metadata_limit: int) -> int:
