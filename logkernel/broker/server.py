@@ -75,6 +75,8 @@ class Connection(asyncio.Protocol):
         self.paused_for_writes = False
         self.last_activity = time.monotonic()
         self.closed = False
+        # While the frames of one read are handled: their small responses, written as one.
+        self.corked: list[bytes] | None = None
 
     # ---- asyncio.Protocol ------------------------------------------------------------
 
@@ -109,10 +111,18 @@ class Connection(asyncio.Protocol):
         except FrameError as exc:
             self.fail(f"unreadable frame: {exc}")
             return
-        for frame in frames:
-            if self.closed:
-                return
-            self.handle_frame(frame)
+        # Responses to the frames of one read go out in one write: a pipelining client
+        # (64 small OffsetCommits in flight) would otherwise cost a send call per answer.
+        self.corked = []
+        try:
+            for frame in frames:
+                if self.closed:
+                    return
+                self.handle_frame(frame)
+        finally:
+            corked, self.corked = self.corked, None
+            if corked and not self.closed and self.transport is not None:
+                self.transport.write(b"".join(corked))
         self._update_reading()
 
     # ---- requests ------------------------------------------------------------------
@@ -204,6 +214,13 @@ class Connection(asyncio.Protocol):
             size += len(piece)
         small: list[Any] = [frame_size(size), head]
         write = self.transport.write
+        corked = self.corked
+        if corked is not None:
+            if size < COALESCE_BYTES:
+                corked.append(b"".join(small + body))
+                return
+            write(b"".join(corked))  # keep the order: what is corked goes first
+            corked.clear()
         for piece in body:
             if len(piece) < COALESCE_BYTES:
                 small.append(piece)

@@ -16,6 +16,7 @@ Until the log cleaner exists the topic keeps every commit; opening reads them al
 
 from __future__ import annotations
 
+import functools
 import struct
 import threading
 import time
@@ -55,6 +56,9 @@ def partition_for_group(group_id: str, partitions: int) -> int:
     return (0 if h == -(1 << 31) else abs(h)) % partitions
 
 
+_partition_for_group = functools.lru_cache(maxsize=65536)(partition_for_group)
+
+
 def _string(text: str) -> bytes:
     data = text.encode("utf-8")
     if len(data) > 32767:
@@ -72,6 +76,7 @@ def _read_string(data: bytes, position: int) -> tuple[str, int]:
     return data[position:position + n].decode("utf-8"), position + n
 
 
+@functools.lru_cache(maxsize=65536)  # a consumer commits the same partitions again and again
 def encode_key(group: str, topic: str, partition: int) -> bytes:
     return _I16.pack(KEY_VERSION) + _string(group) + _string(topic) + _I32.pack(partition)
 
@@ -163,7 +168,7 @@ class OffsetStore:
                 "the topic is reserved for committed offsets", None) from exc
 
     def _log_for(self, group: str) -> PartitionLog:
-        return self._logs[partition_for_group(group, len(self._logs))]
+        return self._logs[_partition_for_group(group, len(self._logs))]
 
     def commit(self, group: str, offsets: dict[TopicPartitionKey, OffsetAndMetadata]) -> None:
         """Stores the offsets of one group as one batch (all or none). Durable as the
