@@ -1066,3 +1066,65 @@ def test_classic_group_state_machine(tmp_path: Path) -> None:
         run_state_machine_as_test(
             ClassicGroupMachine,
             settings=settings(max_examples=150, stateful_step_count=40, deadline=None))
+
+
+# ---- membership kept across a restart ----------------------------------------------------------
+
+
+def test_a_stable_group_is_restored_by_the_next_open(tmp_path: Path) -> None:
+    """Kafka keeps each group's generation and members in __consumer_offsets; so does the
+    engine: after a restart members carry on (heartbeat, commit, rejoin) with no rebalance."""
+    path = tmp_path / "data"
+    lk = logkernel.open(path, ENGINE_CONFIG)
+    lk.create_topic("t", 2)
+    a, b = stable_pair(lk.groups, instance_id=None)
+    lk.close()
+    lk = logkernel.open(path, ENGINE_CONFIG)
+    try:
+        for client in (a, b):
+            client.coordinator = lk.groups
+        described = lk.groups.describe_group(GROUP)
+        assert (described.state, described.generation_id) == ("Stable", 2)
+        assert {m.member_id: m.assignment for m in described.members} == {
+            a.member_id: b"a-2", b.member_id: b"b-2"}
+        a.heartbeat()
+        b.heartbeat()
+        b.commit({("t", 0): 5})
+        assert lk.committed(GROUP, "t", 0) == 5
+        # A follower that rejoins with the same metadata is told the same generation.
+        assert b.joined(b.join()).generation_id == 2
+    finally:
+        lk.close()
+
+
+def test_a_deleted_group_stays_deleted_after_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "data"
+    lk = logkernel.open(path, ENGINE_CONFIG)
+    a = Client(lk.groups)
+    a.joined(a.join())
+    a.sync({a.member_id: b"x"}).value()
+    assert a.leave() is None
+    wait_until(lambda: state(lk.groups) == "Empty", what="the group to empty")
+    lk.groups.delete_group(GROUP)
+    lk.close()
+    lk = logkernel.open(path, ENGINE_CONFIG)
+    try:
+        assert lk.groups.list_groups() == []
+        assert state(lk.groups) == "Dead"
+    finally:
+        lk.close()
+
+
+def test_restored_members_that_never_return_expire(tmp_path: Path) -> None:
+    path = tmp_path / "data"
+    lk = logkernel.open(path, ENGINE_CONFIG)
+    a = Client(lk.groups, session_ms=300)
+    a.joined(a.join())
+    a.sync({a.member_id: b"x"}).value()
+    lk.close()
+    lk = logkernel.open(path, ENGINE_CONFIG)
+    try:
+        assert state(lk.groups) == "Stable"
+        wait_until(lambda: state(lk.groups) == "Empty", what="the restored member to expire")
+    finally:
+        lk.close()

@@ -34,6 +34,7 @@ JoinGroup or SyncGroup are called under it as well and must not block.
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 import uuid
@@ -44,6 +45,62 @@ from typing import Any
 from logkernel import errors
 from logkernel.coordinator.assignors import decode_subscription
 from logkernel.coordinator.timers import Timer, Timers
+
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+_I64 = struct.Struct(">q")
+GROUP_VALUE_VERSION = 3
+
+
+def _string(text: str) -> bytes:
+    data = text.encode()
+    return _I16.pack(len(data)) + data
+
+
+def _nullable(text: str | None) -> bytes:
+    return _I16.pack(-1) if text is None else _string(text)
+
+
+class _Reader:
+    """Reads a stored group record; running past its end is a ValueError."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def _take(self, size: int) -> bytes:
+        if size < 0 or self.pos + size > len(self.data):
+            raise ValueError(f"group record ends early at byte {self.pos}")
+        chunk = self.data[self.pos:self.pos + size]
+        self.pos += size
+        return chunk
+
+    def i16(self) -> int:
+        return int(_I16.unpack(self._take(2))[0])
+
+    def i32(self) -> int:
+        return int(_I32.unpack(self._take(4))[0])
+
+    def i64(self) -> int:
+        return int(_I64.unpack(self._take(8))[0])
+
+    def count(self) -> int:
+        n = self.i32()
+        if n < 0 or n > len(self.data):
+            raise ValueError(f"group record has a member count of {n}")
+        return n
+
+    def nullable(self) -> str | None:
+        n = self.i16()
+        return None if n < 0 else self._take(n).decode()
+
+    def string(self) -> str:
+        return self.nullable() or ""
+
+    def blob(self) -> bytes:
+        n = self.i32()
+        return b"" if n < 0 else self._take(n)
+
 
 EMPTY = "Empty"
 PREPARING_REBALANCE = "PreparingRebalance"
@@ -131,8 +188,10 @@ class ClassicGroup:
     kind = "classic"
 
     def __init__(self, group_id: str, settings: ClassicGroupSettings, timers: Timers,
-                 lock: threading.RLock) -> None:
+                 lock: threading.RLock,
+                 persist: Callable[[str, bytes | None], None] | None = None) -> None:
         self.group_id = group_id
+        self._persist = persist
         self.settings = settings
         self._timers = timers
         self._lock = lock
@@ -343,6 +402,7 @@ class ClassicGroup:
             # Same generation, same assignment: no one else notices the restart. The
             # answer names the old leader id so a restarted leader does not reassign.
             member.join_answer = None
+            self._store()
             answer(JoinResult(new_id, self.generation, self.protocol_type, self.protocol_name,
                               old_leader or new_id, [], skip_assignment=False))
         elif self.state == PREPARING_REBALANCE:
@@ -438,6 +498,7 @@ class ClassicGroup:
             self.leader = None
             self._subscribed = None
             self._set_state(EMPTY)
+            self._store()
             return
         self.protocol_name = self._select_protocol()
         self._subscribed = self._read_subscriptions()
@@ -521,6 +582,7 @@ class ClassicGroup:
         for other in self.members.values():
             other.assignment = bytes(assignments.get(other.member_id, b""))
         self._set_state(STABLE)
+        self._store()
         for other in self.members.values():
             if other.sync_answer is not None:
                 parked, other.sync_answer = other.sync_answer, None
@@ -618,6 +680,62 @@ class ClassicGroup:
         with self._lock:
             if self._pending.pop(member_id, None) is not None:
                 self._try_complete_join()
+
+    # ---- the stored record (kept in __consumer_offsets, read back at open) ------------
+
+    def _store(self) -> None:
+        if self._persist is not None:
+            self._persist(self.group_id, self.encode())
+
+    def encode(self) -> bytes:
+        """Kafka's GroupMetadataValue v3 for this group (see coordinator/offsets.py)."""
+        out = [_I16.pack(GROUP_VALUE_VERSION), _string(self.protocol_type or ""),
+               _I32.pack(self.generation), _nullable(self.protocol_name),
+               _nullable(self.leader), _I64.pack(self.state_since_ms),
+               _I32.pack(len(self.members))]
+        for m in self.members.values():
+            subscription = m.metadata(self.protocol_name) if self.protocol_name else b""
+            out += [_string(m.member_id), _nullable(m.instance_id), _string(m.client_id),
+                    _string(m.client_host), _I32.pack(m.rebalance_timeout_ms),
+                    _I32.pack(m.session_timeout_ms), _I32.pack(len(subscription)),
+                    subscription, _I32.pack(len(m.assignment)), m.assignment]
+        return b"".join(out)
+
+    def restore(self, data: bytes) -> None:
+        """Takes the stored membership back after a restart: a group with members is Stable
+        at its generation, and every member gets a full session timeout to show up (as
+        Kafka does on loading a group). Raises ValueError for a record it cannot read."""
+        reader = _Reader(data)
+        version = reader.i16()
+        if version not in (1, 2, 3):
+            raise ValueError(f"group metadata version {version} is not understood")
+        self.protocol_type = reader.string() or None
+        self.generation = reader.i32()
+        self.protocol_name = reader.nullable()
+        self.leader = reader.nullable()
+        if version >= 2:
+            self.state_since_ms = reader.i64()
+        for _ in range(reader.count()):
+            member_id = reader.string()
+            instance_id = reader.nullable() if version >= 3 else None
+            client_id, client_host = reader.string(), reader.string()
+            rebalance_timeout, session_timeout = reader.i32(), reader.i32()
+            subscription, assignment = reader.blob(), reader.blob()
+            member = ClassicMember(member_id, instance_id, client_id, client_host,
+                                   session_timeout, rebalance_timeout,
+                                   [(self.protocol_name or "", subscription)], assignment)
+            self.members[member_id] = member
+            if instance_id is not None:
+                self._static[instance_id] = member_id
+            self._refresh(member)
+        if self.members and self.protocol_name is not None:
+            self.state = STABLE
+            self._subscribed = self._read_subscriptions()
+        else:
+            self.members.clear()
+            self._static.clear()
+            self.leader = None
+            self.state = EMPTY
 
     # ---- offsets and deletion ----------------------------------------------------------
 

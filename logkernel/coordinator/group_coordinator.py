@@ -64,6 +64,22 @@ class GroupCoordinator:
         self.retention_ms = config["offsets.retention.minutes"] * 60_000
         self._groups: dict[str, Group] = {}
         self._closed = False
+        for group_id, record in offsets.stored_groups().items():
+            group = self._new_classic(group_id)
+            try:
+                group.restore(record)
+            except (ValueError, UnicodeDecodeError) as exc:
+                log.warning("group %r: its stored membership is unreadable (%s); members "
+                            "rejoin as new ones", group_id, exc)
+                group = self._new_classic(group_id)
+            self._groups[group_id] = group
+            if group.members:
+                log.info("group %r: generation %d with %d members restored", group_id,
+                         group.generation, len(group.members))
+
+    def _new_classic(self, group_id: str) -> ClassicGroup:
+        return ClassicGroup(group_id, self._classic_settings, self.timers, self.lock,
+                            persist=self.offsets.store_group)
 
     # ---- the registry ------------------------------------------------------------------
 
@@ -89,7 +105,7 @@ class GroupCoordinator:
         if group is None:
             if not create:
                 raise errors.UnknownMemberIdError(f"group {group_id!r} has no members")
-            group = ClassicGroup(group_id, self._classic_settings, self.timers, self.lock)
+            group = self._new_classic(group_id)
             self._groups[group_id] = group
         return group
 
@@ -313,6 +329,7 @@ class GroupCoordinator:
         else:
             group.remove_all()
         del self._groups[group_id]
+        self.offsets.store_group(group_id, None)
 
     def expire_offsets(self, now_ms: int | None = None) -> int:
         """Drops committed offsets as Kafka does: all of a group that has had no members for
@@ -355,8 +372,12 @@ class GroupCoordinator:
             self.offsets.forget_topic(topic)
 
     def close(self) -> None:
-        with self.lock:
+        with self.lock:  # groups stay stored: a reopened engine takes them back
             self._closed = True
-            for group_id, group in list(self._groups.items()):
-                self._drop(group_id, group)
+            for group in self._groups.values():
+                if isinstance(group, ClassicGroup):
+                    group.close()
+                else:
+                    group.remove_all()
+            self._groups.clear()
         self.timers.stop()

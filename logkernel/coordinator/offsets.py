@@ -8,6 +8,18 @@ the offset, in Kafka's own schemas, so the store reads like Kafka's:
                                   metadata string | commit timestamp int64
     (string = int16 length + UTF-8 bytes.) A null value (tombstone) deletes the offset.
 
+Classic groups' membership is stored beside them, as Kafka stores it, so a restarted engine
+knows its groups' generations and members (they carry on without a rebalance):
+
+    key   (GroupMetadataKey v2):   version int16 = 2 | group string
+    value (GroupMetadataValue v3): version int16 = 3 | protocol type string | generation int32 |
+                                   protocol nullable string | leader nullable string |
+                                   state timestamp int64 | members int32 count, each:
+                                   member id | instance id (nullable) | client id | client host |
+                                   rebalance timeout int32 | session timeout int32 |
+                                   subscription bytes | assignment bytes
+    (bytes = int32 length + the bytes.) The value is opaque here; classic_group encodes it.
+
 A group's commits go to partition ``abs(javaHashCode(group)) % partitions``, as in Kafka,
 so one group's history is in one partition and in commit order. The latest value per key
 wins; the whole topic is read once at open into a dict, so ``fetch`` is a dict lookup.
@@ -28,6 +40,7 @@ from logkernel.records import encode_batch, iter_batches
 
 OFFSETS_TOPIC = "__consumer_offsets"
 KEY_VERSION = 1
+GROUP_KEY_VERSION = 2
 VALUE_VERSION = 3
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
@@ -130,6 +143,7 @@ class OffsetStore:
         self._logs = logs
         self._lock = threading.Lock()
         self._offsets: dict[str, dict[TopicPartitionKey, OffsetAndMetadata]] = {}
+        self._groups: dict[str, bytes] = {}   # group -> its latest GroupMetadataValue
         for partition_log in logs:
             self._load(partition_log)
 
@@ -154,6 +168,14 @@ class OffsetStore:
 
     def _apply(self, key: bytes, value: bytes | None) -> None:
         try:
+            (version,) = _I16.unpack_from(key, 0)
+            if version == GROUP_KEY_VERSION:
+                group, _ = _read_string(key, 2)
+                if value is None:
+                    self._groups.pop(group, None)
+                else:
+                    self._groups[group] = bytes(value)
+                return
             decoded = decode_key(key)
             if decoded is None:
                 return
@@ -195,6 +217,22 @@ class OffsetStore:
             stored = self._offsets.get(group, {})
             for tp in partitions:
                 stored.pop(tp, None)
+
+    def store_group(self, group: str, value: bytes | None) -> None:
+        """Stores a classic group's membership record (None: the group is gone)."""
+        if value is None and group not in self._groups:
+            return
+        key = _I16.pack(GROUP_KEY_VERSION) + _string(group)
+        with self._lock:
+            self._log_for(group).append_record(key, value, _now_ms())
+            if value is None:
+                self._groups.pop(group, None)
+            else:
+                self._groups[group] = value
+
+    def stored_groups(self) -> dict[str, bytes]:
+        """Every classic group's latest membership record, as loaded and stored since."""
+        return dict(self._groups)
 
     def fetch(self, group: str, topic: str, partition: int) -> OffsetAndMetadata | None:
         return self._offsets.get(group, {}).get((topic, partition))
