@@ -563,14 +563,18 @@ def broker(tmp_path: Path) -> Iterator[logkernel.Broker]:
 
 # ---- a member dies ----------------------------------------------------------------------------
 
+@pytest.mark.parametrize("assignor", ["range", "cooperative-sticky"])
 @pytest.mark.parametrize("library", LIBRARIES)
-def test_a_killed_member_hands_its_partitions_over(tmp_path: Path, library: str) -> None:
+def test_a_killed_member_hands_its_partitions_over(tmp_path: Path, library: str,
+                                                   assignor: str) -> None:
+    """With an eager assignor and with the cooperative-sticky one, whose rebalances are
+    incremental (the clients' own protocol on top of JoinGroup/SyncGroup)."""
     topic, group, partitions = "orders", "billing", 6
     data = tmp_path / "data"
     with support.ServeProcess(data, tmp_path / "serve.log", settings=serve_settings()) as serve, \
             Workers(tmp_path, serve.bootstrap, group, topic, library) as workers:
         create_topic(serve.bootstrap, topic, partitions)
-        members = [workers.start(f"w{i}") for i in range(3)]
+        members = [workers.start(f"w{i}", assignor=assignor) for i in range(3)]
         workers.wait_until(lambda: split_evenly(members, partitions), JOIN_TIMEOUT_S,
                            "three members with two partitions each")
 

@@ -864,6 +864,9 @@ class ClassicGroupMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.coordinator.close()
+        # The group's membership record stays in the shared offsets store (a reopened engine
+        # restores it); the next example starts from no group.
+        self.engine.offsets.store_group(GROUP, None)
 
     # -- talking to the coordinator --
 
