@@ -24,7 +24,7 @@ def _rate(bench: Any, stat: str) -> float:
 
 
 def _shown(rate: float, unit: str) -> str:
-    if unit != "B" and rate < 1e4:  # fsync-bound rates would print as 0.00 M/s
+    if unit != "B" and rate < 1e6:  # fsync-bound or per-request rates: in thousands
         return f"{rate / 1e3:6.2f} k{unit}/s"
     return f"{rate / 1e9:6.2f} G{unit}/s" if unit == "B" else f"{rate / 1e6:6.2f} M{unit}/s"
 
