@@ -1044,3 +1044,54 @@ def test_group_admin_over_the_wire(broker: logkernel.Broker, tmp_path: Path) -> 
         # destroys the AdminClient now rather than after the broker stopped (a reconnect loop).
         del confluent_admin
         gc.collect()
+
+
+# ---- aiokafka ----------------------------------------------------------------------------------
+
+
+def test_aiokafka_members_split_a_topic_and_commit(broker: logkernel.Broker) -> None:
+    """aiokafka's consumer (JoinGroup v5 / SyncGroup v3 / Heartbeat v3 here) in a group of two:
+    they split the partitions, read every record between them, and their commits reach
+    the log end."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+
+    topic, group, partitions, per_partition = "aio", "aio-group", 4, 10
+    broker.engine.create_topic(topic, partitions)
+    producer = broker.engine.producer()
+    for i in range(per_partition * partitions):
+        producer.send(topic, f"v{i}".encode(), partition=i % partitions)
+
+    async def run() -> tuple[list[set[int]], Counter[tuple[int, int]]]:
+        consumers = [AIOKafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id=group,
+                                      auto_offset_reset="earliest", enable_auto_commit=False,
+                                      session_timeout_ms=SESSION_TIMEOUT_MS,
+                                      heartbeat_interval_ms=HEARTBEAT_MS)
+                     for _ in range(2)]
+        seen: Counter[tuple[int, int]] = Counter()
+        try:
+            for consumer in consumers:
+                await consumer.start()
+            deadline = time.monotonic() + JOIN_TIMEOUT_S
+            while time.monotonic() < deadline:
+                for consumer in consumers:
+                    batches = await consumer.getmany(timeout_ms=100)
+                    for tp, records in batches.items():
+                        seen.update((tp.partition, r.offset) for r in records)
+                    if batches:
+                        await consumer.commit()
+                if sum(seen.values()) >= per_partition * partitions and all(
+                        len(c.assignment()) == partitions // 2 for c in consumers):
+                    break
+            owned = [{tp.partition for tp in c.assignment()} for c in consumers]
+        finally:
+            for consumer in consumers:
+                await consumer.stop()
+        return owned, seen
+
+    owned, seen = asyncio.run(run())
+    assert owned[0] | owned[1] == set(range(partitions)) and not owned[0] & owned[1], owned
+    assert set(seen) == {(p, o) for p in range(partitions) for o in range(per_partition)}
+    assert {tp: o.offset for tp, o in broker.engine.committed_offsets(group).items()} == {
+        (topic, p): per_partition for p in range(partitions)}
