@@ -392,10 +392,14 @@ def _start_with_ready_line(name: str, command: list[str], pattern: re.Pattern[st
     return broker, match
 
 
-def start_logkernel(data_dir: Path, log_path: Path) -> Broker:
+def start_logkernel(data_dir: Path, log_path: Path,
+                    settings: dict[str, str] | None = None) -> Broker:
+    """``settings``: broker settings, each passed as ``--set name=value``."""
     _skip_unless_serve()
     command = [*_logkernel_command(), "serve", "--data-dir", str(data_dir),
                "--listen", "127.0.0.1:0"]
+    for name, value in (settings or {}).items():
+        command += ["--set", f"{name}={value}"]
     broker, match = _start_with_ready_line("logkernel", command, _READY_LINE, log_path)
     if Path(match.group(2)).resolve() != data_dir.resolve():
         broker.stop()
@@ -442,8 +446,9 @@ class Brokers:
     """Starts brokers for one benchmark; stops every one it started (and deletes their
     data) when the benchmark ends, and reports a broker that did not stop cleanly."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, logkernel_settings: dict[str, str] | None = None) -> None:
         self._base = base
+        self._settings = logkernel_settings
         self._count = 0
         self._running: list[Broker] = []
         self._data_dirs: list[Path] = []
@@ -456,7 +461,7 @@ class Brokers:
             data_dir = self._base / f"logkernel-data-{self._count}"
             data_dir.mkdir()
             self._data_dirs.append(data_dir)
-            broker = start_logkernel(data_dir, log_path)
+            broker = start_logkernel(data_dir, log_path, self._settings)
         elif name == "tansu":
             broker = start_tansu(log_path)
         else:

@@ -92,15 +92,11 @@ from typing import Any
 import pytest
 
 from bench.bench_broker import (
-    _READY_LINE,
     STALL_TIMEOUT_S,
     Broker,
     Brokers,
     ClientLog,
-    _logkernel_command,
     _percentile,
-    _skip_unless_serve,
-    _start_with_ready_line,
     kafka,
 )
 from logkernel.protocol import error_codes, schema
@@ -204,40 +200,11 @@ def round_robin(member_ids: list[str], topic: str, partitions: int) -> dict[str,
 # ---- the brokers, with logkernel's group settings --------------------------------------------
 
 
-def start_logkernel_with(data_dir: Path, log_path: Path, settings: dict[str, str]) -> Broker:
-    """bench_broker.start_logkernel plus ``--set name=value`` for each setting."""
-    _skip_unless_serve()
-    command = [*_logkernel_command(), "serve", "--data-dir", str(data_dir),
-               "--listen", "127.0.0.1:0"]
-    for name, value in settings.items():
-        command += ["--set", f"{name}={value}"]
-    broker, match = _start_with_ready_line("logkernel", command, _READY_LINE, log_path)
-    if Path(match.group(2)).resolve() != data_dir.resolve():
-        broker.stop()
-        raise AssertionError(f"the ready line names data_dir={match.group(2)}, not {data_dir}")
-    return broker
-
-
-class GroupBrokers(Brokers):
-    """bench_broker's Brokers, starting logkernel with LOGKERNEL_SETTINGS."""
-
-    def start(self, name: str) -> Broker:
-        if name != "logkernel":
-            return super().start(name)
-        self._count += 1
-        data_dir = self._base / f"logkernel-data-{self._count}"
-        data_dir.mkdir()
-        self._data_dirs.append(data_dir)
-        broker = start_logkernel_with(data_dir, self._base / f"{name}-{self._count}.log",
-                                      LOGKERNEL_SETTINGS)
-        self._running.append(broker)
-        return broker
-
-
 @pytest.fixture
 def brokers(tmp_path: Path) -> Iterator[Brokers]:
-    """As bench_broker's fixture: logs stay in tmp_path, data directories do not."""
-    started = GroupBrokers(tmp_path)
+    """As bench_broker's fixture, logkernel with LOGKERNEL_SETTINGS: logs stay in tmp_path,
+    data directories do not."""
+    started = Brokers(tmp_path, LOGKERNEL_SETTINGS)
     try:
         yield started
     finally:
