@@ -262,9 +262,7 @@ class ClassicGroup:
                 f"({s.min_session_timeout_ms}..{s.max_session_timeout_ms})")
         if rebalance_timeout_ms < 0:  # JoinGroup v0 has none: the session timeout is used
             rebalance_timeout_ms = session_timeout_ms
-        if self.state == DEAD:
-            raise errors.CoordinatorNotAvailableError(
-                f"group {self.group_id!r} is being deleted; find the coordinator again")
+        self._check_live()
         if not protocol_type or not protocols:
             raise errors.InconsistentGroupProtocolError(
                 "a JoinGroup needs a protocol type and at least one protocol")
@@ -409,6 +407,20 @@ class ClassicGroup:
             self._try_complete_join()
         else:
             self._prepare_rebalance()
+
+    def _check_live(self) -> None:
+        if self.state == DEAD:
+            raise errors.CoordinatorNotAvailableError(
+                f"group {self.group_id!r} is being deleted; find the coordinator again")
+
+    def _member_at(self, member_id: str, instance_id: str | None, generation: int) -> ClassicMember:
+        """The member, if it speaks for the current generation (else it was fenced)."""
+        member = self._member(member_id, instance_id)
+        if generation != self.generation:
+            raise errors.IllegalGenerationError(
+                f"generation {generation} is not group {self.group_id!r}'s current "
+                f"{self.generation}: this member was fenced by a rebalance; rejoin")
+        return member
 
     def _member(self, member_id: str, instance_id: str | None) -> ClassicMember:
         if instance_id is not None:
@@ -556,13 +568,8 @@ class ClassicGroup:
     def sync(self, *, member_id: str, instance_id: str | None, generation: int,
              protocol_type: str | None, protocol_name: str | None,
              assignments: dict[str, bytes], answer: Answer) -> None:
-        if self.state == DEAD:
-            raise errors.CoordinatorNotAvailableError(f"group {self.group_id!r} is being deleted")
-        member = self._member(member_id, instance_id)
-        if generation != self.generation:
-            raise errors.IllegalGenerationError(
-                f"generation {generation} is not group {self.group_id!r}'s current "
-                f"{self.generation}; rejoin")
+        self._check_live()
+        member = self._member_at(member_id, instance_id, generation)
         if (protocol_type is not None and protocol_type != self.protocol_type) or \
                 (protocol_name is not None and protocol_name != self.protocol_name):
             raise errors.InconsistentGroupProtocolError(
@@ -589,13 +596,8 @@ class ClassicGroup:
                 parked(SyncResult(self.protocol_type, self.protocol_name, other.assignment))
 
     def heartbeat(self, *, member_id: str, instance_id: str | None, generation: int) -> None:
-        if self.state == DEAD:
-            raise errors.CoordinatorNotAvailableError(f"group {self.group_id!r} is being deleted")
-        member = self._member(member_id, instance_id)
-        if generation != self.generation:
-            raise errors.IllegalGenerationError(
-                f"generation {generation} is not group {self.group_id!r}'s current "
-                f"{self.generation}; rejoin")
+        self._check_live()
+        member = self._member_at(member_id, instance_id, generation)
         self._refresh(member)
         if self.state == PREPARING_REBALANCE:
             raise errors.RebalanceInProgressError(
@@ -742,16 +744,11 @@ class ClassicGroup:
     def validate_offset_commit(self, member_id: str, instance_id: str | None,
                                generation: int) -> None:
         """Raises unless this commit may be stored (Kafka's rules for classic groups)."""
-        if self.state == DEAD:
-            raise errors.CoordinatorNotAvailableError(f"group {self.group_id!r} is being deleted")
+        self._check_live()
         if generation < 0 and self.state == EMPTY:
             return  # a consumer outside group membership, or an admin tool
         if generation >= 0 or member_id or instance_id is not None:
-            member = self._member(member_id, instance_id)
-            if generation != self.generation:
-                raise errors.IllegalGenerationError(
-                    f"generation {generation} is not group {self.group_id!r}'s current "
-                    f"{self.generation}: this member was fenced by a rebalance; rejoin")
+            member = self._member_at(member_id, instance_id, generation)
             if self.state == COMPLETING_REBALANCE:
                 raise errors.RebalanceInProgressError(
                     f"group {self.group_id!r} is completing a rebalance; retry after SyncGroup")
