@@ -500,7 +500,7 @@ class Engine:
         from logkernel.coordinator.assignors import decode_assignment
         members: list[GroupMemberInfo] = []
         group_type, protocol, generation = "classic", "", -1
-        listing = {g.group_id: g for g in self.groups.list_groups()}.get(group_id)
+        listing = self.groups.listing(group_id)
         if listing is None:
             raise errors.GroupIdNotFoundError(f"group {group_id!r} has no members and no "
                                               "committed offsets")

@@ -185,8 +185,6 @@ class ClassicGroupDescription:
 class ClassicGroup:
     """See the module docstring."""
 
-    kind = "classic"
-
     def __init__(self, group_id: str, settings: ClassicGroupSettings, timers: Timers,
                  lock: threading.RLock,
                  persist: Callable[[str, bytes | None], None] | None = None) -> None:

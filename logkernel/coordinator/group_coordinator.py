@@ -252,7 +252,7 @@ class GroupCoordinator:
         self._check_id(group_id)
         with self.lock:
             group = self._groups.get(group_id)
-            if group is None and not self.offsets.group_offsets(group_id):
+            if group is None and not self.offsets.has_offsets(group_id):
                 raise errors.GroupIdNotFoundError(f"group {group_id!r} does not exist")
             subscribed: set[str] = set()
             if group is not None and not group.is_empty():
@@ -281,18 +281,22 @@ class GroupCoordinator:
         wanted_states = {s.lower() for s in states} if states else None
         wanted_types = {t.lower() for t in types} if types else None
         with self.lock:
-            listings = {}
-            for group_id in self.offsets.groups():
-                listings[group_id] = GroupListing(group_id, "", EMPTY, "classic")
-            for group_id, group in self._groups.items():
-                if isinstance(group, ConsumerGroup):
-                    listings[group_id] = GroupListing(group_id, "consumer", group.state, "consumer")
-                elif group.members or group.protocol_type:  # it has had members
-                    listings[group_id] = GroupListing(
-                        group_id, group.protocol_type or "", group.state, "classic")
-        return [g for g in sorted(listings.values(), key=lambda g: g.group_id)
-                if (wanted_states is None or g.state.lower() in wanted_states)
+            listings = [self.listing(g) for g in sorted(set(self.offsets.groups()) | set(self._groups))]
+        return [g for g in listings if g is not None
+                and (wanted_states is None or g.state.lower() in wanted_states)
                 and (wanted_types is None or g.group_type in wanted_types)]
+
+    def listing(self, group_id: str) -> GroupListing | None:
+        """How ListGroups shows one group, or None if it would not list it."""
+        with self.lock:
+            group = self._groups.get(group_id)
+            if isinstance(group, ConsumerGroup):
+                return GroupListing(group_id, "consumer", group.state, "consumer")
+            if group is not None and (group.members or group.protocol_type):  # had members
+                return GroupListing(group_id, group.protocol_type or "", group.state, "classic")
+            if self.offsets.has_offsets(group_id):
+                return GroupListing(group_id, "", EMPTY, "classic")
+            return None
 
     def describe_group(self, group_id: str) -> ClassicGroupDescription:
         """A classic view of any group (Kafka's DescribeGroups); unknown groups are Dead."""
@@ -303,7 +307,7 @@ class GroupCoordinator:
                 return group.describe()
             if isinstance(group, ConsumerGroup):
                 return ClassicGroupDescription(group_id, group.state, "consumer", "", -1, None, [])
-            if self.offsets.group_offsets(group_id):
+            if self.offsets.has_offsets(group_id):
                 return ClassicGroupDescription(group_id, EMPTY, "", "", 0, None, [])
             return ClassicGroupDescription(group_id, "Dead", "", "", -1, None, [])
 
@@ -363,7 +367,7 @@ class GroupCoordinator:
                     log.info("expired %d committed offsets of group %r "
                              "(offsets.retention.minutes)", len(expired), group_id)
                 if group is not None and group.is_empty() and \
-                        not self.offsets.group_offsets(group_id):
+                        not self.offsets.has_offsets(group_id):
                     self._drop(group_id, group)
         return dropped
 

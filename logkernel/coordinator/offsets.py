@@ -243,6 +243,9 @@ class OffsetStore:
     def groups(self) -> list[str]:
         return sorted(g for g, offsets in self._offsets.items() if offsets)
 
+    def has_offsets(self, group: str) -> bool:
+        return bool(self._offsets.get(group))
+
     def forget_topic(self, topic: str) -> None:
         """Drops the offsets of a deleted topic (tombstones, so they stay gone)."""
         for group in self.groups():
