@@ -354,6 +354,13 @@ class Consumer:
         key = self._tp(tp, partition)
         return self._resolve(key)
 
+    def _resolve_all(self) -> None:
+        """Gives every assigned partition a position before a fetch, as Kafka's consumer
+        does, so what commit() stores does not depend on which partition a poll read first."""
+        for key, position in list(self._positions.items()):
+            if position is None:
+                self._resolve(key)
+
     def _resolve(self, key: TopicPartition) -> int:
         position = self._positions.get(key)
         if position is None:
@@ -525,6 +532,7 @@ class Consumer:
         self._maybe_auto_commit()
         notifier = self._engine.notifier
         while True:
+            self._resolve_all()
             out: list[ColumnBatch] = []
             keys = list(self._logs)
             budget = max_records

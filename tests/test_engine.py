@@ -420,7 +420,9 @@ def test_commits_are_durable_and_per_group(lk: logkernel.Engine) -> None:
     assert len(consumer.poll(max_records=4)) == 4
     consumer.commit()
     assert consumer.committed("t", 0) == 4
-    assert consumer.committed(("t", 1)) is None  # never read, so never committed
+    # As Kafka's consumer does, a poll gives every assigned partition a position, and
+    # commit() stores them all: partition 1 is committed at its start though nothing was read.
+    assert consumer.committed(("t", 1)) == 0
     consumer.close()
     lk.commit_offsets("g2", {("t", 0): 9})
     lk = reopen(lk, {"group.initial.rebalance.delay.ms": 0})
