@@ -1134,3 +1134,175 @@ class Segment:
         if getattr(self, "_handle", None) is not None:
             lib.lk_segment_close(self._handle)
             self._handle = None
+
+
+# ---------------------------------------------------------------------------------------
+# Log cleaner: XXH64, the offset map and the two passes (native/cleaner.c)
+# ---------------------------------------------------------------------------------------
+
+OFFSET_MAP_ENTRY_BYTES = lib.LK_OFFSET_MAP_ENTRY_BYTES
+CLEAN_END = lib.LK_CLEAN_END
+CLEAN_COMPRESSED = lib.LK_CLEAN_COMPRESSED
+CLEAN_FULL = lib.LK_CLEAN_FULL
+CLEAN_LIMIT = lib.LK_CLEAN_LIMIT
+INT64_MAX = 2**63 - 1
+
+
+def xxh64(data: Buffer, seed: int = 0) -> int:
+    """XXH64 of ``data`` (the hash the cleaner's offset map keys on)."""
+    view = memoryview(data).cast("B")
+    return int(lib.lk_xxh64(ffi.from_buffer(view), len(view), seed))
+
+
+class OffsetMap:
+    """The cleaner's key -> latest offset map, in one buffer of ``memory_bytes`` allocated
+    here and reused by every pass (24 bytes a key). Its table starts small and doubles
+    inside the buffer as keys arrive, so cleaning a log of few keys neither zeroes nor
+    touches the whole buffer (untouched pages of the allocation never become resident)
+    and its lookups stay in cache."""
+
+    def __init__(self, memory_bytes: int, load_factor: float = 0.9) -> None:
+        if memory_bytes < OFFSET_MAP_ENTRY_BYTES:
+            raise errors.ConfigError(
+                f"the cleaner's dedupe buffer of {memory_bytes} bytes cannot hold one key "
+                f"({OFFSET_MAP_ENTRY_BYTES} bytes); raise log.cleaner.dedupe.buffer.size")
+        self.memory_bytes = memory_bytes
+        self.load_factor = load_factor
+        self._memory = ffi.new("uint64_t[]", (memory_bytes + 7) // 8)  # calloc'd, 8-aligned
+        self._map = ffi.new("lk_offset_map *")
+        self.reset(0)
+
+    def reset(self, keys: int | None) -> None:
+        """Empties the map, its table sized for about ``keys`` keys (None: the whole
+        buffer); it grows as keys arrive, within the buffer."""
+        initial = self.memory_bytes if keys is None else max(keys, 0)
+        check(lib.lk_offset_map_init(self._map, self._memory, self.memory_bytes,
+                                     self.load_factor, initial),
+              context="initialising the cleaner's offset map")
+
+    @property
+    def entries(self) -> int:
+        return int(self._map.entries)
+
+    @property
+    def limit(self) -> int:
+        """The most keys the map takes in its current size."""
+        return int(self._map.limit)
+
+    @property
+    def capacity(self) -> int:
+        """Slots of the table now."""
+        return int(self._map.capacity)
+
+    @property
+    def grown(self) -> int:
+        return int(self._map.grown)
+
+    @property
+    def whole(self) -> bool:
+        """The table spans the whole buffer (it cannot take more keys than now)."""
+        return int(self._map.capacity) == self.memory_bytes // OFFSET_MAP_ENTRY_BYTES
+
+    @property
+    def probes(self) -> int:
+        return int(self._map.probes)
+
+    @property
+    def lookups(self) -> int:
+        return int(self._map.lookups)
+
+    def put(self, key: bytes, offset: int) -> bool:
+        """Records ``offset`` as the latest of ``key``; False if the map is full."""
+        rc = lib.lk_offset_map_put(self._map, key, len(key), offset)
+        if rc == lib.LK_ERR_BUFFER_TOO_SMALL:
+            return False
+        check(rc, context="putting a key in the offset map")
+        return True
+
+    def get(self, key: bytes) -> int:
+        """The latest offset recorded for ``key``, or -1."""
+        return int(lib.lk_offset_map_get(self._map, key, len(key)))
+
+    @property
+    def c_map(self) -> Any:
+        return self._map
+
+
+@dataclass
+class MapPass:
+    """Where one call of the map pass stopped (see lk_map_result)."""
+
+    position: int
+    next_offset: int
+    stop: int
+
+
+def cleaner_map(offset_map: OffsetMap, data: Buffer, from_offset: int, stop_offset: int,
+                result: Any, *, context: str = "") -> MapPass:
+    """One call of the map pass over the whole batches in ``data`` (see lk_cleaner_map).
+    ``result`` is an ``lk_map_result *`` from ``new_map_result()`` that accumulates the
+    record count over calls."""
+    view = memoryview(data).cast("B")
+    err = ffi.new("lk_error *")
+    check(lib.lk_cleaner_map(offset_map.c_map, ffi.from_buffer(view), len(view), from_offset,
+                             stop_offset, result, err), err, context=context)
+    return MapPass(int(result.position), int(result.next_offset), int(result.stop))
+
+
+def new_map_result() -> Any:
+    return ffi.new("lk_map_result *")
+
+
+def new_clean_result() -> Any:
+    result = ffi.new("lk_clean_result *")
+    result.next_horizon_ms = INT64_MAX
+    return result
+
+
+class FilterBuffers:
+    """The filter pass's output and per-record scratch, grown when a batch needs more."""
+
+    def __init__(self, out_bytes: int) -> None:
+        self.out = bytearray(out_bytes)
+        self.keep = bytearray(max(out_bytes // 8, 1024))
+        self.params = ffi.new("lk_clean_params *")
+        self.err = ffi.new("lk_error *")
+
+    def grow_for(self, batch: Buffer) -> None:
+        header = parse_header(batch)
+        count = max(header.record_count, 0)
+        self.out = bytearray(max(len(self.out), header.size + 9 * count))
+        self.keep = bytearray(max(len(self.keep), count))
+
+
+def cleaner_filter(offset_map: OffsetMap, data: Buffer, now_ms: int, new_horizon_ms: int,
+                   buffers: FilterBuffers, result: Any, *, context: str = ""
+                   ) -> tuple[int, int, int]:
+    """One call of the filter pass (see lk_cleaner_filter): returns (input consumed, bytes
+    written to ``buffers.out``, stop). Grows the buffers if the first batch does not fit."""
+    view = memoryview(data).cast("B")
+    buffers.params.now_ms = now_ms
+    buffers.params.new_horizon_ms = new_horizon_ms
+    while True:
+        rc = lib.lk_cleaner_filter(offset_map.c_map, ffi.from_buffer(view), len(view),
+                                   buffers.params, ffi.from_buffer(buffers.out), len(buffers.out),
+                                   ffi.from_buffer(buffers.keep), len(buffers.keep), result,
+                                   buffers.err)
+        if rc != lib.LK_ERR_BUFFER_TOO_SMALL:
+            break
+        buffers.grow_for(view)
+    check(rc, buffers.err, context=context)
+    return int(result.position), int(result.written), int(result.stop)
+
+
+def first_keyless(data: Buffer) -> tuple[int, int]:
+    """(batch position, record index) of the first data record without a key in the
+    batches of ``data``; (-1, -1) if every record has one; index -2 when the batch at the
+    position is compressed (decompress it and ask again)."""
+    view = memoryview(data).cast("B")
+    position = ffi.new("int64_t *")
+    index = ffi.new("int32_t *")
+    err = ffi.new("lk_error *")
+    check(lib.lk_records_first_keyless(ffi.from_buffer(view), len(view), position, index, err),
+          err, context="checking keys of records for a compacted topic")
+    return int(position[0]), int(index[0])

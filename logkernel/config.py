@@ -128,9 +128,8 @@ MIN_SEGMENT_BYTES = 128
 
 TOPIC_CONFIGS: dict[str, ConfigKey] = _keys(
     ConfigKey("cleanup.policy", _cleanup_policy, "delete",
-              "delete: retention removes old segments. compact: keep the latest value per key "
-              "(compaction runs once the log cleaner exists; until then a compact-only topic "
-              "keeps everything). compact,delete: both."),
+              "delete: retention removes old segments. compact: the log cleaner keeps the "
+              "latest record per key (every record needs a key). compact,delete: both."),
     ConfigKey("retention.ms", _integer(-1, LONG_MAX), 7 * 24 * 3600 * 1000,
               "Delete a segment once its newest record is older than this (ms); -1: never."),
     ConfigKey("retention.bytes", _integer(-1, LONG_MAX), -1,
@@ -153,7 +152,7 @@ TOPIC_CONFIGS: dict[str, ConfigKey] = _keys(
               "fsync after this many appended records; 1: every send returns after fsync."),
     ConfigKey("flush.ms", _integer(0, LONG_MAX), LONG_MAX,
               "fsync once unflushed data is this old (ms), by a background task."),
-    # Compaction settings: validated and stored now, used by the log cleaner.
+    # Compaction settings, read by the log cleaner (log/cleaner.py) at each cleaning.
     ConfigKey("min.cleanable.dirty.ratio", _double(0.0, 1.0), 0.5,
               "Clean a compacted log once this fraction of it is dirty."),
     ConfigKey("delete.retention.ms", _integer(0, LONG_MAX), 24 * 3600 * 1000,
@@ -205,6 +204,20 @@ ENGINE_CONFIGS: dict[str, ConfigKey] = _keys(
               "Default min.compaction.lag.ms.", "min.compaction.lag.ms"),
     ConfigKey("log.cleaner.max.compaction.lag.ms", _integer(1, LONG_MAX), LONG_MAX,
               "Default max.compaction.lag.ms.", "max.compaction.lag.ms"),
+    # The log cleaner (log/cleaner.py), with Kafka's names and defaults.
+    ConfigKey("log.cleaner.enable", _boolean, True,
+              "Run the log cleaner's background threads (compact() works either way)."),
+    ConfigKey("log.cleaner.threads", _integer(1, 64), 1,
+              "Background threads cleaning compacted partitions."),
+    ConfigKey("log.cleaner.backoff.ms", _integer(1, LONG_MAX), 15_000,
+              "How long an idle cleaner thread sleeps before looking for dirty logs (ms)."),
+    ConfigKey("log.cleaner.dedupe.buffer.size", _integer(1024, LONG_MAX), 128 * 1024 * 1024,
+              "Memory for the cleaners' key maps, split over the threads: 24 bytes a key; "
+              "a log with more dirty keys is cleaned in several passes."),
+    ConfigKey("log.cleaner.io.buffer.size", _integer(1024, INT_MAX), 512 * 1024,
+              "Bytes a cleaner reads (and buffers for writing) at a time."),
+    ConfigKey("log.cleaner.io.buffer.load.factor", _double(0.1, 0.95), 0.9,
+              "How full a cleaner's key map may get."),
     # Engine-only settings.
     ConfigKey("num.partitions", _integer(1, 1_000_000), 1,
               "Partitions of a topic created without a count (auto-created topics)."),
@@ -313,7 +326,10 @@ class TopicConfig:
         self.retention_ms: int = v["retention.ms"]
         self.retention_bytes: int = v["retention.bytes"]
         self.segment_bytes: int = v["segment.bytes"]
-        self.segment_ms: int = v["segment.ms"]
+        # Kafka's maxSegmentMs: a compacted topic also rolls its active segment once it is
+        # max.compaction.lag.ms old, since the cleaner never touches the active segment.
+        self.segment_ms: int = (min(v["segment.ms"], v["max.compaction.lag.ms"])
+                                if "compact" in self.cleanup_policy else v["segment.ms"])
         self.segment_index_bytes: int = v["segment.index.bytes"]
         self.index_interval_bytes: int = v["index.interval.bytes"]
         self.max_message_bytes: int = v["max.message.bytes"]
@@ -326,6 +342,12 @@ class TopicConfig:
     def deletes(self) -> bool:
         """True when retention deletes old segments (cleanup.policy includes delete)."""
         return "delete" in self.cleanup_policy.split(",")
+
+    @property
+    def compacts(self) -> bool:
+        """True when the log cleaner keeps the latest record per key (cleanup.policy
+        includes compact); such a topic accepts only records with keys."""
+        return "compact" in self.cleanup_policy.split(",")
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]

@@ -33,7 +33,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from logkernel.config import EngineConfig, TopicConfig, validate_topic_name
 from logkernel.coordinator.group_coordinator import GroupCoordinator
 from logkernel.coordinator.offsets import OFFSETS_TOPIC, OffsetAndMetadata, OffsetStore
 from logkernel.log.checkpoint import fsync_directory, write_atomically
+from logkernel.log.cleaner import CleanerStats, CleanResult, LogCleaner
 from logkernel.log.partition import LEADER_EPOCH as LEADER_EPOCH  # re-exported for the broker
 from logkernel.log.partition import AppendNotifier, PartitionLog, RecoveryReport
 
@@ -160,10 +161,18 @@ class Engine:
         except BaseException:
             self._release_everything()
             raise
+        self.cleaner = LogCleaner(
+            self._all_logs, enabled=self.config["log.cleaner.enable"],
+            threads=self.config["log.cleaner.threads"],
+            backoff_ms=self.config["log.cleaner.backoff.ms"],
+            dedupe_buffer_bytes=self.config["log.cleaner.dedupe.buffer.size"],
+            io_buffer_bytes=self.config["log.cleaner.io.buffer.size"],
+            load_factor=self.config["log.cleaner.io.buffer.load.factor"])
         self._stop = threading.Event()
         self._background = threading.Thread(target=self._background_loop,
                                              name=f"logkernel-background {self.path}", daemon=True)
         self._background.start()
+        self.cleaner.start()
 
     # ---- the directory lock --------------------------------------------------------
 
@@ -312,9 +321,10 @@ class Engine:
             self._write_metadata(topic, state="deleting")
             del self._topics[name]
             self.generation += 1
-            for partition_log in topic.partitions:
-                partition_log.close(flush=False)
-            self._remove_partition_dirs(name, len(topic.partitions))
+            with self.cleaner.paused(topic.partitions):
+                for partition_log in topic.partitions:
+                    partition_log.close(flush=False)
+                self._remove_partition_dirs(name, len(topic.partitions))
             os.unlink(self._metadata_path(topic.topic_id))
             fsync_directory(os.path.join(self.path, TOPICS_DIR))
             self.groups.forget_topic(name)
@@ -360,6 +370,7 @@ class Engine:
             topic.config = new
             for partition_log in topic.partitions:
                 partition_log.update_config(new)
+        self.cleaner.wake()  # a new policy or ratio may make logs cleanable now
 
     def _topic(self, name: str) -> Topic:
         topic = self._topics.get(name)
@@ -576,6 +587,42 @@ class Engine:
             self._next_producer_id += 1
             return self._next_producer_id - 1
 
+    # ---- compaction ----------------------------------------------------------------
+
+    def compact(self, topic: str, partition: int | None = None, *, roll: bool = False,
+                progress: Callable[[int, int], None] | None = None) -> list[CleanResult]:
+        """Cleans a compacted topic's partitions (or one) now, whatever their dirty ratio,
+        and returns what each cleaning did. The active segment is never cleaned; with
+        ``roll`` it is rolled first, so every record older than min.compaction.lag.ms is
+        compacted. ``progress(bytes done, bytes planned)`` is called as the cleaner reads.
+        Raises ConfigError if the topic is not compacted."""
+        self._live()
+        t = self._topic(topic)
+        if not t.config.compacts:
+            raise errors.ConfigError(
+                f"topic {topic!r} has cleanup.policy={t.config.cleanup_policy}; only compacted "
+                "topics are cleaned. Set cleanup.policy=compact (or compact,delete) first.")
+        if partition is None:
+            logs = list(t.partitions)
+        else:
+            if not 0 <= partition < len(t.partitions):
+                raise errors.UnknownTopicError(
+                    f"topic {topic!r} has partitions 0..{len(t.partitions) - 1}, not {partition}")
+            logs = [t.partitions[partition]]
+        results: list[CleanResult] = []
+        for partition_log in logs:
+            if roll:
+                partition_log.roll()
+            results.extend(self.cleaner.clean_now(partition_log, progress=progress))
+        return results
+
+    def cleaner_stats(self, topic: str | None = None) -> CleanerStats:
+        """The log cleaner's totals since open, and each compacted partition's dirty
+        ratio, last cleaning and state (of one topic, if named)."""
+        self._live()
+        logs = None if topic is None else list(self._topic(topic).partitions)
+        return self.cleaner.stats(logs)
+
     # ---- background tasks ----------------------------------------------------------
 
     def _all_logs(self) -> Iterable[PartitionLog]:
@@ -644,6 +691,7 @@ class Engine:
             self._closed = True
         self._stop.set()
         self._background.join()
+        self.cleaner.stop()
         self.groups.close()
         try:
             for partition_log in self._all_logs():

@@ -108,6 +108,17 @@ class RecordTooLargeError(LogkernelError, ValueError):
     """A record batch is larger than the topic's max.message.bytes. Nothing was written."""
 
 
+class InvalidRecordError(LogkernelError, ValueError):
+    """A record the topic does not accept, such as one without a key on a compacted topic.
+    Nothing was written. Kafka's INVALID_RECORD."""
+
+
+class CleanerError(LogkernelError):
+    """The log cleaner could not clean a partition (a damaged batch, a full disk). The
+    partition's data is untouched; the cleaner skips it until the next open or an explicit
+    compact()."""
+
+
 class DataDirLockedError(LogkernelError):
     """Another process (or another open engine in this one) has the data directory open."""
 

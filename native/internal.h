@@ -30,6 +30,133 @@ static inline void lk_store_be64(uint8_t *p, uint64_t v)
     lk_store_be32(p + 4, (uint32_t)v);
 }
 
+/* ------------------------------------------------------------------------------------
+ * Varints (batch.c, cleaner.c). Decoding follows Kafka's ByteUtils.readVarint/readVarlong exactly: at most
+ * 5 (10) bytes, bits that overflow the final byte are discarded, a sixth (eleventh)
+ * continuation byte is an error. Matching Kafka here matters more than strictness:
+ * a batch Kafka accepts must not be rejected by us.
+ * --------------------------------------------------------------------------------- */
+static inline int read_varint_slow(const uint8_t **pp, const uint8_t *end, int32_t *out)
+{
+    const uint8_t *p = *pp;
+    uint32_t value = 0;
+    for (int shift = 0; shift <= 28; shift += 7) {
+        if (p >= end)
+            return 0;
+        uint8_t b = *p++;
+        value |= (uint32_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *out = (int32_t)((value >> 1) ^ (0u - (value & 1)));
+            *pp = p;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static inline int read_varlong_slow(const uint8_t **pp, const uint8_t *end, int64_t *out)
+{
+    const uint8_t *p = *pp;
+    uint64_t value = 0;
+    for (int shift = 0; shift <= 63; shift += 7) {
+        if (p >= end)
+            return 0;
+        uint8_t b = *p++;
+        value |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *out = (int64_t)((value >> 1) ^ (0ull - (value & 1)));
+            *pp = p;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The one- and two-byte forms (-8192..8191: every length and delta of an ordinary record)
+ * are decoded inline; anything longer, cut short or malformed goes the general way. */
+static inline int read_varint(const uint8_t **pp, const uint8_t *end, int32_t *out)
+{
+    const uint8_t *p = *pp;
+    uint32_t value;
+    if (p < end && p[0] < 0x80) {
+        value = p[0];
+        p += 1;
+    } else if (end - p >= 2 && p[1] < 0x80) {
+        value = (uint32_t)(p[0] & 0x7f) | (uint32_t)p[1] << 7;
+        p += 2;
+    } else {
+        return read_varint_slow(pp, end, out);
+    }
+    *out = (int32_t)((value >> 1) ^ (0u - (value & 1)));
+    *pp = p;
+    return 1;
+}
+
+static inline int read_varlong(const uint8_t **pp, const uint8_t *end, int64_t *out)
+{
+    const uint8_t *p = *pp;
+    uint64_t value;
+    if (p < end && p[0] < 0x80) {
+        value = p[0];
+        p += 1;
+    } else if (end - p >= 2 && p[1] < 0x80) {
+        value = (uint64_t)(p[0] & 0x7f) | (uint64_t)p[1] << 7;
+        p += 2;
+    } else {
+        return read_varlong_slow(pp, end, out);
+    }
+    *out = (int64_t)((value >> 1) ^ (0ull - (value & 1)));
+    *pp = p;
+    return 1;
+}
+
+static inline uint32_t zigzag32(int32_t v) { return ((uint32_t)v << 1) ^ (uint32_t)(v >> 31); }
+static inline uint64_t zigzag64(int64_t v) { return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63); }
+
+static inline int varint_size(int32_t v)
+{
+    uint32_t z = zigzag32(v);
+    int n = 1;
+    while (z >= 0x80) {
+        z >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static inline int varlong_size(int64_t v)
+{
+    uint64_t z = zigzag64(v);
+    int n = 1;
+    while (z >= 0x80) {
+        z >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static inline uint8_t *write_varint(uint8_t *p, int32_t v)
+{
+    uint32_t z = zigzag32(v);
+    while (z >= 0x80) {
+        *p++ = (uint8_t)(z | 0x80);
+        z >>= 7;
+    }
+    *p++ = (uint8_t)z;
+    return p;
+}
+
+static inline uint8_t *write_varlong(uint8_t *p, int64_t v)
+{
+    uint64_t z = zigzag64(v);
+    while (z >= 0x80) {
+        *p++ = (uint8_t)(z | 0x80);
+        z >>= 7;
+    }
+    *p++ = (uint8_t)z;
+    return p;
+}
+
 /* Fills *err (if given) and returns code: the one way every function reports failure. */
 static inline int lk_fail(lk_error *err, int code, int64_t position, int32_t record_index,
                           const char *what)

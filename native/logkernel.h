@@ -661,4 +661,124 @@ uint64_t lk_segment_map_length(const lk_segment *seg);
  * all the same). */
 int lk_segment_close(lk_segment *seg);
 
+/* ----------------------------------------------------------------------------
+ * Log cleaner (compaction): XXH64, the offset map, and the cleaner's two passes over
+ * whole batches: the map pass records the latest offset of every key in the dirty
+ * section; the filter pass copies batches keeping only records no later record of the
+ * same key supersedes (native/cleaner.c).
+ * ------------------------------------------------------------------------- */
+
+/* XXH64 of data[0:len) under seed (xxHash's 64-bit hash). O(len); cannot fail. */
+uint64_t lk_xxh64(const uint8_t *data, size_t len, uint64_t seed);
+
+enum lk_offset_map_constants {
+    LK_OFFSET_MAP_ENTRY_BYTES = 24  /* 128 bits of key hash + the offset */
+};
+
+/* Key hash -> latest offset, in caller-owned memory (nothing is allocated). Linear
+ * probing. The table starts small and doubles into unused memory beside it, so a map of
+ * few keys stays in cache; once it cannot double it fills to the load factor. At most
+ * about two thirds of the memory holds the table then, unless it was sized whole at
+ * init. No removal, only clear. */
+typedef struct {
+    uint8_t *memory;        /* the caller's memory, 8-byte aligned */
+    uint64_t memory_slots;  /* bytes / 24 */
+    double load_factor;
+    uint8_t *slots;         /* the table: somewhere in memory */
+    uint64_t capacity;      /* its slots */
+    uint64_t limit;         /* keys it takes before growing (or being full) */
+    uint64_t entries;       /* keys in it */
+    uint64_t probes;        /* slots visited by puts and gets, for statistics */
+    uint64_t lookups;       /* gets, for statistics */
+    uint64_t grown;         /* doublings */
+} lk_offset_map;
+
+/* Points the map at memory (bytes long) with a table sized for initial_keys (the whole
+ * memory when that is past a third of it), zeroed here. Errors: ARGUMENT (NULL map,
+ * memory not 8-byte aligned, load_factor not in (0, 1]). */
+int lk_offset_map_init(lk_offset_map *map, void *memory, size_t bytes, double load_factor,
+                       size_t initial_keys);
+
+/* Empties the map (zeroes its slots if any are used). O(capacity). */
+void lk_offset_map_clear(lk_offset_map *map);
+
+/* Records offset as the latest of key. Errors: BUFFER_TOO_SMALL (the map is full and the
+ * key is new: nothing changed), ARGUMENT. */
+int lk_offset_map_put(lk_offset_map *map, const uint8_t *key, size_t key_len, int64_t offset);
+
+/* The latest offset recorded for key, or -1. */
+int64_t lk_offset_map_get(lk_offset_map *map, const uint8_t *key, size_t key_len);
+
+/* Why a pass stopped before the end of its buffer. */
+enum lk_clean_stop {
+    LK_CLEAN_END = 0,        /* every whole batch was consumed; a batch cut by the end of
+                                the buffer starts at position (read on from there) */
+    LK_CLEAN_COMPRESSED = 1, /* the data batch at position is compressed: decompress it into
+                                an equivalent uncompressed batch, pass that, go on after it */
+    LK_CLEAN_FULL = 2,       /* map pass: the map is full (next_offset is the first offset not
+                                recorded); filter pass: the output has no room for the batch
+                                at position */
+    LK_CLEAN_LIMIT = 3       /* map pass: the batch at position reaches stop_offset */
+};
+
+typedef struct {
+    int64_t position;    /* where the pass stopped, relative to buf (a batch start) */
+    int64_t next_offset; /* the first offset not yet examined */
+    int64_t records;     /* keyed records recorded; added to, never reset */
+    int32_t stop;        /* an lk_clean_stop */
+} lk_map_result;
+
+/* Map pass over consecutive batches at buf: every keyed record with offset in
+ * [from_offset, stop_offset) is recorded as its key's latest. Control batches and keyless
+ * records are skipped. Each batch's header and CRC are checked and its records walked.
+ * Returns LK_OK for every stop; a bad batch returns the validator's code (CRC,
+ * CORRUPT_RECORD, BAD_LENGTH, BAD_MAGIC) with err->position relative to buf. The caller
+ * zeroes *result once per pass. O(bytes). */
+int lk_cleaner_map(lk_offset_map *map, const uint8_t *buf, size_t len, int64_t from_offset,
+                   int64_t stop_offset, lk_map_result *result, lk_error *err);
+
+typedef struct {
+    int64_t now_ms;          /* tombstones in a batch whose delete horizon is <= this go */
+    int64_t new_horizon_ms;  /* stamped on batches that keep tombstones and have no horizon:
+                                now + delete.retention.ms */
+} lk_clean_params;
+
+typedef struct {
+    int64_t position;           /* input consumed (whole batches) */
+    int64_t written;            /* output bytes written by this call */
+    int32_t stop;               /* END, COMPRESSED or FULL */
+    /* Totals, added to by every call (the caller zeroes them once per cleaning): */
+    int64_t batches_read;
+    int64_t batches_kept;
+    int64_t records_read;
+    int64_t records_kept;
+    int64_t tombstones_dropped;
+    int64_t keyless_dropped;
+    int64_t next_horizon_ms;    /* earliest delete horizon of a kept batch holding
+                                   tombstones; the caller starts it at INT64_MAX */
+} lk_clean_result;
+
+/* Filter pass: copies the batches at in to out, each keeping the records whose key has no
+ * later offset in the map, minus tombstones whose batch's delete horizon has passed, minus
+ * keyless records. A batch left empty is dropped; one unchanged is copied byte for byte;
+ * any other is rewritten with the same base offset, lastOffsetDelta, max timestamp and
+ * producer fields, a base timestamp that is the delete horizon (attribute bit 6) when it
+ * keeps tombstones or else its first kept record's timestamp, and a new CRC. Control and
+ * empty batches are copied. keep is scratch of one byte per record of the largest batch.
+ * Errors: as lk_cleaner_map; BUFFER_TOO_SMALL when the first batch does not fit out
+ * (size + 9 bytes a record) or keep. O(bytes). */
+int lk_cleaner_filter(lk_offset_map *map, const uint8_t *in, size_t in_len,
+                      const lk_clean_params *params, uint8_t *out, size_t out_capacity,
+                      uint8_t *keep, size_t keep_capacity, lk_clean_result *result,
+                      lk_error *err);
+
+/* For appends to compacted topics, which must carry keys: the first data record without
+ * a key among the batches at buf (headers parsed, records walked, CRC not checked).
+ * *position is the batch's start and *record_index the record's index in it, or -1, -1
+ * when every record has a key; *record_index is -2 when the batch at *position is
+ * compressed (decompress it and ask again). Errors: as lk_batch_parse_header,
+ * CORRUPT_RECORD. */
+int lk_records_first_keyless(const uint8_t *buf, size_t len, int64_t *position,
+                             int32_t *record_index, lk_error *err);
+
 #endif /* LOGKERNEL_H */

@@ -11,6 +11,7 @@ _CODES: tuple[tuple[type[BaseException], int], ...] = (
     (errors.TopicExistsError, error_codes.TOPIC_ALREADY_EXISTS),
     (errors.RecordTooLargeError, error_codes.MESSAGE_TOO_LARGE),
     (errors.CorruptRecordError, error_codes.CORRUPT_MESSAGE),
+    (errors.InvalidRecordError, error_codes.INVALID_RECORD),
     (errors.OffsetOutOfRangeError, error_codes.OFFSET_OUT_OF_RANGE),
     (errors.StorageError, error_codes.KAFKA_STORAGE_ERROR),
     (errors.ClosedError, error_codes.UNKNOWN_TOPIC_OR_PARTITION),  # deleted while the request ran

@@ -115,7 +115,8 @@ def _append(server: Any, header: RequestHeader, engine: Any, topic: str,
     except errors.StorageError as exc:  # ours: the disk failed
         log.error("Produce to %s-%d failed in storage: %s", topic, partition, exc)
         return (partition, error_code_for(exc), -1, -1, -1)
-    except (errors.CorruptRecordError, errors.RecordTooLargeError) as exc:  # the client's
+    except (errors.CorruptRecordError, errors.RecordTooLargeError,
+            errors.InvalidRecordError) as exc:  # the client's
         log.warning("Produce to %s-%d from %r refused: %s", topic, partition, header.client_id, exc)
         return (partition, error_code_for(exc), -1, -1, -1)
     except errors.LogkernelError as exc:

@@ -79,3 +79,42 @@ def read_partition_checkpoint(directory: str) -> tuple[PartitionCheckpoint | Non
     except (ValueError, KeyError, IndexError) as exc:
         return None, f"corrupt checkpoint {path} ({exc}): {text[:80]!r}"
     return PartitionCheckpoint(recovery_point, log_start_offset), ""
+
+
+# The cleaner's progress, one per partition directory of a compacted topic::
+#
+#     0                          format version
+#     first-dirty 5120           offsets below this have been cleaned at least once
+#     next-horizon-ms 1764...    earliest delete horizon of a kept tombstone (-1: none)
+#
+# Lost or unreadable, it costs one cleaning of the whole log, never data.
+CLEANER_CHECKPOINT_FILE = "cleaner.checkpoint"
+
+
+@dataclass(frozen=True)
+class CleanerCheckpoint:
+    first_dirty: int = 0
+    next_horizon_ms: int = -1
+
+
+def write_cleaner_checkpoint(directory: str, checkpoint: CleanerCheckpoint) -> None:
+    text = (f"{CHECKPOINT_VERSION}\nfirst-dirty {checkpoint.first_dirty}\n"
+            f"next-horizon-ms {checkpoint.next_horizon_ms}\n")
+    write_atomically(os.path.join(directory, CLEANER_CHECKPOINT_FILE), text.encode("ascii"))
+
+
+def read_cleaner_checkpoint(directory: str) -> CleanerCheckpoint:
+    """The stored checkpoint, or the start-from-scratch one if it is missing or unreadable."""
+    path = os.path.join(directory, CLEANER_CHECKPOINT_FILE)
+    try:
+        with open(path, "rb") as f:
+            lines = f.read(4096).decode("ascii").split("\n")
+        if lines[0] != str(CHECKPOINT_VERSION) or len(lines) != 4 or lines[3] != "":
+            raise ValueError("unexpected layout")
+        fields = dict(line.split(" ") for line in lines[1:3])
+        return CleanerCheckpoint(max(int(fields["first-dirty"]), 0),
+                                 int(fields["next-horizon-ms"]))
+    except FileNotFoundError:
+        return CleanerCheckpoint()
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, IndexError):
+        return CleanerCheckpoint()

@@ -59,14 +59,18 @@ from logkernel._binding import NULL, Segment
 from logkernel.config import LONG_MAX, TopicConfig
 from logkernel.log.checkpoint import (
     CHECKPOINT_FILE,
+    CleanerCheckpoint,
     PartitionCheckpoint,
     fsync_directory,
+    read_cleaner_checkpoint,
     read_partition_checkpoint,
+    write_cleaner_checkpoint,
     write_partition_checkpoint,
 )
 from logkernel.records import (
     batch_sizes,
     decode_batch,
+    decompressed_batch,
     recompressed_record_set,
     stamp_log_append_time,
 )
@@ -76,9 +80,17 @@ log = logging.getLogger("logkernel.log")
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
-# Files a crash can leave behind: half-written checkpoints and (once compaction exists)
-# cleaner output that never got swapped in. Deleted at open.
-LEFTOVER_SUFFIXES = (".tmp", ".cleaned", ".deleted")
+SEGMENT_SUFFIXES = (INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX)  # the log last: see swap
+# The log cleaner's files (log/cleaner.py): a cleaned group of segments is written to
+# ``<base>.log.cleaned`` (and its indexes), renamed to ``.swap`` (the commit point is the
+# .log's rename), the segments it replaces renamed to ``.deleted``, the swap renamed to
+# the live names, and the ``.deleted`` files removed, with directory fsyncs between.
+CLEANED_SUFFIX = ".cleaned"
+SWAP_SUFFIX = ".swap"
+DELETED_SUFFIX = ".deleted"
+# Files a crash can leave behind once open has completed any committed swap: half-written
+# checkpoints, cleaner output never committed, replaced segments not yet removed.
+LEFTOVER_SUFFIXES = (".tmp", CLEANED_SUFFIX, SWAP_SUFFIX, DELETED_SUFFIX)
 
 # Largest bytes one record adds to its batch beyond key, value and headers: the 61-byte
 # batch header plus Kafka's MAX_RECORD_OVERHEAD (21). Used to decide, without encoding,
@@ -102,7 +114,7 @@ _LENGTH = struct.Struct(">i")        # batchLength at byte 8
 _MAX_TIMESTAMP = struct.Struct(">q")  # maxTimestamp at byte 35
 
 
-def _batch_size(header: bytes) -> int:
+def _batch_size(header: bytes | memoryview) -> int:
     return _LENGTH.unpack_from(header, 8)[0] + 12
 
 
@@ -204,6 +216,29 @@ class RecoveryReport:
         return not (self.truncated or self.deleted or self.rebuilt_indexes)
 
 
+@dataclass(frozen=True)
+class SealedSegment:
+    """A segment below the active one, as the cleaner sees it: every offset in it is in
+    [base, end), and its .log holds ``size`` bytes."""
+
+    base: int
+    end: int
+    size: int
+    path: str
+
+
+@dataclass(frozen=True)
+class CleaningView:
+    """What the cleaner needs of a log, read at one moment under its lock."""
+
+    log_start_offset: int
+    first_dirty: int          # offsets below this were cleaned (clamped to the log start)
+    next_horizon_ms: int      # earliest delete horizon of a kept tombstone, -1: none
+    active_base: int          # the cleaner never reads at or past this
+    sealed: tuple[SealedSegment, ...]
+    config: TopicConfig
+
+
 class PartitionLog:
     """One partition's log. See the module docstring for files, offsets and invariants."""
 
@@ -235,6 +270,7 @@ class PartitionLog:
         self._first_unflushed_ms = -1
         os.makedirs(directory, exist_ok=True)
         self.recovery = self._open(clean_shutdown)
+        self._cleaner_checkpoint = read_cleaner_checkpoint(directory)
 
     # ---- offsets -------------------------------------------------------------------
 
@@ -291,6 +327,9 @@ class PartitionLog:
 
     def _open(self, clean_shutdown: bool) -> RecoveryReport:
         names = os.listdir(self.directory)
+        if any(name.endswith(LOG_SUFFIX + SWAP_SUFFIX) for name in names):
+            self._complete_swaps(names)
+            names = os.listdir(self.directory)
         for name in names:
             if name.endswith(LEFTOVER_SUFFIXES):
                 log.warning("%s: removing leftover file %s from an interrupted operation",
@@ -394,6 +433,34 @@ class PartitionLog:
         self._write_checkpoint()
         return RecoveryReport(tuple(truncated), tuple(deleted), tuple(rebuilt))
 
+    def _complete_swaps(self, names: list[str]) -> None:
+        """Finishes cleanings that a crash interrupted after their commit point (a
+        ``<base>.log.swap`` exists, fsynced, with its directory entry fsynced): deletes the
+        live segments whose offsets it covers, then gives the swap files their live names.
+        Output never committed (``.cleaned``, an index ``.swap`` without its log) is
+        removed afterwards with the other leftovers."""
+        for base in sorted(int(n[:20]) for n in names
+                           if n.endswith(LOG_SUFFIX + SWAP_SUFFIX) and n[:20].isdigit()):
+            stem = os.path.join(self.directory, segment_name(base))
+            swap = Segment(stem + LOG_SUFFIX + SWAP_SUFFIX, None, None, base_offset=base,
+                           writable=False)
+            try:
+                end = max(swap.info().next_offset, base + 1)
+            finally:
+                swap.close()
+            for name in names:
+                if (name.endswith(LOG_SUFFIX) and len(name) == 24 and name[:20].isdigit()
+                        and base <= int(name[:20]) < end):
+                    for path in self._paths(int(name[:20])):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(path)
+            for suffix in SEGMENT_SUFFIXES:
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(stem + suffix + SWAP_SUFFIX, stem + suffix)
+            log.warning("%s: completed the swap of cleaned segment %s (offsets %d..%d) that "
+                        "a crash interrupted", self.name, segment_name(base), base, end - 1)
+        fsync_directory(self.directory)
+
     def _set_active(self, seg: Segment) -> None:
         """Makes ``seg`` the active segment. Flushes it once through the C core, which
         also fsyncs the directory if the files are new, so later flushes need only the
@@ -481,6 +548,10 @@ class PartitionLog:
             if self._closed:
                 self._live()
             c = self._config
+            if key is None and c.compacts:
+                raise errors.InvalidRecordError(
+                    f"topic {self.topic!r} is compacted (cleanup.policy={c.cleanup_policy}), "
+                    "so every record needs a key; this one has none and was not written")
             attributes = 0
             if c.log_append_time:
                 timestamp = _now_ms()
@@ -553,6 +624,8 @@ class PartitionLog:
         view = memoryview(record_set).cast("B")
         if not validated:
             _binding.validate_record_set(view)
+        if self._config.compacts:
+            self._require_keys(view)
         codec = compression.topic_codec(self._config.compression_type)
         if codec is not None:  # the topic names a codec: store batches in it, as Kafka does
             converted = recompressed_record_set(view, codec)
@@ -876,6 +949,106 @@ class PartitionLog:
             self._write_checkpoint()
             fsync_directory(self.directory)
             return self._next_offset
+
+    # ---- compaction ----------------------------------------------------------------
+
+    @property
+    def cleaner_checkpoint(self) -> CleanerCheckpoint:
+        return self._cleaner_checkpoint
+
+    def set_cleaner_checkpoint(self, checkpoint: CleanerCheckpoint) -> None:
+        """Records the cleaner's progress (durable on return)."""
+        with self._lock:
+            self._live()
+            if checkpoint != self._cleaner_checkpoint:
+                write_cleaner_checkpoint(self.directory, checkpoint)
+                self._cleaner_checkpoint = checkpoint
+
+    def cleaning_view(self) -> CleaningView:
+        """The segments below the active one and the cleaner's progress, at this moment."""
+        with self._lock:
+            self._live()
+            sealed = tuple(
+                SealedSegment(base, self._bases[i + 1], self._sealed_sizes[base],
+                              self._paths(base)[0])
+                for i, base in enumerate(self._bases[:-1]))
+            checkpoint = self._cleaner_checkpoint
+            return CleaningView(self._log_start_offset,
+                                max(checkpoint.first_dirty, self._log_start_offset),
+                                checkpoint.next_horizon_ms, self._bases[-1], sealed,
+                                self._config)
+
+    def segment_timestamps(self, base: int) -> tuple[int, int]:
+        """(first batch's max timestamp, largest timestamp) of a sealed segment, -1 when
+        empty or gone; for the compaction lag rules."""
+        with self._lock:
+            self._live()
+            i = bisect.bisect_left(self._bases, base)
+            if i >= len(self._bases) - 1 or self._bases[i] != base:
+                return -1, -1
+            size = self._segment_size(i)
+            seg = self._segment_at(i)
+            return self._first_timestamp(seg, size), seg.info().max_timestamp
+
+    def replace_segments(self, replaced: tuple[SealedSegment, ...]) -> list[str] | None:
+        """Swaps ``<first base>.log.cleaned`` (with its indexes), written and fsynced by the
+        cleaner, in for the segments ``replaced``: consecutive sealed segments, unchanged
+        since the cleaner read them. Returns the replaced files, renamed ``.deleted``, for
+        the caller to remove (unlinking a big file takes long; open removes any a crash
+        leaves). Returns None, touching nothing, if the segments changed meanwhile
+        (retention or delete_records removed some); the caller then deletes its output.
+        Readers wait for the lock only while files are renamed."""
+        base = replaced[0].base
+        stem = os.path.join(self.directory, segment_name(base))
+        doomed: list[str] = []
+        with self._lock:
+            self._live()
+            i = bisect.bisect_left(self._bases, base)
+            bases = [r.base for r in replaced]
+            if (self._bases[i:i + len(bases)] != bases or i + len(bases) >= len(self._bases)
+                    or any(self._sealed_sizes.get(r.base) != r.size for r in replaced)):
+                return None
+            # The commit point: once the .log is renamed to .swap, open completes the swap.
+            for suffix in SEGMENT_SUFFIXES:
+                os.replace(stem + suffix + CLEANED_SUFFIX, stem + suffix + SWAP_SUFFIX)
+            fsync_directory(self.directory)
+            for r in replaced:
+                seg = self._segments.pop(r.base, None)
+                if seg is not None:
+                    seg.close()
+                del self._sealed_sizes[r.base]
+                for path in self._paths(r.base):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.replace(path, path + DELETED_SUFFIX)
+                        doomed.append(path + DELETED_SUFFIX)
+            for suffix in SEGMENT_SUFFIXES:
+                os.replace(stem + suffix + SWAP_SUFFIX, stem + suffix)
+            fsync_directory(self.directory)
+            self._bases[i:i + len(bases)] = [base]
+            self._sealed_sizes[base] = os.stat(stem + LOG_SUFFIX).st_size
+        return doomed
+
+    def _require_keys(self, view: memoryview) -> None:
+        """Raises InvalidRecordError if a data record in the record set has no key (a
+        compacted topic keeps the latest record per key, so a keyless one means nothing;
+        Kafka refuses it the same way)."""
+        position = 0
+        while position < len(view):
+            found, index = _binding.first_keyless(view[position:])
+            if found < 0:
+                return
+            at = position + found
+            if index == -2:  # compressed: look inside
+                size = _batch_size(view[at:at + 12])
+                _, index = _binding.first_keyless(decompressed_batch(view[at:at + size]))
+                if index < 0:
+                    position = at + size
+                    continue
+            raise errors.InvalidRecordError(
+                f"topic {self.topic!r} is compacted (cleanup.policy="
+                f"{self._config.cleanup_policy}), so every record needs a key; record "
+                f"{index} of the batch at byte {at} of the request has none. Nothing was "
+                "written. Send a key with every record.")
 
     # ---- lifecycle -----------------------------------------------------------------
 
