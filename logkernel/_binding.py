@@ -1250,12 +1250,15 @@ def cleaner_map(offset_map: OffsetMap, data: Buffer, from_offset: int, stop_offs
 
 
 def new_map_result() -> Any:
-    return ffi.new("lk_map_result *")
+    result = ffi.new("lk_map_result *")
+    result.last_offset = -1
+    return result
 
 
 def new_clean_result() -> Any:
     result = ffi.new("lk_clean_result *")
     result.next_horizon_ms = INT64_MAX
+    result.last_offset = -1
     return result
 
 

@@ -6,6 +6,9 @@
     logkernel info                                   version and native-core facts
     logkernel groups list|describe|reset-offsets|delete [--data-dir DIR] ...
                                                      consumer groups, as kafka-consumer-groups.sh
+    logkernel compact TOPIC [--partition P] [--roll] [--data-dir DIR] [--set key=value]...
+                                                     clean a compacted topic now (progress bar)
+    logkernel cleaner [--topic T] [--data-dir DIR]   dirty ratio of each compacted partition
 
 ``make run`` runs ``logkernel serve`` on 127.0.0.1:9092 with data in ./logkernel-data.
 """
@@ -24,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TextIO
 
 import logkernel
 from logkernel import __version__, _binding
@@ -377,30 +381,144 @@ def groups(args: argparse.Namespace) -> int:
     """Runs one ``logkernel groups`` command on an engine it opens (and closes: commits are
     fsynced before it exits). The engine locks the directory, so a running broker's must be
     administered through the broker."""
-    command = f"logkernel groups {args.groups_command}"
-    if not os.path.isdir(args.data_dir):
-        print(f"{command}: there is no data directory at {args.data_dir} (pass --data-dir)",
+    return with_engine(f"logkernel groups {args.groups_command}", args.data_dir, {},
+                       lambda lk: GROUP_COMMANDS[args.groups_command](lk, args))
+
+
+def with_engine(command: str, data_dir: str, config: Mapping[str, str],
+                run: Callable[[logkernel.Engine], int]) -> int:
+    """Opens the data directory, runs the command, closes it; every way that can fail is
+    one line on stderr and exit status 1."""
+    if not os.path.isdir(data_dir):
+        print(f"{command}: there is no data directory at {data_dir} (pass --data-dir)",
               file=sys.stderr)
         return 1
     try:
-        with logkernel.open(args.data_dir) as lk:
-            return GROUP_COMMANDS[args.groups_command](lk, args)
+        with logkernel.open(data_dir, config) as lk:
+            return run(lk)
     except logkernel.errors.DataDirLockedError:
         holder = ""
         with contextlib.suppress(OSError):
-            pid = Path(args.data_dir, LOCK_FILE).read_text().strip()
+            pid = Path(data_dir, LOCK_FILE).read_text().strip()
             holder = f" (process {pid})" if pid else ""
-        print(f"{command}: {args.data_dir} is in use by another process{holder}, most likely a "
-              "running `logkernel serve`. Stop it and retry, or run a Kafka admin tool against "
-              "that broker (kafka-consumer-groups.sh --bootstrap-server HOST:PORT ...).",
+        print(f"{command}: {data_dir} is in use by another process{holder}, most likely a "
+              "running `logkernel serve`. Stop it and retry, or use a Kafka admin tool against "
+              "that broker (e.g. kafka-consumer-groups.sh --bootstrap-server HOST:PORT ...).",
               file=sys.stderr)
         return 1
     except logkernel.errors.LogkernelError as exc:
         print(f"{command}: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"{command}: cannot open the data directory {args.data_dir}: {exc}", file=sys.stderr)
+        print(f"{command}: cannot open the data directory {data_dir}: {exc}", file=sys.stderr)
         return 1
+
+
+# ---- compaction -----------------------------------------------------------------------
+
+class ProgressBar:
+    """``[#####.....]  45%  123/270 MB  310 MB/s`` on stderr, redrawn at most ten times a
+    second; nothing when stderr is not a terminal (the summary line says it all)."""
+
+    def __init__(self, label: str, stream: TextIO | None = None) -> None:
+        self.label = label
+        self.stream: TextIO = stream if stream is not None else sys.stderr
+        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.began = time.perf_counter()
+        self._drawn = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if not self.enabled or now - self._drawn < 0.1:
+            return
+        self._drawn = now
+        fraction = done / total if total else 1.0
+        filled = int(fraction * 30)
+        rate = done / 1e6 / max(now - self.began, 1e-9)
+        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] "
+                          f"{fraction * 100:3.0f}%  {done / 1e6:.1f}/{total / 1e6:.1f} MB  "
+                          f"{rate:.0f} MB/s")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled and self._drawn:
+            self.stream.write("\n")
+
+
+def compact(args: argparse.Namespace, settings: dict[str, str]) -> int:
+    """Cleans a compacted topic now (with the background cleaner off, so it does not
+    compete), then prints what each partition's cleaning did."""
+    config = {"log.cleaner.enable": "false", **settings}
+
+    def run(lk: logkernel.Engine) -> int:
+        partitions = ([args.partition] if args.partition is not None
+                      else range(len(lk.describe_topic(args.topic).partitions)))
+        rows: list[tuple[object, ...]] = []
+        for partition in partitions:
+            bar = ProgressBar(f"{args.topic}-{partition}")
+            try:
+                results = lk.compact(args.topic, partition, roll=args.roll, progress=bar)
+            finally:
+                bar.finish()
+            if not results:
+                rows.append((args.topic, partition, 0, "-", "-", "-", "-", "-",
+                             "nothing to clean" + ("" if args.roll else
+                                                   " (the active segment is not cleaned "
+                                                   "without --roll)")))
+                continue
+            read = sum(r.bytes_read for r in results)
+            seconds = sum(r.seconds for r in results)
+            # The last pass reads every record below the end of the cleaned section.
+            rows.append((args.topic, partition, len(results), results[-1].records_read,
+                         results[-1].records_kept, f"{read / 1e6:.1f}",
+                         f"{sum(r.bytes_written for r in results) / 1e6:.1f}",
+                         f"{seconds:.2f}", f"{read / 1e6 / seconds:.0f} MB/s" if seconds else "-"))
+        print(format_table(("TOPIC", "PARTITION", "PASSES", "RECORDS-READ", "RECORDS-KEPT",
+                            "MB-READ", "MB-WRITTEN", "SECONDS", "RATE"), rows))
+        return 0
+
+    return with_engine("logkernel compact", args.data_dir, config, run)
+
+
+def cleaner(args: argparse.Namespace) -> int:
+    """Prints how dirty each compacted partition is and whether the cleaner would clean it."""
+
+    def run(lk: logkernel.Engine) -> int:
+        stats = lk.cleaner_stats(args.topic)
+        if not stats.partitions:
+            print("no compacted partitions" + (f" in topic {args.topic!r}" if args.topic else ""))
+            return 0
+        print(format_table(
+            ("TOPIC", "PARTITION", "DIRTY-RATIO", "CLEAN-BYTES", "DIRTY-BYTES", "UNCLEANABLE-BYTES",
+             "FIRST-DIRTY", "DUE"),
+            ((p.topic, p.partition, f"{p.state.dirty_ratio:.2f}", p.state.clean_bytes,
+              p.state.dirty_bytes, p.state.uncleanable_bytes, p.state.first_dirty,
+              p.state.due or "no") for p in stats.partitions)))
+        return 0
+
+    return with_engine("logkernel cleaner", args.data_dir, {"log.cleaner.enable": "false"}, run)
+
+
+def add_compaction_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p_compact = commands.add_parser(
+        "compact", help="clean a compacted topic now, with a progress bar",
+        description="Runs the log cleaner on a compacted topic now, whatever its dirty ratio, in "
+        "as many passes as its key map needs. The active segment is never cleaned; --roll rolls "
+        "it first so every record older than min.compaction.lag.ms is compacted. Works on a data "
+        "directory no broker has open.")
+    p_compact.add_argument("topic")
+    p_compact.add_argument("--partition", type=int, default=None, help="only this partition")
+    p_compact.add_argument("--roll", action="store_true",
+                           help="roll the active segment first so its records are cleaned too")
+    p_compact.add_argument("--data-dir", default="./logkernel-data")
+    p_compact.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                           help="an engine config, e.g. log.cleaner.dedupe.buffer.size=1048576")
+    p_cleaner = commands.add_parser(
+        "cleaner", help="dirty ratio of each compacted partition",
+        description="How dirty each compacted partition is (cleanable bytes over cleaned plus "
+        "cleanable bytes) and why the cleaner would clean it now, if it would.")
+    p_cleaner.add_argument("--topic", default=None, help="only this topic")
+    p_cleaner.add_argument("--data-dir", default="./logkernel-data")
 
 
 def add_groups_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -472,6 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--records", type=int, default=100_000)
     commands.add_parser("info", help="version and native-core facts")
     add_groups_parser(commands)
+    add_compaction_parsers(commands)
     return parser
 
 
@@ -490,6 +609,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return demo(args.data_dir, args.records)
     if args.command == "groups":
         return groups(args)
+    if args.command == "compact":
+        try:
+            settings = parse_settings(args.set)
+        except ValueError as exc:
+            parser.error(str(exc))
+        return compact(args, settings)
+    if args.command == "cleaner":
+        return cleaner(args)
     return info()
 
 

@@ -11,8 +11,9 @@
  *   3. (uncompressed, when records are walked) exactly recordsCount records fill the
  *      records section with no byte left over; each record's length prefix covers
  *      exactly its fields; header-key lengths and header counts are >= 0 (negative
- *      key, value and header-value lengths mean null, as Kafka reads them); offset deltas strictly increase from >= 0 and the last one
- *      equals lastOffsetDelta.
+ *      key, value and header-value lengths mean null, as Kafka reads them); offset
+ *      deltas strictly increase from >= 0, the last one at most lastOffsetDelta (equal
+ *      to it when LK_VALIDATE_CONTIGUOUS: compaction may drop a batch's last records).
  *   4. A control batch holds exactly one record.
  */
 #include <limits.h>
@@ -267,9 +268,13 @@ static int walk_records(const uint8_t *base, size_t start, size_t end, int32_t c
     if (p != limit)
         return lk_fail(err, LK_ERR_CORRUPT_RECORD, p - base, -1,
                        "bytes are left over after the last record");
-    if (expected_last >= 0 && count > 0 && previous_delta != expected_last)
+    /* A producer's batch ends at lastOffsetDelta; a compacted one may have lost its last
+     * records and keeps lastOffsetDelta (Kafka preserves it), so only "past" is wrong. */
+    if (expected_last >= 0 && count > 0
+        && (contiguous ? previous_delta != expected_last : previous_delta > expected_last))
         return lk_fail(err, LK_ERR_CORRUPT_RECORD, LK_OFF_LAST_OFFSET_DELTA, -1,
-                       "lastOffsetDelta does not match the last record's offsetDelta");
+                       contiguous ? "lastOffsetDelta does not match the last record's offsetDelta"
+                                  : "a record's offsetDelta is past the batch's lastOffsetDelta");
     return LK_OK;
 }
 

@@ -351,6 +351,12 @@ static int batch_at(const uint8_t *buf, size_t len, lk_batch_header *h, lk_error
     return lk_batch_validate(buf, len, 0, LK_VALIDATE_CRC, h, err);
 }
 
+static int out_of_order(lk_error *err, int64_t position)
+{
+    return lk_fail(err, LK_ERR_CORRUPT_RECORD, position, -1,
+                   "a batch's base offset is not above the last offset of the batch before it");
+}
+
 static int corrupt(lk_error *err, int64_t position, int32_t index)
 {
     return lk_fail(err, LK_ERR_CORRUPT_RECORD, position, index,
@@ -385,7 +391,12 @@ int lk_cleaner_map(lk_offset_map *map, const uint8_t *buf, size_t len, int64_t f
                 result->next_offset = stop_offset;
             return LK_OK;
         }
+        if (rc == LK_OK && h.base_offset <= result->last_offset) {
+            result->position = (int64_t)pos;
+            return out_of_order(err, (int64_t)pos);
+        }
         if (rc == LK_OK && next <= from_offset) { /* below the dirty section: not read */
+            result->last_offset = next - 1;
             pos += size;
             continue;
         }
@@ -400,6 +411,7 @@ int lk_cleaner_map(lk_offset_map *map, const uint8_t *buf, size_t len, int64_t f
         if ((h.attributes & LK_ATTR_CONTROL) || h.record_count == 0) {
             if (next > result->next_offset)
                 result->next_offset = next < stop_offset ? next : stop_offset;
+            result->last_offset = next - 1;
             pos += size;
             continue;
         }
@@ -448,6 +460,7 @@ int lk_cleaner_map(lk_offset_map *map, const uint8_t *buf, size_t len, int64_t f
         if (p != bend)
             return corrupt(err, (int64_t)(pos + (size_t)(p - batch)), h.record_count);
         result->next_offset = next < stop_offset ? next : stop_offset;
+        result->last_offset = next - 1;
         pos += size;
     }
     result->position = (int64_t)pos;
@@ -525,6 +538,11 @@ int lk_cleaner_filter(lk_offset_map *map, const uint8_t *in, size_t in_len,
             return rc;
         }
         size_t size = (size_t)h.batch_length + LK_LOG_OVERHEAD;
+        if (h.base_offset <= result->last_offset) {
+            result->position = (int64_t)pos;
+            result->written = (int64_t)written;
+            return out_of_order(err, (int64_t)pos);
+        }
         int compressed = (h.attributes & LK_ATTR_COMPRESSION_MASK) != 0;
         int control = (h.attributes & LK_ATTR_CONTROL) != 0;
         if (compressed && !control && h.record_count > 0) {
@@ -540,6 +558,7 @@ int lk_cleaner_filter(lk_offset_map *map, const uint8_t *in, size_t in_len,
             break;
         }
         result->batches_read++;
+        result->last_offset = h.base_offset + (int64_t)h.last_offset_delta;
         if (control || h.record_count == 0) {
             /* Markers and empty batches stay as they are (transactions decide their fate). */
             memcpy(out + written, batch, size);

@@ -176,7 +176,8 @@ enum lk_validate_flags {
 /* Validates the batch at the start of buf: the header checks above, then, as flags
  * ask, the CRC and (uncompressed batches only) every record: varint bounds, record
  * lengths that end exactly where the next record starts, offset deltas strictly
- * increasing and ending at lastOffsetDelta, exactly recordsCount records, nothing
+ * increasing up to lastOffsetDelta (a compacted batch may end below it; with
+ * LK_VALIDATE_CONTIGUOUS exactly at it), exactly recordsCount records, nothing
  * left over. Control batches must hold exactly one record. O(batch size).
  * out may be NULL. Errors: TRUNCATED, BAD_LENGTH, BAD_MAGIC, CRC, CORRUPT_RECORD. */
 int lk_batch_validate(const uint8_t *buf, size_t len, uint32_t max_batch_size, int flags,
@@ -725,12 +726,16 @@ typedef struct {
     int64_t position;    /* where the pass stopped, relative to buf (a batch start) */
     int64_t next_offset; /* the first offset not yet examined */
     int64_t records;     /* keyed records recorded; added to, never reset */
+    int64_t last_offset; /* last offset of the last batch seen (-1 at first): each batch
+                            must start above it, across calls */
     int32_t stop;        /* an lk_clean_stop */
 } lk_map_result;
 
 /* Map pass over consecutive batches at buf: every keyed record with offset in
  * [from_offset, stop_offset) is recorded as its key's latest. Control batches and keyless
- * records are skipped. Each batch's header and CRC are checked and its records walked.
+ * records are skipped. Each batch's header and CRC are checked, its records walked, and
+ * its base offset must lie above the last offset of the batch before it (a damaged
+ * header would otherwise put keys at wrong offsets: CORRUPT_RECORD).
  * Returns LK_OK for every stop; a bad batch returns the validator's code (CRC,
  * CORRUPT_RECORD, BAD_LENGTH, BAD_MAGIC) with err->position relative to buf. The caller
  * zeroes *result once per pass. O(bytes). */
@@ -756,6 +761,7 @@ typedef struct {
     int64_t keyless_dropped;
     int64_t next_horizon_ms;    /* earliest delete horizon of a kept batch holding
                                    tombstones; the caller starts it at INT64_MAX */
+    int64_t last_offset;        /* as in lk_map_result; the caller starts it at -1 */
 } lk_clean_result;
 
 /* Filter pass: copies the batches at in to out, each keeping the records whose key has no

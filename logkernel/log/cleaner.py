@@ -587,6 +587,7 @@ class LogCleaner:
             while self._busy & wanted:
                 self._lock.wait()
             self._busy |= wanted
+        self._deleter.drain()  # no unlink of theirs may race the caller (rmtree)
         try:
             yield
         finally:

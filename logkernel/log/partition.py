@@ -888,7 +888,10 @@ class PartitionLog:
             if c.retention_ms >= 0:
                 for i in range(len(self._bases)):
                     if self._segment_size(i) == 0:
-                        break
+                        if i == len(self._bases) - 1:
+                            break  # an empty active segment
+                        count = i + 1  # emptied by the cleaner: nothing to keep
+                        continue
                     newest = self._segment_at(i).info().max_timestamp
                     if now - newest <= c.retention_ms:
                         break
