@@ -46,6 +46,30 @@ def _paired_summary(write: Any) -> None:
               f"{r['ours_best'] / r['peer_best']:6.2f}x")
 
 
+def _cleaner_summary(write: Any) -> None:
+    try:
+        from bench.bench_cleaner import CLEANER_RESULTS
+    except ImportError:
+        return
+    if not CLEANER_RESULTS:
+        return
+    write("")
+    write("compaction (bench_cleaner.py): MB of input cleaned per second, median | best round")
+    ours = next((r for r in CLEANER_RESULTS if r["name"] == "logkernel"), None)
+    for r in CLEANER_RESULTS:
+        if "mb_s" in r:
+            median, best = _median(r["mb_s"]), max(r["mb_s"])
+            ratio = ""
+            if r.get("peer") and ours is not None:
+                ratio = (f"  (logkernel: {_median(ours['mb_s']) / median:5.2f}x median, "
+                         f"{max(ours['mb_s']) / best:5.2f}x best)")
+            write(f"  {r['name']:<28} {median:7.1f} | {best:7.1f} MB/s, {r['keys']:,} keys{ratio}")
+        else:
+            write(f"  {r['name']:<28} peak anonymous memory growth {r['peak_growth_mb']:6.1f} MB with a "
+                  f"{r['buffer_mb']:.1f} MB dedupe buffer, {r['passes']} pass(es), "
+                  f"{r['seconds']:.1f} s")
+
+
 def _median(values: list[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2
@@ -129,6 +153,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
     broker_session = getattr(config, "_benchmarksession", None)
     if broker_session is not None:
         _broker_summary(terminalreporter.write_line, broker_session)
+    _cleaner_summary(terminalreporter.write_line)
     session = getattr(config, "_benchmarksession", None)
     if session is None or not session.benchmarks:
         return

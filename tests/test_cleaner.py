@@ -504,3 +504,27 @@ def test_an_index_swap_without_its_log_is_discarded(tmp_path: Path) -> None:
         assert segment_files(lk.partition_log("t", 0)) == before
         records = read_all(lk)
         assert len(records) == 300 and latest(records) == model
+
+
+def test_consumer_offsets_stays_small_after_a_million_commits(tmp_path: Path) -> None:
+    """__consumer_offsets is compacted like any topic: a million commits of 500 partitions
+    leave about one record per (group, partition), and every committed offset survives."""
+    config = {"log.cleaner.backoff.ms": 20, "offsets.topic.segment.bytes": 1 << 20}
+    lk = logkernel.open(tmp_path, config)
+    try:
+        lk.create_topic("t", partitions=500)
+        offsets_log = lk.partition_log("__consumer_offsets", 0)
+        largest = 0
+        for round_ in range(2000):  # 2,000 commits of 500 partitions each
+            lk.commit_offsets("g", {("t", p): round_ * 1000 + p for p in range(500)})
+            largest = max(largest, offsets_log.size_bytes())
+        offsets_log.roll()
+        wait_for(lambda: lk.cleaner_stats("__consumer_offsets").partitions[0].state.dirty_bytes == 0,
+                 timeout=60)
+        # ~60 bytes a commit record: 60 MB uncompacted; the cleaner kept it to a few segments.
+        assert largest < 8 << 20
+        assert offsets_log.size_bytes() < 200_000
+    finally:
+        lk.close()
+    with logkernel.open(tmp_path, config) as lk:
+        assert all(lk.committed("g", "t", p) == 1_999_000 + p for p in range(500))

@@ -69,12 +69,15 @@ def test_sigkill_while_appending_loses_nothing_acknowledged(tmp_path: Path) -> N
                                  stdout=subprocess.PIPE, text=True)
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "ready"
+        # One acknowledgement first, so every round kills a writer that is appending (on a
+        # loaded machine a kill right after "ready" could otherwise find it still idle).
+        first = child.stdout.readline()
         time.sleep(rng.uniform(0.01, 0.3))
         child.send_signal(signal.SIGKILL)
         # read(), not communicate(timeout=...): the latter reads the pipe's descriptor and
         # would drop lines readline() already pulled into the text buffer (acknowledged
         # records the check would then miss).
-        out = child.stdout.read()
+        out = first + child.stdout.read()
         child.stdout.close()
         child.wait(timeout=60)
         lines = out.split("\n")[:-1]  # only whole lines: a half-printed one was not seen

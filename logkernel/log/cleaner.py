@@ -314,6 +314,7 @@ def _map_pass(view: CleaningView, limit: int, offset_map: OffsetMap, chunk: int,
                     return limit, False
                 if step.position == 0:  # cannot happen with whole batches; never spin
                     raise errors.CleanerError(f"{s.path}: no whole batch at byte {position}")
+                del data  # before the next read: one chunk in memory at a time
                 counters.advance(step.position)
                 position += step.position
         finally:
@@ -353,6 +354,7 @@ def _filter_segment(reader: _Reader, fd: int, offset_map: OffsetMap, now_ms: int
             consumed = at + len(batch) - position
         elif consumed == 0 and stop != _binding.CLEAN_FULL:
             raise errors.CleanerError(f"{s.path}: no whole batch at byte {position}")
+        del data  # before the next read: one chunk in memory at a time
         counters.advance(consumed)
         position += consumed
 
@@ -517,12 +519,24 @@ def clean_partition(partition_log: PartitionLog, offset_map: OffsetMap,
 
 # ---- the cleaner threads ---------------------------------------------------------------
 
+def map_memory(dedupe_buffer_bytes: int, threads: int, io_buffer_bytes: int) -> int:
+    """Bytes of one thread's key map: its share of log.cleaner.dedupe.buffer.size less three
+    log.cleaner.io.buffer.size (the read chunk, the write buffer, and the scratch and
+    Python objects around them), so a thread's memory stays within its share (measured
+    by bench/bench_cleaner.py). A share too small to give up four times that (a test's
+    tiny buffer) all goes to the map, and the I/O buffers come on top, as in Kafka."""
+    share = dedupe_buffer_bytes // threads
+    io = 3 * io_buffer_bytes
+    return share - io if share >= 4 * io else share
+
+
 class LogCleaner:
     """Background cleaning of every compacted partition the engine holds.
 
     ``logs`` returns the engine's partition logs at call time. Each of ``threads`` threads
-    owns an OffsetMap of ``dedupe_buffer_bytes / threads`` (allocated when the thread
-    starts; pages it never touches cost no memory) and cleans one partition at a time; a
+    owns an OffsetMap of its share of ``dedupe_buffer_bytes`` less its I/O buffers
+    (``map_memory``; allocated when the thread starts, and pages it never touches cost no
+    memory) and cleans one partition at a time; a
     partition is never cleaned by two threads, nor by a thread and ``clean_now``."""
 
     def __init__(self, logs: Callable[[], Iterable[PartitionLog]], *, enabled: bool,
@@ -533,14 +547,14 @@ class LogCleaner:
         self.threads = threads
         self.backoff_s = backoff_ms / 1000
         self.dedupe_buffer_bytes = dedupe_buffer_bytes
-        self.map_bytes = dedupe_buffer_bytes // threads
+        self.map_bytes = map_memory(dedupe_buffer_bytes, threads, io_buffer_bytes)
         self.io_buffer_bytes = io_buffer_bytes
         self.load_factor = load_factor
         if self.map_bytes < 1024:
             raise errors.ConfigError(
                 f"log.cleaner.dedupe.buffer.size={dedupe_buffer_bytes} split over "
-                f"log.cleaner.threads={threads} leaves {self.map_bytes} bytes a thread; each "
-                "needs at least 1024")
+                f"log.cleaner.threads={threads} leaves {self.map_bytes} bytes for a thread's key "
+                "map; each needs at least 1024. Raise log.cleaner.dedupe.buffer.size.")
         self._lock = threading.Condition(threading.Lock())
         self._busy: set[PartitionLog] = set()
         self._aborting: set[PartitionLog] = set()

@@ -8,6 +8,9 @@ Files in ``<topic>-<partition>/``::
     00000000000000000000.timeindex  sparse time index (Kafka's layout)
     00000000000000005120.log ...    the next segment, named by its base offset
     partition.checkpoint            recovery point and log start offset (checkpoint.py)
+    cleaner.checkpoint              compacted topics: the cleaner's progress (cleaner.py)
+    *.cleaned, *.swap, *.deleted    compacted topics, for moments: a cleaning's swap
+                                    (replace_segments); open completes or undoes it
 
 Offsets, in the order they must always keep (``check()`` asserts them)::
 
@@ -19,7 +22,9 @@ Offsets, in the order they must always keep (``check()`` asserts them)::
 Invariants a crash must not break:
 
 1. Segment base offsets are strictly increasing, and every offset in a segment is below
-   the next segment's base. Only the last segment (the active one) is written to.
+   the next segment's base. Only the last segment (the active one) is written to; the
+   cleaner replaces sealed segments whole, with segments holding a subset of their
+   records at the same offsets (offsets never move; compacted segments have gaps).
 2. Every byte below the recovery point was fsynced, and so was every segment before the
    active one (a segment is sealed, which flushes it, when the log rolls past it).
 3. The checkpoint never claims more than is durable: the recovery point written is one

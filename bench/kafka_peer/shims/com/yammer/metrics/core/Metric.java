@@ -1,0 +1,2 @@
+package com.yammer.metrics.core;
+public interface Metric { }

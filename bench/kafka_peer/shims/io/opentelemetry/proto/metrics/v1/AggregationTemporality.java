@@ -1,0 +1,2 @@
+package io.opentelemetry.proto.metrics.v1;
+public enum AggregationTemporality { AGGREGATION_TEMPORALITY_UNSPECIFIED, AGGREGATION_TEMPORALITY_DELTA, AGGREGATION_TEMPORALITY_CUMULATIVE }
