@@ -218,6 +218,8 @@ ENGINE_CONFIGS: dict[str, ConfigKey] = _keys(
               "Bytes a cleaner reads (and buffers for writing) at a time."),
     ConfigKey("log.cleaner.io.buffer.load.factor", _double(0.1, 0.95), 0.9,
               "How full a cleaner's key map may get."),
+    ConfigKey("log.cleaner.io.max.bytes.per.second", _double(1.0, float("inf")), float("inf"),
+              "Most bytes a second each cleaning reads plus writes (no limit by default)."),
     # Engine-only settings.
     ConfigKey("num.partitions", _integer(1, 1_000_000), 1,
               "Partitions of a topic created without a count (auto-created topics)."),

@@ -167,7 +167,8 @@ class Engine:
             backoff_ms=self.config["log.cleaner.backoff.ms"],
             dedupe_buffer_bytes=self.config["log.cleaner.dedupe.buffer.size"],
             io_buffer_bytes=self.config["log.cleaner.io.buffer.size"],
-            load_factor=self.config["log.cleaner.io.buffer.load.factor"])
+            load_factor=self.config["log.cleaner.io.buffer.load.factor"],
+            max_bytes_per_second=self.config["log.cleaner.io.max.bytes.per.second"])
         self._stop = threading.Event()
         self._background = threading.Thread(target=self._background_loop,
                                              name=f"logkernel-background {self.path}", daemon=True)

@@ -528,3 +528,16 @@ def test_consumer_offsets_stays_small_after_a_million_commits(tmp_path: Path) ->
         lk.close()
     with logkernel.open(tmp_path, config) as lk:
         assert all(lk.committed("g", "t", p) == 1_999_000 + p for p in range(500))
+
+
+def test_the_io_throttle_slows_a_cleaning_down(tmp_path: Path) -> None:
+    with open_engine(tmp_path, log_segment_bytes=16384,
+                     **{"log.cleaner.io.max.bytes.per.second": 400_000}) as lk:
+        lk.create_topic("t", config={"cleanup.policy": "compact"})
+        fill(lk, 3000, 30)
+        began = time.monotonic()
+        result = lk.compact("t", roll=True)[0]
+        elapsed = time.monotonic() - began
+        moved = result.bytes_read + result.bytes_written
+        assert moved > 200_000
+        assert elapsed >= moved / 400_000 * 0.8  # a floor from the limit, not a timing target

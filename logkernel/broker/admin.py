@@ -59,6 +59,8 @@ def config_string(value: Any) -> str:
     """A config value as Kafka prints it (booleans lower case)."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if value == float("inf"):  # "no limit": Kafka's Double.MAX_VALUE default
+        return "1.7976931348623157E308"
     return str(value)
 
 

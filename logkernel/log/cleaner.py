@@ -259,20 +259,27 @@ def _groups(segments: list[SealedSegment], max_bytes: int, max_index_entries: in
 
 
 class _Pass:
-    """Counters of one cleaning, and the stop check."""
+    """Counters of one cleaning, the stop check, and the I/O throttle."""
 
     def __init__(self, should_stop: Callable[[], bool],
-                 progress: Callable[[int, int], None] | None, total: int) -> None:
+                 progress: Callable[[int, int], None] | None, total: int,
+                 max_bytes_per_second: float = float("inf")) -> None:
         self.should_stop = should_stop
         self.progress = progress
         self.total = total
         self.read = 0
         self.written = 0
+        self.rate = max_bytes_per_second
+        self.began = time.monotonic()
 
     def advance(self, read: int) -> None:
         self.read += read
         if self.should_stop():
             raise CleaningAborted()
+        if self.rate != float("inf"):  # log.cleaner.io.max.bytes.per.second
+            ahead = (self.read + self.written) / self.rate - (time.monotonic() - self.began)
+            if ahead > 0:
+                time.sleep(ahead)
         if self.progress is not None:
             self.progress(self.read, max(self.total, self.read))
 
@@ -450,11 +457,14 @@ def clean_partition(partition_log: PartitionLog, offset_map: OffsetMap,
                     chunk_bytes: int = 512 * 1024,
                     should_stop: Callable[[], bool] = lambda: False,
                     progress: Callable[[int, int], None] | None = None,
-                    remove: Callable[[list[str]], None] = remove_files) -> CleanResult | None:
+                    remove: Callable[[list[str]], None] = remove_files,
+                    max_bytes_per_second: float = float("inf")) -> CleanResult | None:
     """One cleaning (one map pass) of the partition, whatever its dirty ratio; None if it
     has nothing to clean. Raises CleaningAborted if ``should_stop`` turns true, and
     CleanerError / CorruptRecordError / StorageError when it cannot go on; the log is
-    then as it was before the group being written. Replaced files go to ``remove``."""
+    then as it was before the group being written. Replaced files go to ``remove``.
+    ``max_bytes_per_second`` caps bytes read plus written (Kafka's
+    log.cleaner.io.max.bytes.per.second)."""
     now = _now_ms() if now_ms is None else now_ms
     started = time.perf_counter()
     view = partition_log.cleaning_view()
@@ -465,7 +475,7 @@ def clean_partition(partition_log: PartitionLog, offset_map: OffsetMap,
         return None
     c = view.config
     below = sum(s.size for s in view.sealed if s.base < limit)
-    counters = _Pass(should_stop, progress, state.dirty_bytes + below)
+    counters = _Pass(should_stop, progress, state.dirty_bytes + below, max_bytes_per_second)
     end, full = view.first_dirty, False  # with nothing dirty: only expired tombstones to drop
     offset_map.reset(0)  # never filter with keys of an earlier cleaning (or another log)
     if view.first_dirty < limit:
@@ -541,7 +551,7 @@ class LogCleaner:
 
     def __init__(self, logs: Callable[[], Iterable[PartitionLog]], *, enabled: bool,
                  threads: int, backoff_ms: int, dedupe_buffer_bytes: int, io_buffer_bytes: int,
-                 load_factor: float) -> None:
+                 load_factor: float, max_bytes_per_second: float = float("inf")) -> None:
         self._logs = logs
         self.enabled = enabled
         self.threads = threads
@@ -550,6 +560,7 @@ class LogCleaner:
         self.map_bytes = map_memory(dedupe_buffer_bytes, threads, io_buffer_bytes)
         self.io_buffer_bytes = io_buffer_bytes
         self.load_factor = load_factor
+        self.max_bytes_per_second = max_bytes_per_second
         if self.map_bytes < 1024:
             raise errors.ConfigError(
                 f"log.cleaner.dedupe.buffer.size={dedupe_buffer_bytes} split over "
@@ -675,7 +686,8 @@ class LogCleaner:
                 result = clean_partition(partition_log, offset_map, buffers,
                                          chunk_bytes=self.io_buffer_bytes,
                                          should_stop=self._should_stop(partition_log),
-                                         remove=self._deleter)
+                                         remove=self._deleter,
+                                         max_bytes_per_second=self.max_bytes_per_second)
                 if result is not None:
                     self._record(result)
             except (CleaningAborted, errors.ClosedError):
@@ -707,7 +719,8 @@ class LogCleaner:
                     result = clean_partition(partition_log, offset_map, buffers,
                                              chunk_bytes=self.io_buffer_bytes,
                                              should_stop=self._should_stop(partition_log),
-                                             progress=progress, remove=self._deleter)
+                                             progress=progress, remove=self._deleter,
+                                             max_bytes_per_second=self.max_bytes_per_second)
                 except (errors.LogkernelError, OSError) as exc:
                     if not isinstance(exc, errors.ClosedError):
                         with self._lock:
