@@ -158,17 +158,17 @@ class Engine:
                     "segment.bytes": self.config["offsets.topic.segment.bytes"]}, internal=True)
             self.offsets = OffsetStore(self._topics[OFFSETS_TOPIC].partitions)
             self.groups = GroupCoordinator(self.offsets, self.config, _EngineTopics(self))
+            self.cleaner = LogCleaner(
+                self._all_logs, enabled=self.config["log.cleaner.enable"],
+                threads=self.config["log.cleaner.threads"],
+                backoff_ms=self.config["log.cleaner.backoff.ms"],
+                dedupe_buffer_bytes=self.config["log.cleaner.dedupe.buffer.size"],
+                io_buffer_bytes=self.config["log.cleaner.io.buffer.size"],
+                load_factor=self.config["log.cleaner.io.buffer.load.factor"],
+                max_bytes_per_second=self.config["log.cleaner.io.max.bytes.per.second"])
         except BaseException:
             self._release_everything()
             raise
-        self.cleaner = LogCleaner(
-            self._all_logs, enabled=self.config["log.cleaner.enable"],
-            threads=self.config["log.cleaner.threads"],
-            backoff_ms=self.config["log.cleaner.backoff.ms"],
-            dedupe_buffer_bytes=self.config["log.cleaner.dedupe.buffer.size"],
-            io_buffer_bytes=self.config["log.cleaner.io.buffer.size"],
-            load_factor=self.config["log.cleaner.io.buffer.load.factor"],
-            max_bytes_per_second=self.config["log.cleaner.io.max.bytes.per.second"])
         self._stop = threading.Event()
         self._background = threading.Thread(target=self._background_loop,
                                              name=f"logkernel-background {self.path}", daemon=True)

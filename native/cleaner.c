@@ -482,11 +482,15 @@ static size_t write_kept(const uint8_t *batch, const lk_batch_header *h, const u
     uint8_t *w = out + LK_BATCH_HEADER_SIZE;
     const uint8_t *p = batch + LK_BATCH_HEADER_SIZE;
     const uint8_t *bend = batch + (size_t)h->batch_length + LK_LOG_OVERHEAD;
+    int64_t max_timestamp = INT64_MIN;
     for (int32_t i = 0; i < h->record_count; i++) {
         record_view r;
         next_record(&p, bend, &r); /* the caller walked these records already */
         if (!keep[i])
             continue;
+        int64_t timestamp = h->base_timestamp + r.timestamp_delta;
+        if (timestamp > max_timestamp)
+            max_timestamp = timestamp;
         if (new_base == h->base_timestamp) {
             size_t n = (size_t)(r.end - r.start);
             memcpy(w, r.start, n);
@@ -508,6 +512,11 @@ static size_t write_kept(const uint8_t *batch, const lk_batch_header *h, const u
     lk_store_be32(out + LK_OFF_LENGTH, (uint32_t)(size - LK_LOG_OVERHEAD));
     lk_store_be16(out + LK_OFF_ATTRIBUTES, (uint16_t)attributes);
     lk_store_be64(out + LK_OFF_BASE_TIMESTAMP, (uint64_t)new_base);
+    /* As Kafka's rebuilt batch: the largest kept timestamp (CreateTime), so ListOffsets'
+     * MAX_TIMESTAMP and the time index name a record that is still there. A LogAppendTime
+     * batch keeps the append time, which all its records share. */
+    if (!(attributes & LK_ATTR_LOG_APPEND_TIME))
+        lk_store_be64(out + LK_OFF_MAX_TIMESTAMP, (uint64_t)max_timestamp);
     lk_store_be32(out + LK_OFF_RECORD_COUNT, (uint32_t)kept);
     lk_batch_update_crc(out, size, NULL);
     return size;

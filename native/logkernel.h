@@ -767,8 +767,9 @@ typedef struct {
 /* Filter pass: copies the batches at in to out, each keeping the records whose key has no
  * later offset in the map, minus tombstones whose batch's delete horizon has passed, minus
  * keyless records. A batch left empty is dropped; one unchanged is copied byte for byte;
- * any other is rewritten with the same base offset, lastOffsetDelta, max timestamp and
- * producer fields, a base timestamp that is the delete horizon (attribute bit 6) when it
+ * any other is rewritten with the same base offset, lastOffsetDelta and producer fields,
+ * the largest kept timestamp as max timestamp (LogAppendTime batches keep theirs), a
+ * base timestamp that is the delete horizon (attribute bit 6) when it
  * keeps tombstones or else its first kept record's timestamp, and a new CRC. Control and
  * empty batches are copied. keep is scratch of one byte per record of the largest batch.
  * Errors: as lk_cleaner_map; BUFFER_TOO_SMALL when the first batch does not fit out
