@@ -467,8 +467,6 @@ def test_open_completes_a_committed_swap_and_drops_uncommitted_output(tmp_path: 
     with open_engine(tmp_path) as lk:
         log = lk.partition_log("t", 0)
         stem = os.path.join(directory, f"{group[0].base:020d}")
-        scratch = tmp_path / "scratch"
-        scratch.mkdir()
         # Build real cleaned output with the cleaner's own writer, then stop before the swap.
         from logkernel.log import cleaner as cleaner_module
         m, buffers = cleaner_tools()

@@ -42,6 +42,7 @@ import logkernel
 from logkernel.compression import CODEC_NAMES
 from tests import broker_support as support
 from tests.broker_support import CLIENTS, Client, Got, ProduceFailed, Sent
+from tests.test_broker_clients_admin import aio_admin_run
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", support.KAFKA_PYTHON_IMPORT_WARNING, DeprecationWarning)
@@ -100,19 +101,6 @@ def create_topic(admin: str, bootstrap: str, name: str, partitions: int,
 
         response = aio_admin_run(bootstrap, body)
         assert [row[1] for row in response.topic_errors] == [0], response
-
-
-def aio_admin_run(bootstrap: str, body: Any) -> Any:
-    async def main() -> Any:
-        client = aiokafka.admin.AIOKafkaAdminClient(bootstrap_servers=bootstrap,
-                                                   request_timeout_ms=support.CLIENT_TIMEOUT_MS)
-        await client.start()
-        try:
-            return await body(client)
-        finally:
-            await client.close()
-
-    return support.run_async(main())
 
 
 def alter_topic(admin: str, bootstrap: str, name: str, changes: dict[str, str],
