@@ -1279,13 +1279,15 @@ class FilterBuffers:
 
 
 def cleaner_filter(offset_map: OffsetMap, data: Buffer, now_ms: int, new_horizon_ms: int,
-                   buffers: FilterBuffers, result: Any, *, context: str = ""
-                   ) -> tuple[int, int, int]:
+                   buffers: FilterBuffers, result: Any, *, map_end: int = INT64_MAX,
+                   context: str = "") -> tuple[int, int, int]:
     """One call of the filter pass (see lk_cleaner_filter): returns (input consumed, bytes
-    written to ``buffers.out``, stop). Grows the buffers if the first batch does not fit."""
+    written to ``buffers.out``, stop). Records at or past ``map_end`` are kept as they are.
+    Grows the buffers if the first batch does not fit."""
     view = memoryview(data).cast("B")
     buffers.params.now_ms = now_ms
-    buffers.params.new_horizon_ms = new_horizon_ms
+    buffers.params.new_horizon_ms = min(new_horizon_ms, INT64_MAX)
+    buffers.params.map_end = map_end
     while True:
         rc = lib.lk_cleaner_filter(offset_map.c_map, ffi.from_buffer(view), len(view),
                                    buffers.params, ffi.from_buffer(buffers.out), len(buffers.out),

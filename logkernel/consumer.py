@@ -463,13 +463,18 @@ class Consumer:
                 if fetched >= self._fetch_bytes:
                     break
                 try:
-                    data = partition_log.read(position, self._fetch_bytes - fetched)
+                    data, end = partition_log.read_from(position, self._fetch_bytes - fetched)
                 except errors.OffsetOutOfRangeError:
                     if out:
                         break  # return what was read; the reset happens on the next call
                     position = self._positions[key] = self._reset_position(key, position)
-                    data = partition_log.read(position, self._fetch_bytes - fetched)
+                    data, end = partition_log.read_from(position, self._fetch_bytes - fetched)
                 if not data:
+                    # Compaction can leave a gap at the end of the log: no record lies in
+                    # [position, end), so move past it (else position < high watermark
+                    # would look like data forever).
+                    if position < end:
+                        position = self._positions[key] = end
                     break
                 fetched += len(data)
                 start = 0

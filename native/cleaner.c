@@ -271,7 +271,8 @@ typedef struct {
     int64_t offset;
     int64_t timestamp;
     int32_t index;
-    int32_t tombstone;
+    int16_t tombstone;
+    int16_t past_end;  /* at or past the map's end: kept as it is */
 } pending_key;
 
 int lk_offset_map_put(lk_offset_map *map, const uint8_t *key, size_t key_len, int64_t offset)
@@ -591,22 +592,35 @@ int lk_cleaner_filter(lk_offset_map *map, const uint8_t *in, size_t in_len,
                     return corrupt(err, (int64_t)(pos + (size_t)(r.start - batch)), i);
                 keep[i] = 0;
                 result->records_read++;
-                if (r.key == NULL) {
+                int64_t offset = h.base_offset + r.offset_delta;
+                if (r.key == NULL && offset < params->map_end) {
                     result->keyless_dropped++;
                 } else {
                     pending_key *k = &pend[n++];
-                    key_hash(r.key, (size_t)r.key_len, &k->h1, &k->h2);
-                    k->offset = h.base_offset + r.offset_delta;
+                    k->offset = offset;
                     k->timestamp = h.base_timestamp + r.timestamp_delta;
                     k->index = i;
                     k->tombstone = r.value_len < 0;
-                    if (map->entries)
-                        prefetch_home(map, k->h1);
+                    /* Past the map's end the key's older records were not looked at: the
+                     * record stays, and a tombstone there starts no horizon yet. */
+                    k->past_end = offset >= params->map_end;
+                    if (!k->past_end) {
+                        key_hash(r.key, (size_t)r.key_len, &k->h1, &k->h2);
+                        if (map->entries)
+                            prefetch_home(map, k->h1);
+                    }
                 }
             }
             if (n == WINDOW || (i == h.record_count && n)) {
                 for (int j = 0; j < n; j++) {
                     const pending_key *k = &pend[j];
+                    if (k->past_end) {
+                        if (kept == 0)
+                            first_kept_timestamp = k->timestamp;
+                        keep[k->index] = 1;
+                        kept++;
+                        continue;
+                    }
                     if (map_get_hashed(map, k->h1, k->h2) > k->offset)
                         continue; /* a later record has this key */
                     if (k->tombstone) {

@@ -746,6 +746,9 @@ typedef struct {
     int64_t now_ms;          /* tombstones in a batch whose delete horizon is <= this go */
     int64_t new_horizon_ms;  /* stamped on batches that keep tombstones and have no horizon:
                                 now + delete.retention.ms */
+    int64_t map_end;         /* the first offset the map pass did not record: records at or
+                                past it are kept as they are (the map knows nothing of their
+                                keys' older records, so nothing of theirs may go yet) */
 } lk_clean_params;
 
 typedef struct {
@@ -766,11 +769,12 @@ typedef struct {
 
 /* Filter pass: copies the batches at in to out, each keeping the records whose key has no
  * later offset in the map, minus tombstones whose batch's delete horizon has passed, minus
- * keyless records. A batch left empty is dropped; one unchanged is copied byte for byte;
- * any other is rewritten with the same base offset, lastOffsetDelta and producer fields,
- * the largest kept timestamp as max timestamp (LogAppendTime batches keep theirs), a
- * base timestamp that is the delete horizon (attribute bit 6) when it
- * keeps tombstones or else its first kept record's timestamp, and a new CRC. Control and
+ * keyless records; every record at or past params->map_end is kept whatever it is. A
+ * batch left empty is dropped; one unchanged is copied byte for byte; any other is
+ * rewritten with the same base offset, lastOffsetDelta and producer fields, the largest
+ * kept timestamp as max timestamp (LogAppendTime batches keep theirs), a base timestamp
+ * that is the delete horizon (attribute bit 6) when it keeps tombstones below map_end
+ * or else its first kept record's timestamp, and a new CRC. Control and
  * empty batches are copied. keep is scratch of one byte per record of the largest batch.
  * Errors: as lk_cleaner_map; BUFFER_TOO_SMALL when the first batch does not fit out
  * (size + 9 bytes a record) or keep. O(bytes). */

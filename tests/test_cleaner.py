@@ -472,8 +472,8 @@ def test_open_completes_a_committed_swap_and_drops_uncommitted_output(tmp_path: 
         m, buffers = cleaner_tools()
         m.reset(0)
         counters = cleaner_module._Pass(lambda: False, None, 0)
-        cleaner_module._map_pass(log.cleaning_view(), group[-1].end, m, 4096, counters)
-        cleaner_module._write_group(log, group, m, int(time.time() * 1000), 0, buffers,
+        end, _ = cleaner_module._map_pass(log.cleaning_view(), group[-1].end, m, 4096, counters)
+        cleaner_module._write_group(log, group, m, int(time.time() * 1000), 0, end, buffers,
                                     _binding.new_clean_result(), counters, 4096)
     for suffix in (".index", ".timeindex", ".log"):
         os.replace(stem + suffix + ".cleaned", stem + suffix + ".swap")

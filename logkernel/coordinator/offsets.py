@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from logkernel import errors
 from logkernel.log.partition import PartitionLog
-from logkernel.records import encode_batch, iter_batches
+from logkernel.records import decode_batch, encode_batch
 
 OFFSETS_TOPIC = "__consumer_offsets"
 KEY_VERSION = 1
@@ -148,21 +148,27 @@ class OffsetStore:
             self._load(partition_log)
 
     def _load(self, partition_log: PartitionLog) -> None:
-        offset = partition_log.log_start_offset
+        offset = start = partition_log.log_start_offset
         while offset < partition_log.log_end_offset:
             data = partition_log.read(offset, LOAD_READ_BYTES)
             if not data:
                 break
+            # A read ends inside its last batch when it hits the byte limit: decode the
+            # whole batches only, and read on from the offset after them.
+            view = memoryview(data)
             position = 0
-            for batch in iter_batches(data):
-                position += batch.header.size
+            while position + 12 <= len(view):
+                size = int.from_bytes(view[position + 8:position + 12], "big", signed=True) + 12
+                if size < 12 or position + size > len(view):
+                    break
+                batch = decode_batch(view[position:position + size])
+                position += size
+                offset = batch.header.base_offset + batch.header.last_offset_delta + 1
                 if batch.is_control:
                     continue
                 for record in batch.records():
-                    if record.offset < offset or record.key is None:
-                        continue
-                    self._apply(record.key, record.value)
-                offset = batch.header.base_offset + batch.header.last_offset_delta + 1
+                    if record.key is not None and record.offset >= start:
+                        self._apply(record.key, record.value)
             if position == 0:
                 break
 

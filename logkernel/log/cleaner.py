@@ -44,6 +44,7 @@ kept as they are until then.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import queue
@@ -76,6 +77,11 @@ INT64_MAX = 2**63 - 1
 class CleaningAborted(Exception):
     """The cleaning was stopped (engine closing, topic deleted); nothing was swapped in
     after the stop, and the partition is as consistent as after any finished swap."""
+
+
+class _SegmentsChanged(Exception):
+    """A segment the cleaning planned to read is gone (retention, delete_records): the
+    cleaning gives up quietly and the next one starts from the log as it is then."""
 
 
 @dataclass(frozen=True)
@@ -209,8 +215,13 @@ class _Reader:
         stem = segment.path[:-len(LOG_SUFFIX)]
         self.segment = segment
         self.chunk = chunk_bytes
-        self._seg = Segment(segment.path, stem + INDEX_SUFFIX, stem + TIME_INDEX_SUFFIX,
-                            base_offset=segment.base, writable=False)
+        try:
+            self._seg = Segment(segment.path, stem + INDEX_SUFFIX, stem + TIME_INDEX_SUFFIX,
+                                base_offset=segment.base, writable=False)
+        except errors.StorageError as exc:
+            if exc.errno == errno.ENOENT:
+                raise _SegmentsChanged(segment.path) from exc
+            raise
 
     def position_of(self, offset: int) -> int:
         """Where the batch holding ``offset`` (or the first after it) starts; the size
@@ -335,15 +346,16 @@ def _write_all(fd: int, data: memoryview) -> None:
 
 
 def _filter_segment(reader: _Reader, fd: int, offset_map: OffsetMap, now_ms: int,
-                    horizon_ms: int, buffers: _binding.FilterBuffers, result: object,
-                    counters: _Pass) -> None:
+                    horizon_ms: int, map_end: int, buffers: _binding.FilterBuffers,
+                    result: object, counters: _Pass) -> None:
     s = reader.segment
     context = f"cleaning {s.path}"
     position = 0
     while position < s.size:
         data = reader.read(position)
         consumed, written, stop = _binding.cleaner_filter(offset_map, data, now_ms, horizon_ms,
-                                                          buffers, result, context=context)
+                                                          buffers, result, map_end=map_end,
+                                                          context=context)
         if written:
             _write_all(fd, memoryview(buffers.out)[:written])
             counters.written += written
@@ -352,7 +364,7 @@ def _filter_segment(reader: _Reader, fd: int, offset_map: OffsetMap, now_ms: int
             batch = reader.whole_batch(at)
             plain = decompressed_batch(batch)
             _, kept, _ = _binding.cleaner_filter(offset_map, plain, now_ms, horizon_ms, buffers,
-                                                 result, context=context)
+                                                 result, map_end=map_end, context=context)
             if kept:
                 codec = _binding.parse_header(batch).compression
                 out = recompressed_record_set(bytes(buffers.out[:kept]), codec)
@@ -367,7 +379,7 @@ def _filter_segment(reader: _Reader, fd: int, offset_map: OffsetMap, now_ms: int
 
 
 def _write_group(partition_log: PartitionLog, group: tuple[SealedSegment, ...],
-                 offset_map: OffsetMap, now_ms: int, horizon_ms: int,
+                 offset_map: OffsetMap, now_ms: int, horizon_ms: int, map_end: int,
                  buffers: _binding.FilterBuffers, result: object, counters: _Pass,
                  chunk: int) -> int:
     """Writes the cleaned group to ``<base>.*.cleaned`` (fsynced, indexed); returns its
@@ -380,8 +392,8 @@ def _write_group(partition_log: PartitionLog, group: tuple[SealedSegment, ...],
         for s in group:
             reader = _Reader(s, chunk)
             try:
-                _filter_segment(reader, fd, offset_map, now_ms, horizon_ms, buffers, result,
-                                counters)
+                _filter_segment(reader, fd, offset_map, now_ms, horizon_ms, map_end, buffers,
+                                result, counters)
             finally:
                 reader.close()
         os.fsync(fd)
@@ -473,9 +485,23 @@ def clean_partition(partition_log: PartitionLog, offset_map: OffsetMap,
     horizon_due = 0 <= view.next_horizon_ms <= now
     if not view.sealed or (view.first_dirty >= limit and not horizon_due):
         return None
-    c = view.config
     below = sum(s.size for s in view.sealed if s.base < limit)
     counters = _Pass(should_stop, progress, state.dirty_bytes + below, max_bytes_per_second)
+    try:
+        return _clean(partition_log, offset_map, buffers, now, started, view, state, chunk_bytes,
+                      counters, remove)
+    except _SegmentsChanged as exc:
+        log.info("%s: %s went away during cleaning (retention or delete_records); cleaning "
+                 "again later", partition_log.name, exc)
+        return None
+
+
+def _clean(partition_log: PartitionLog, offset_map: OffsetMap,
+           buffers: _binding.FilterBuffers, now: int, started: float, view: CleaningView,
+           state: DirtyState, chunk_bytes: int, counters: _Pass,
+           remove: Callable[[list[str]], None]) -> CleanResult | None:
+    limit = state.first_uncleanable
+    c = view.config
     end, full = view.first_dirty, False  # with nothing dirty: only expired tombstones to drop
     offset_map.reset(0)  # never filter with keys of an earlier cleaning (or another log)
     if view.first_dirty < limit:
@@ -489,7 +515,7 @@ def clean_partition(partition_log: PartitionLog, offset_map: OffsetMap,
             end, full = _map_pass(view, limit, offset_map, chunk_bytes, counters)
     keys = offset_map.entries
 
-    horizon_ms = now + c["delete.retention.ms"]
+    horizon_ms = min(now + c["delete.retention.ms"], INT64_MAX)
     result = _binding.new_clean_result()
     to_clean = [s for s in view.sealed if s.base < max(end, view.first_dirty)]
     before = len(to_clean)
@@ -497,8 +523,8 @@ def clean_partition(partition_log: PartitionLog, offset_map: OffsetMap,
     max_index_entries = c.segment_index_bytes // 12
     for group in _groups(to_clean, c.segment_bytes, max_index_entries, c.index_interval_bytes):
         try:
-            _write_group(partition_log, group, offset_map, now, horizon_ms, buffers, result,
-                         counters, chunk_bytes)
+            _write_group(partition_log, group, offset_map, now, horizon_ms,
+                         max(end, view.first_dirty), buffers, result, counters, chunk_bytes)
             replaced = partition_log.replace_segments(group)
         except BaseException:
             _remove_cleaned(partition_log, group[0].base)
@@ -692,12 +718,13 @@ class LogCleaner:
                     self._record(result)
             except (CleaningAborted, errors.ClosedError):
                 pass
-            except (errors.LogkernelError, OSError) as exc:
+            except Exception as exc:  # one partition's trouble must not stop the others'
+                known = isinstance(exc, (errors.LogkernelError, OSError))
                 log.error("%s: the log cleaner cannot clean this partition and skips it until "
                           "the engine is reopened or compact() is called: %s",
-                          partition_log.name, exc)
+                          partition_log.name, exc, exc_info=not known)
                 with self._lock:
-                    self._uncleanable[partition_log] = str(exc)
+                    self._uncleanable[partition_log] = f"{type(exc).__name__}: {exc}"
             finally:
                 self._release(partition_log)
 

@@ -755,33 +755,42 @@ class PartitionLog:
         """A copy of the batches from the one holding ``offset``: at most ``max_bytes``
         (cut at a batch boundary or inside the last batch; the decoder stops there), but
         always the whole first batch, however large (as Kafka's fetch does, so a consumer
-        never stalls on a batch bigger than its limit). Empty at the log end.
+        never stalls on a batch bigger than its limit). Empty at the log end, and in a
+        gap compaction left at the end of the log (no batch at or after ``offset``).
 
         O(log segments + log index entries) to find the start, plus O(bytes) copied.
         Raises OffsetOutOfRangeError below the log start offset or past the log end."""
+        return self.read_from(offset, max_bytes)[0]
+
+    def read_from(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
+        """``read``, and the log end offset at that moment: when the bytes are empty, no
+        record exists in [offset, that end), so a reader may move its position there."""
         with self._lock:
-            self._live()
-            if offset < self._log_start_offset or offset > self._next_offset:
-                raise errors.OffsetOutOfRangeError(
-                    f"offset {offset} is out of range for {self.name}: readable offsets are "
-                    f"{self._log_start_offset}..{self._next_offset - 1}" if self._next_offset >
-                    self._log_start_offset else
-                    f"offset {offset} is out of range for {self.name}: the log is empty at "
-                    f"{self._next_offset}")
-            if offset == self._next_offset:
-                return b""
-            i = bisect.bisect_right(self._bases, offset) - 1
-            while i < len(self._bases):
-                seg = self._segment_at(i)
-                try:
-                    position, _ = seg.find_offset(max(offset, self._bases[i]))
-                except errors.OffsetOutOfRangeError:
-                    i += 1  # offset falls in a gap after this segment's last batch
-                    continue
-                end = self._segment_size(i)
-                first = _batch_size(seg.read(position, 12))
-                return seg.read(position, min(end - position, max(max_bytes, first)))
+            return self._read_locked(offset, max_bytes), self._next_offset
+
+    def _read_locked(self, offset: int, max_bytes: int) -> bytes:
+        self._live()
+        if offset < self._log_start_offset or offset > self._next_offset:
+            raise errors.OffsetOutOfRangeError(
+                f"offset {offset} is out of range for {self.name}: readable offsets are "
+                f"{self._log_start_offset}..{self._next_offset - 1}" if self._next_offset >
+                self._log_start_offset else
+                f"offset {offset} is out of range for {self.name}: the log is empty at "
+                f"{self._next_offset}")
+        if offset == self._next_offset:
             return b""
+        i = bisect.bisect_right(self._bases, offset) - 1
+        while i < len(self._bases):
+            seg = self._segment_at(i)
+            try:
+                position, _ = seg.find_offset(max(offset, self._bases[i]))
+            except errors.OffsetOutOfRangeError:
+                i += 1  # offset falls in a gap after this segment's last batch
+                continue
+            end = self._segment_size(i)
+            first = _batch_size(seg.read(position, 12))
+            return seg.read(position, min(end - position, max(max_bytes, first)))
+        return b""
 
     def max_timestamp(self) -> tuple[int, int] | None:
         """(offset, timestamp) of the record with the largest timestamp (ListOffsets'
