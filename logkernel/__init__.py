@@ -25,6 +25,7 @@ from logkernel._binding import (
     scan_log,
 )
 from logkernel.engine import Engine, PartitionDescription, TopicDescription, open
+from logkernel.log.cleaner import CleanerStats, CleanResult, DirtyState, PartitionCleaning
 from logkernel.records import (
     CONTROL_ABORT,
     CONTROL_COMMIT,
@@ -70,10 +71,14 @@ __all__ = [
     "BatchHeader",
     "BatchMetadata",
     "Broker",
+    "CleanResult",
+    "CleanerStats",
     "ColumnBatch",
     "Consumer",
     "ControlRecord",
+    "DirtyState",
     "Engine",
+    "PartitionCleaning",
     "PartitionDescription",
     "Producer",
     "Record",

@@ -74,9 +74,13 @@ log = logging.getLogger("logkernel.cleaner")
 INT64_MAX = 2**63 - 1
 
 
-class CleaningAborted(Exception):
+class CleaningAborted(errors.LogkernelError):
     """The cleaning was stopped (engine closing, topic deleted); nothing was swapped in
     after the stop, and the partition is as consistent as after any finished swap."""
+
+    def __init__(self) -> None:
+        super().__init__("the cleaning was stopped: the engine is closing or the topic was "
+                         "deleted; what was already swapped in stays")
 
 
 class _SegmentsChanged(Exception):
@@ -749,7 +753,7 @@ class LogCleaner:
                                              progress=progress, remove=self._deleter,
                                              max_bytes_per_second=self.max_bytes_per_second)
                 except (errors.LogkernelError, OSError) as exc:
-                    if not isinstance(exc, errors.ClosedError):
+                    if not isinstance(exc, (errors.ClosedError, CleaningAborted)):
                         with self._lock:
                             self._uncleanable[partition_log] = str(exc)
                     raise
