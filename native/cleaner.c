@@ -216,8 +216,7 @@ static inline void key_hash(const uint8_t *key, size_t len, uint64_t *h1, uint64
     *h2 = lk_xxh64(key, len, SECOND_SEED);
 }
 
-/* Starts loading the key's home slot: the passes hash a window of records first and
- * touch the map after, so the cache misses of a map bigger than the cache overlap. */
+/* Starts loading the key's home slot (see lookahead below). */
 static inline void prefetch_home(const lk_offset_map *map, uint64_t h1)
 {
     uint64_t i = (uint64_t)(((lk_u128)h1 * map->capacity) >> 64);
@@ -263,17 +262,6 @@ static inline int64_t map_get(lk_offset_map *map, const uint8_t *key, size_t len
     key_hash(key, len, &h1, &h2);
     return map_get_hashed(map, h1, h2);
 }
-
-/* Records hashed but not yet looked up: the prefetch window. */
-enum { WINDOW = 16 };
-typedef struct {
-    uint64_t h1, h2;
-    int64_t offset;
-    int64_t timestamp;
-    int32_t index;
-    int16_t tombstone;
-    int16_t past_end;  /* at or past the map's end: kept as it is */
-} pending_key;
 
 int lk_offset_map_put(lk_offset_map *map, const uint8_t *key, size_t key_len, int64_t offset)
 {
@@ -339,6 +327,72 @@ static inline int next_record(const uint8_t **pp, const uint8_t *end, record_vie
     return 1;
 }
 
+/* ------------------------------------------------------------------------------------
+ * Prefetching. A map bigger than the cache costs a cache miss per record, and a batch may
+ * hold one record: so a second walker runs LOOKAHEAD records ahead of each pass over the
+ * same batches (the ones the pass reads records of), hashing each key and prefetching its
+ * home slot; by the time the pass gets there the slot is in cache. The walker checks
+ * bounds but not CRCs: on anything odd it stops, and the pass itself validates.
+ * --------------------------------------------------------------------------------- */
+enum { LOOKAHEAD = 16 };
+
+typedef struct {
+    const uint8_t *next_batch; /* NULL once stopped */
+    const uint8_t *end;
+    const uint8_t *p;          /* next record of the current batch */
+    const uint8_t *batch_end;
+    int32_t left;              /* records left in the current batch */
+    int64_t from_offset;       /* batches ending below this are skipped (map pass) */
+} lookahead;
+
+static inline void lookahead_step(lookahead *la, const lk_offset_map *map)
+{
+    while (la->left == 0) {
+        const uint8_t *b = la->next_batch;
+        if (!b || la->end - b < LK_BATCH_HEADER_SIZE) {
+            la->next_batch = NULL;
+            return;
+        }
+        int64_t length = (int32_t)lk_load_be32(b + LK_OFF_LENGTH);
+        if (length < LK_MIN_BATCH_LENGTH || length + LK_LOG_OVERHEAD > la->end - b) {
+            la->next_batch = NULL;
+            return;
+        }
+        const uint8_t *bend = b + length + LK_LOG_OVERHEAD;
+        la->next_batch = bend;
+        uint16_t attributes = lk_load_be16(b + LK_OFF_ATTRIBUTES);
+        int32_t count = (int32_t)lk_load_be32(b + LK_OFF_RECORD_COUNT);
+        int64_t last = (int64_t)lk_load_be64(b + LK_OFF_BASE_OFFSET)
+                       + (int32_t)lk_load_be32(b + LK_OFF_LAST_OFFSET_DELTA);
+        if ((attributes & (LK_ATTR_CONTROL | LK_ATTR_COMPRESSION_MASK)) || count <= 0
+            || last < la->from_offset)
+            continue; /* the pass reads no records there either */
+        la->p = b + LK_BATCH_HEADER_SIZE;
+        la->batch_end = bend;
+        la->left = count;
+    }
+    record_view r;
+    la->left--;
+    if (!next_record(&la->p, la->batch_end, &r)) {
+        la->left = 0; /* a malformed record: skip the rest of this batch */
+        return;
+    }
+    if (r.key != NULL && map->capacity)
+        prefetch_home(map, lk_xxh64(r.key, (size_t)r.key_len, 0));
+}
+
+static inline void lookahead_start(lookahead *la, const lk_offset_map *map, const uint8_t *buf,
+                                   size_t len, int64_t from_offset)
+{
+    la->next_batch = buf;
+    la->end = buf + len;
+    la->p = la->batch_end = NULL;
+    la->left = 0;
+    la->from_offset = from_offset;
+    for (int i = 0; i < LOOKAHEAD; i++)
+        lookahead_step(la, map);
+}
+
 /* Validates the header and CRC of the batch at buf. Returns LK_OK, LK_ERR_TRUNCATED when
  * buf ends inside the batch (not an error for the passes: the caller reads on), or the
  * validator's error. */
@@ -374,6 +428,8 @@ int lk_cleaner_map(lk_offset_map *map, const uint8_t *buf, size_t len, int64_t f
         return LK_ERR_ARGUMENT;
     result->stop = LK_CLEAN_END;
     result->next_offset = from_offset;
+    lookahead ahead;
+    lookahead_start(&ahead, map, buf, len, from_offset);
     size_t pos = 0;
     while (pos < len) {
         lk_batch_header h;
@@ -422,41 +478,27 @@ int lk_cleaner_map(lk_offset_map *map, const uint8_t *buf, size_t len, int64_t f
             return LK_OK;
         }
         const uint8_t *p = batch + LK_BATCH_HEADER_SIZE, *bend = batch + size;
-        pending_key pend[WINDOW];
-        int n = 0, limit_reached = 0;
-        for (int32_t i = 0; i <= h.record_count; i++) {
-            if (i < h.record_count) {
-                record_view r;
-                if (!next_record(&p, bend, &r))
-                    return corrupt(err, (int64_t)(pos + (size_t)(r.start - batch)), i);
-                int64_t offset = h.base_offset + r.offset_delta;
-                if (offset >= stop_offset) {
-                    limit_reached = 1;
-                } else if (offset >= from_offset && r.key != NULL) {
-                    key_hash(r.key, (size_t)r.key_len, &pend[n].h1, &pend[n].h2);
-                    pend[n].offset = offset;
-                    prefetch_home(map, pend[n].h1);
-                    n++;
-                }
-            }
-            if (n == WINDOW || ((i == h.record_count || limit_reached) && n)) {
-                for (int k = 0; k < n; k++) {
-                    if (!map_put_hashed(map, pend[k].h1, pend[k].h2, pend[k].offset)) {
-                        result->stop = LK_CLEAN_FULL;
-                        result->position = (int64_t)pos;
-                        result->next_offset = pend[k].offset;
-                        return LK_OK;
-                    }
-                    result->records++;
-                }
-                n = 0;
-            }
-            if (limit_reached) {
+        for (int32_t i = 0; i < h.record_count; i++) {
+            record_view r;
+            if (!next_record(&p, bend, &r))
+                return corrupt(err, (int64_t)(pos + (size_t)(r.start - batch)), i);
+            lookahead_step(&ahead, map);
+            int64_t offset = h.base_offset + r.offset_delta;
+            if (offset >= stop_offset) {
                 result->stop = LK_CLEAN_LIMIT;
                 result->position = (int64_t)pos;
                 result->next_offset = stop_offset;
                 return LK_OK;
             }
+            if (offset < from_offset || r.key == NULL)
+                continue;
+            if (!map_put(map, r.key, (size_t)r.key_len, offset)) {
+                result->stop = LK_CLEAN_FULL;
+                result->position = (int64_t)pos;
+                result->next_offset = offset;
+                return LK_OK;
+            }
+            result->records++;
         }
         if (p != bend)
             return corrupt(err, (int64_t)(pos + (size_t)(p - batch)), h.record_count);
@@ -533,6 +575,8 @@ int lk_cleaner_filter(lk_offset_map *map, const uint8_t *in, size_t in_len,
         return LK_ERR_ARGUMENT;
     result->stop = LK_CLEAN_END;
     result->written = 0;
+    lookahead ahead;
+    lookahead_start(&ahead, map, in, in_len, INT64_MIN);
     size_t pos = 0, written = 0;
     while (pos < in_len) {
         lk_batch_header h;
@@ -583,60 +627,34 @@ int lk_cleaner_filter(lk_offset_map *map, const uint8_t *in, size_t in_len,
         int32_t kept = 0;
         int tombstones_kept = 0;
         int64_t first_kept_timestamp = 0;
-        pending_key pend[WINDOW];
-        int n = 0;
-        for (int32_t i = 0; i <= h.record_count; i++) {
-            if (i < h.record_count) {
-                record_view r;
-                if (!next_record(&p, bend, &r))
-                    return corrupt(err, (int64_t)(pos + (size_t)(r.start - batch)), i);
-                keep[i] = 0;
-                result->records_read++;
-                int64_t offset = h.base_offset + r.offset_delta;
-                if (r.key == NULL && offset < params->map_end) {
+        for (int32_t i = 0; i < h.record_count; i++) {
+            record_view r;
+            if (!next_record(&p, bend, &r))
+                return corrupt(err, (int64_t)(pos + (size_t)(r.start - batch)), i);
+            lookahead_step(&ahead, map);
+            keep[i] = 0;
+            result->records_read++;
+            /* Past the map's end the key's older records were not looked at: a record
+             * there stays, and a tombstone there starts no horizon yet. */
+            if (h.base_offset + r.offset_delta < params->map_end) {
+                if (r.key == NULL) {
                     result->keyless_dropped++;
-                } else {
-                    pending_key *k = &pend[n++];
-                    k->offset = offset;
-                    k->timestamp = h.base_timestamp + r.timestamp_delta;
-                    k->index = i;
-                    k->tombstone = r.value_len < 0;
-                    /* Past the map's end the key's older records were not looked at: the
-                     * record stays, and a tombstone there starts no horizon yet. */
-                    k->past_end = offset >= params->map_end;
-                    if (!k->past_end) {
-                        key_hash(r.key, (size_t)r.key_len, &k->h1, &k->h2);
-                        if (map->entries)
-                            prefetch_home(map, k->h1);
-                    }
+                    continue;
                 }
-            }
-            if (n == WINDOW || (i == h.record_count && n)) {
-                for (int j = 0; j < n; j++) {
-                    const pending_key *k = &pend[j];
-                    if (k->past_end) {
-                        if (kept == 0)
-                            first_kept_timestamp = k->timestamp;
-                        keep[k->index] = 1;
-                        kept++;
+                if (map_get(map, r.key, (size_t)r.key_len) > h.base_offset + r.offset_delta)
+                    continue; /* a later record has this key */
+                if (r.value_len < 0) {
+                    if (drop_tombstones) {
+                        result->tombstones_dropped++;
                         continue;
                     }
-                    if (map_get_hashed(map, k->h1, k->h2) > k->offset)
-                        continue; /* a later record has this key */
-                    if (k->tombstone) {
-                        if (drop_tombstones) {
-                            result->tombstones_dropped++;
-                            continue;
-                        }
-                        tombstones_kept = 1;
-                    }
-                    if (kept == 0)
-                        first_kept_timestamp = k->timestamp;
-                    keep[k->index] = 1;
-                    kept++;
+                    tombstones_kept = 1;
                 }
-                n = 0;
             }
+            if (kept == 0)
+                first_kept_timestamp = h.base_timestamp + r.timestamp_delta;
+            keep[i] = 1;
+            kept++;
         }
         if (p != bend)
             return corrupt(err, (int64_t)(pos + (size_t)(p - batch)), h.record_count);
