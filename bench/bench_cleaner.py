@@ -1,9 +1,10 @@
 """Log compaction: logkernel's cleaner beside Apache Kafka's, on the same segment files.
 
-Data: N records of 100 bytes (a 10-byte key, a 90-byte value) in producer batches of 500,
-keys drawn at random from N/10 (10% live keys, the issue's case), segment.bytes 64 MiB,
-the active segment rolled so everything is cleanable. N is 2,000,000 (~204 MB) unless
-``LOGKERNEL_BENCH_CLEAN_RECORDS`` says otherwise.
+Data: N records of 100 bytes (a 10-byte key, a 90-byte value of random hex) in producer
+batches of 500, keys drawn at random from N/10 (10% live keys, the issue's case),
+segment.bytes 64 MiB, the active segment rolled so everything is cleanable. N is 2,000,000
+(~204 MB) unless ``LOGKERNEL_BENCH_CLEAN_RECORDS`` says otherwise. Two more sets of N/2
+records: one record per batch, and zstd batches of 500.
 
 How each side is timed, so the ratio is honest:
 
@@ -53,36 +54,56 @@ ROUNDS = 3
 CLEANER_RESULTS: list[dict[str, Any]] = []  # printed by conftest's summary
 
 
-def _write_dataset(root: Path, records: int, keys: int, seed: int = 1) -> tuple[Path, int]:
-    """The data directory and the number of distinct keys written."""
+# The data sets: (records, producer batch size, codec). "batches": the issue's case;
+# "single": one record per batch, as __consumer_offsets and one-at-a-time producers write;
+# "zstd": compressed batches (the cleaner decompresses and recompresses them in Python).
+KINDS = {
+    "batches": (N, BATCH, None),
+    "single": (N // 2, 1, None),
+    "zstd": (N // 2, BATCH, "zstd"),
+}
+
+
+def _write_dataset(root: Path, records: int, keys: int, seed: int = 1, batch: int = BATCH,
+                   codec: str | None = None) -> tuple[Path, int]:
+    """The data directory and the number of distinct keys written. Values are 90 bytes of
+    random hex (so the zstd set is not flattered by repeated values)."""
     rnd = random.Random(seed)
-    value = b"v" * 90
+    pool = [rnd.randbytes(45).hex().encode() for _ in range(1024)]
     seen: set[int] = set()
     with logkernel.open(root, {"log.cleaner.enable": False,
                                "log.segment.bytes": SEGMENT_BYTES}) as lk:
         lk.create_topic("t", config={"cleanup.policy": "compact"})
-        producer = lk.producer()
-        for start in range(0, records, BATCH):
-            n = min(BATCH, records - start)
+        producer = lk.producer(compression_type=codec)
+        for start in range(0, records, batch):
+            n = min(batch, records - start)
             drawn = [rnd.randrange(keys) for _ in range(n)]
             seen.update(drawn)
-            producer.send_batch("t", [value] * n, keys=[b"key-%06d" % k for k in drawn],
-                                partition=0)
+            values = [pool[(start + i) % len(pool)] for i in range(n)]
+            if n == 1:
+                producer.send("t", values[0], key=b"key-%06d" % drawn[0], partition=0)
+            else:
+                producer.send_batch("t", values, keys=[b"key-%06d" % k for k in drawn],
+                                    partition=0)
         lk.partition_log("t", 0).roll()
     return root, len(seen)
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    return _write_dataset(tmp_path_factory.mktemp("clean-data") / "data", N, LIVE)
+@pytest.fixture(scope="module", params=list(KINDS))
+def dataset(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]:
+    records, batch, codec = KINDS[request.param]
+    path, distinct = _write_dataset(tmp_path_factory.mktemp("clean-data") / "data", records,
+                                    max(records // 10, 1), batch=batch, codec=codec)
+    return path, distinct, request.param
 
 
 def _input_bytes(data: Path) -> int:
     return sum(p.stat().st_size for p in (data / "t-0").glob("*.log"))
 
 
-def test_clean_logkernel(benchmark: Any, dataset: tuple[Path, int], tmp_path: Path) -> None:
-    data, distinct = dataset
+def test_clean_logkernel(benchmark: Any, dataset: tuple[Path, int, str], tmp_path: Path) -> None:
+    data, distinct, kind = dataset
     size = _input_bytes(data)
     offset_map = _binding.OffsetMap(DEDUPE_BYTES)
     buffers = _binding.FilterBuffers(512 * 1024)
@@ -101,7 +122,7 @@ def test_clean_logkernel(benchmark: Any, dataset: tuple[Path, int], tmp_path: Pa
     def clean() -> Any:
         return clean_partition(state["log"], offset_map, buffers)
 
-    benchmark.group = "compaction: 100-byte records, 10% live keys"
+    benchmark.group = f"compaction ({kind}): 100-byte records, 10% live keys"
     benchmark.extra_info.update(items=size, unit="B", peer=False)
     result = benchmark.pedantic(clean, setup=setup, rounds=ROUNDS, iterations=1, warmup_rounds=0)
     assert result is not None and not result.map_full
@@ -112,16 +133,16 @@ def test_clean_logkernel(benchmark: Any, dataset: tuple[Path, int], tmp_path: Pa
         read += len(batch)
     assert read == distinct
     state["lk"].close()
-    CLEANER_RESULTS.append({"name": "logkernel", "mb_s": [size / 1e6 / t for t in
-                                                          benchmark.stats.stats.data],
+    CLEANER_RESULTS.append({"kind": kind, "name": "logkernel",
+                            "mb_s": [size / 1e6 / t for t in benchmark.stats.stats.data],
                             "keys": result.keys, "input_mb": size / 1e6})
 
 
-def test_clean_kafka(dataset: tuple[Path, int], tmp_path: Path) -> None:
+def test_clean_kafka(dataset: tuple[Path, int, str], tmp_path: Path) -> None:
     reason = kafka_peer.available()
     if reason is not None:
         pytest.skip(f"Kafka's cleaner: {reason}")
-    data, distinct = dataset
+    data, distinct, kind = dataset
     size = _input_bytes(data)
     cold, warm = [], []
     for i in range(ROUNDS):
@@ -131,10 +152,10 @@ def test_clean_kafka(dataset: tuple[Path, int], tmp_path: Path) -> None:
         cold.append(size / 1e6 / result["seconds"])
         warm.append(size / 1e6 / result["seconds_warm"])
         shutil.rmtree(tmp_path / f"k{i}", ignore_errors=True)
-    CLEANER_RESULTS.append({"name": f"Kafka {result['kafka_version']} cold JVM", "mb_s": cold,
-                            "peer": True, "keys": result["records_retained"]})
-    CLEANER_RESULTS.append({"name": f"Kafka {result['kafka_version']} warm JVM", "mb_s": warm,
-                            "peer": True, "keys": result["records_retained"]})
+    CLEANER_RESULTS.append({"kind": kind, "name": f"Kafka {result['kafka_version']} cold JVM",
+                            "mb_s": cold, "peer": True, "keys": result["records_retained"]})
+    CLEANER_RESULTS.append({"kind": kind, "name": f"Kafka {result['kafka_version']} warm JVM",
+                            "mb_s": warm, "peer": True, "keys": result["records_retained"]})
 
 
 MEMORY_SCRIPT = textwrap.dedent("""
@@ -191,6 +212,7 @@ def test_cleaner_memory_stays_under_the_dedupe_buffer(keys: int, tmp_path: Path)
     out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(data), str(buffer)],
                          capture_output=True, text=True, check=True)
     growth, passes = (int(x) for x in out.stdout.split())
-    CLEANER_RESULTS.append({"name": f"memory, {keys:,} keys", "peak_growth_mb": growth / 1e6,
+    CLEANER_RESULTS.append({"kind": "memory", "name": f"{keys:,} keys",
+                            "peak_growth_mb": growth / 1e6,
                             "buffer_mb": buffer / 1e6, "passes": passes,
                             "seconds": time.perf_counter() - began})

@@ -55,19 +55,23 @@ def _cleaner_summary(write: Any) -> None:
         return
     write("")
     write("compaction (bench_cleaner.py): MB of input cleaned per second, median | best round")
-    ours = next((r for r in CLEANER_RESULTS if r["name"] == "logkernel"), None)
-    for r in CLEANER_RESULTS:
-        if "mb_s" in r:
-            median, best = _median(r["mb_s"]), max(r["mb_s"])
-            ratio = ""
-            if r.get("peer") and ours is not None:
-                ratio = (f"  (logkernel: {_median(ours['mb_s']) / median:5.2f}x median, "
-                         f"{max(ours['mb_s']) / best:5.2f}x best)")
-            write(f"  {r['name']:<28} {median:7.1f} | {best:7.1f} MB/s, {r['keys']:,} keys{ratio}")
-        else:
-            write(f"  {r['name']:<28} peak anonymous memory growth {r['peak_growth_mb']:6.1f} MB with a "
-                  f"{r['buffer_mb']:.1f} MB dedupe buffer, {r['passes']} pass(es), "
-                  f"{r['seconds']:.1f} s")
+    for kind in dict.fromkeys(r["kind"] for r in CLEANER_RESULTS):
+        rows = [r for r in CLEANER_RESULTS if r["kind"] == kind]
+        write(f"  [{kind}]")
+        ours = next((r for r in rows if r["name"] == "logkernel"), None)
+        for r in rows:
+            if "mb_s" in r:
+                median, best = _median(r["mb_s"]), max(r["mb_s"])
+                ratio = ""
+                if r.get("peer") and ours is not None:
+                    ratio = (f"  (logkernel: {_median(ours['mb_s']) / median:5.2f}x median, "
+                             f"{max(ours['mb_s']) / best:5.2f}x best)")
+                write(f"    {r['name']:<28} {median:7.1f} | {best:7.1f} MB/s, {r['keys']:,} "
+                      f"keys{ratio}")
+            else:
+                write(f"    {r['name']:<28} peak anonymous memory growth "
+                      f"{r['peak_growth_mb']:6.1f} MB with a {r['buffer_mb']:.1f} MB dedupe "
+                      f"buffer, {r['passes']} pass(es), {r['seconds']:.1f} s")
 
 
 def _median(values: list[float]) -> float:

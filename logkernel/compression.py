@@ -130,8 +130,14 @@ def _lz4_compress(data: bytes, level: int | None) -> bytes:
 
 
 def _lz4_decompress(data: bytes, max_size: int) -> bytes:
+    # LZ4 cannot expand input more than 255 times, so an input that small cannot pass
+    # max_size and needs no output bound. The bound costs: max_length is allocated up
+    # front (113 us a 50 KB batch with 256 MiB, 30 us without; measured).
     d = lz4.frame.LZ4FrameDecompressor()
-    out = d.decompress(data, max_length=max_size + 1)
+    if len(data) * _LZ4_MAX_RATIO <= max_size:
+        out = d.decompress(data)
+    else:
+        out = d.decompress(data, max_length=max_size + 1)
     if len(out) > max_size:
         raise _too_big(max_size)
     if not d.eof:
@@ -143,13 +149,22 @@ def _zstd_compress(data: bytes, level: int | None) -> bytes:
     return zstandard.ZstdCompressor(level=3 if level is None else level).compress(data)
 
 
+# zstd's stream reader allocates each read's full size up front: asking for max_size (256
+# MiB) at a time cost ~250 us a 50 KB batch in allocation alone; reads of 256 KiB cost
+# ~70 us (measured).
+_DECOMPRESS_STEP = 256 * 1024
+# LZ4's format cannot expand data more than 255 times (a match of 255+ bytes costs at
+# least one byte); 256 leaves room for frame headers.
+_LZ4_MAX_RATIO = 256
+
+
 def _zstd_decompress(data: bytes, max_size: int) -> bytes:
     # A stream reader bounds the output whether or not frames declare their content size,
     # and reads across concatenated frames as Kafka's readers do.
     chunks = []
     total = 0
     with zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True) as reader:
-        while chunk := reader.read(max_size + 1 - total):
+        while chunk := reader.read(min(max_size + 1 - total, _DECOMPRESS_STEP)):
             chunks.append(chunk)
             total += len(chunk)
             if total > max_size:
