@@ -1274,7 +1274,7 @@ class FilterBuffers:
     def grow_for(self, batch: Buffer) -> None:
         header = parse_header(batch)
         count = max(header.record_count, 0)
-        self.out = bytearray(max(len(self.out), header.size + 9 * count))
+        self.out = bytearray(max(len(self.out), header.size + 10 * count))
         self.keep = bytearray(max(len(self.keep), count))
 
 

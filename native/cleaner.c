@@ -52,6 +52,10 @@ static inline uint32_t load_le32(const uint8_t *p)
     return v;
 }
 
+/* Kafka's Java wraps timestamp arithmetic; so do we, without C's signed overflow. */
+static inline int64_t wrap_add(int64_t a, int64_t b) { return (int64_t)((uint64_t)a + (uint64_t)b); }
+static inline int64_t wrap_sub(int64_t a, int64_t b) { return (int64_t)((uint64_t)a - (uint64_t)b); }
+
 static inline uint64_t xxh_round(uint64_t acc, uint64_t input)
 {
     acc += input * P2;
@@ -120,6 +124,14 @@ uint64_t lk_xxh64(const uint8_t *data, size_t len, uint64_t seed)
 
 __extension__ typedef unsigned __int128 lk_u128;
 
+/* Keys a table of cap slots takes at the load factor: always one slot fewer than it has,
+ * so a probe for an absent key always meets an empty slot and ends. */
+static uint64_t full_limit(const lk_offset_map *map, uint64_t cap)
+{
+    uint64_t limit = (uint64_t)((double)cap * map->load_factor);
+    return cap == 0 ? 0 : limit < cap ? limit : cap - 1;
+}
+
 int lk_offset_map_init(lk_offset_map *map, void *memory, size_t bytes, double load_factor,
                        size_t initial_keys)
 {
@@ -135,12 +147,15 @@ int lk_offset_map_init(lk_offset_map *map, void *memory, size_t bytes, double lo
     /* Start with room for initial_keys at half load, so a map that stays small stays in
      * cache; grow_map doubles it as keys arrive. A start past a third of the memory could
      * not double beside itself: take all of it at once. */
-    uint64_t want = (uint64_t)initial_keys * 2 + 64;
+    uint64_t want = map->memory_slots;
+    if (initial_keys < map->memory_slots / 6) /* also keeps 2 * initial_keys from wrapping */
+        want = (uint64_t)initial_keys * 2 + 64;
     if (want >= map->memory_slots / 3)
         want = map->memory_slots;
     map->capacity = want;
-    map->limit = map->capacity == map->memory_slots
-                     ? (uint64_t)((double)map->capacity * load_factor) : map->capacity / 2;
+    map->limit = full_limit(map, map->capacity);
+    if (map->capacity < map->memory_slots && map->capacity / 2 < map->limit)
+        map->limit = map->capacity / 2; /* grow at half load while there is room to */
     if (map->capacity)
         memset(memory, 0, (size_t)map->capacity * LK_OFFSET_MAP_ENTRY_BYTES);
     return LK_OK;
@@ -186,15 +201,15 @@ static int grow_map(lk_offset_map *map)
         fresh = base;
     else if (end + new_cap <= map->memory_slots)
         fresh = base + 3 * end;
-    else if (map->limit < (uint64_t)((double)old_cap * map->load_factor)) {
-        map->limit = (uint64_t)((double)old_cap * map->load_factor);
+    else if (map->limit < full_limit(map, old_cap)) {
+        map->limit = full_limit(map, old_cap);
         return 1; /* no room to double: fill this table to the load factor instead */
     } else
         return 0;
     memset(fresh, 0, (size_t)new_cap * LK_OFFSET_MAP_ENTRY_BYTES);
     map->slots = (uint8_t *)fresh;
     map->capacity = new_cap;
-    map->limit = new_cap / 2;
+    map->limit = new_cap / 2 < full_limit(map, new_cap) ? new_cap / 2 : full_limit(map, new_cap);
     uint64_t probes = map->probes;
     for (uint64_t i = 0; i < old_cap; i++) {
         const uint64_t *s = old + 3 * i;
@@ -226,6 +241,8 @@ static inline void prefetch_home(const lk_offset_map *map, uint64_t h1)
 /* Returns 1 if put, 0 if the map is full and the key is new (nothing changed). */
 static inline int map_put_hashed(lk_offset_map *map, uint64_t h1, uint64_t h2, int64_t offset)
 {
+    if (map->capacity == 0)
+        return 0; /* a map over no memory is always full */
     uint64_t *s = find_slot(map, h1, h2);
     if (s[2] == 0) {
         if (map->entries >= map->limit) {
@@ -243,7 +260,7 @@ static inline int map_put_hashed(lk_offset_map *map, uint64_t h1, uint64_t h2, i
 
 static inline int64_t map_get_hashed(lk_offset_map *map, uint64_t h1, uint64_t h2)
 {
-    if (map->entries == 0)
+    if (map->entries == 0 || map->capacity == 0)
         return -1;
     map->lookups++;
     return (int64_t)find_slot(map, h1, h2)[2] - 1;
@@ -362,8 +379,8 @@ static inline void lookahead_step(lookahead *la, const lk_offset_map *map)
         la->next_batch = bend;
         uint16_t attributes = lk_load_be16(b + LK_OFF_ATTRIBUTES);
         int32_t count = (int32_t)lk_load_be32(b + LK_OFF_RECORD_COUNT);
-        int64_t last = (int64_t)lk_load_be64(b + LK_OFF_BASE_OFFSET)
-                       + (int32_t)lk_load_be32(b + LK_OFF_LAST_OFFSET_DELTA);
+        int64_t last = wrap_add((int64_t)lk_load_be64(b + LK_OFF_BASE_OFFSET),
+                                (int32_t)lk_load_be32(b + LK_OFF_LAST_OFFSET_DELTA));
         if ((attributes & (LK_ATTR_CONTROL | LK_ATTR_COMPRESSION_MASK)) || count <= 0
             || last < la->from_offset)
             continue; /* the pass reads no records there either */
@@ -406,6 +423,19 @@ static int batch_at(const uint8_t *buf, size_t len, lk_batch_header *h, lk_error
     return lk_batch_validate(buf, len, 0, LK_VALIDATE_CRC, h, err);
 }
 
+/* A batch's offsets must be representable: base >= 0 and its last offset + 1 <= INT64_MAX. */
+static inline int offsets_in_range(const lk_batch_header *h)
+{
+    return h->base_offset >= 0 && h->last_offset_delta >= 0
+           && h->base_offset < INT64_MAX - h->last_offset_delta;
+}
+
+static int bad_offsets(lk_error *err, int64_t position)
+{
+    return lk_fail(err, LK_ERR_CORRUPT_RECORD, position, -1,
+                   "a batch's offsets are negative or pass the largest offset");
+}
+
 static int out_of_order(lk_error *err, int64_t position)
 {
     return lk_fail(err, LK_ERR_CORRUPT_RECORD, position, -1,
@@ -439,7 +469,11 @@ int lk_cleaner_map(lk_offset_map *map, const uint8_t *buf, size_t len, int64_t f
         int rc = lk_batch_parse_header(batch, len - pos, 0, &h, err);
         if (rc == LK_ERR_TRUNCATED)
             break;
-        int64_t next = h.base_offset + (int64_t)h.last_offset_delta + 1;
+        if (rc == LK_OK && !offsets_in_range(&h)) {
+            result->position = (int64_t)pos;
+            return bad_offsets(err, (int64_t)pos);
+        }
+        int64_t next = rc == LK_OK ? h.base_offset + (int64_t)h.last_offset_delta + 1 : 0;
         size_t size = (size_t)h.batch_length + LK_LOG_OVERHEAD;
         if (rc == LK_OK && h.base_offset >= stop_offset) {
             result->stop = LK_CLEAN_LIMIT;
@@ -483,6 +517,8 @@ int lk_cleaner_map(lk_offset_map *map, const uint8_t *buf, size_t len, int64_t f
             if (!next_record(&p, bend, &r))
                 return corrupt(err, (int64_t)(pos + (size_t)(r.start - batch)), i);
             lookahead_step(&ahead, map);
+            if (r.offset_delta < 0 || r.offset_delta > h.last_offset_delta)
+                return corrupt(err, (int64_t)(pos + (size_t)(r.start - batch)), i);
             int64_t offset = h.base_offset + r.offset_delta;
             if (offset >= stop_offset) {
                 result->stop = LK_CLEAN_LIMIT;
@@ -517,7 +553,8 @@ int lk_cleaner_map(lk_offset_map *map, const uint8_t *buf, size_t len, int64_t f
 /* Writes the kept records of one uncompressed batch, re-encoded against new_base (their
  * timestamp deltas change when the base timestamp does), after a copy of its header;
  * then fixes the header. Returns the bytes written. out has room for
- * size + 9 * record_count bytes (a timestamp delta grows by at most 9 bytes). */
+ * size + 10 * record_count bytes: a timestamp delta grows by at most 9 bytes (1 to 10),
+ * and the record's length varint then by at most 1. */
 static size_t write_kept(const uint8_t *batch, const lk_batch_header *h, const uint8_t *keep,
                          int32_t kept, int64_t new_base, int16_t attributes, uint8_t *out)
 {
@@ -531,7 +568,7 @@ static size_t write_kept(const uint8_t *batch, const lk_batch_header *h, const u
         next_record(&p, bend, &r); /* the caller walked these records already */
         if (!keep[i])
             continue;
-        int64_t timestamp = h->base_timestamp + r.timestamp_delta;
+        int64_t timestamp = wrap_add(h->base_timestamp, r.timestamp_delta);
         if (timestamp > max_timestamp)
             max_timestamp = timestamp;
         if (new_base == h->base_timestamp) {
@@ -540,7 +577,7 @@ static size_t write_kept(const uint8_t *batch, const lk_batch_header *h, const u
             w += n;
             continue;
         }
-        int64_t delta = h->base_timestamp + r.timestamp_delta - new_base;
+        int64_t delta = wrap_sub(timestamp, new_base);
         size_t rest = (size_t)(r.end - r.rest);
         int32_t body = (int32_t)(1 + (size_t)varlong_size(delta) + (size_t)varint_size(r.offset_delta)
                                  + rest);
@@ -592,10 +629,11 @@ int lk_cleaner_filter(lk_offset_map *map, const uint8_t *in, size_t in_len,
             return rc;
         }
         size_t size = (size_t)h.batch_length + LK_LOG_OVERHEAD;
-        if (h.base_offset <= result->last_offset) {
+        if (!offsets_in_range(&h) || h.base_offset <= result->last_offset) {
             result->position = (int64_t)pos;
             result->written = (int64_t)written;
-            return out_of_order(err, (int64_t)pos);
+            return offsets_in_range(&h) ? out_of_order(err, (int64_t)pos)
+                                        : bad_offsets(err, (int64_t)pos);
         }
         int compressed = (h.attributes & LK_ATTR_COMPRESSION_MASK) != 0;
         int control = (h.attributes & LK_ATTR_CONTROL) != 0;
@@ -603,7 +641,7 @@ int lk_cleaner_filter(lk_offset_map *map, const uint8_t *in, size_t in_len,
             result->stop = LK_CLEAN_COMPRESSED;
             break;
         }
-        uint64_t worst = (uint64_t)size + 9u * (uint64_t)(h.record_count > 0 ? h.record_count : 0);
+        uint64_t worst = (uint64_t)size + 10u * (uint64_t)(h.record_count > 0 ? h.record_count : 0);
         if (worst > out_capacity - written || (uint64_t)h.record_count > keep_capacity) {
             if (written == 0 && pos == 0)
                 return lk_fail(err, LK_ERR_BUFFER_TOO_SMALL, 0, -1,
@@ -632,6 +670,8 @@ int lk_cleaner_filter(lk_offset_map *map, const uint8_t *in, size_t in_len,
             if (!next_record(&p, bend, &r))
                 return corrupt(err, (int64_t)(pos + (size_t)(r.start - batch)), i);
             lookahead_step(&ahead, map);
+            if (r.offset_delta < 0 || r.offset_delta > h.last_offset_delta)
+                return corrupt(err, (int64_t)(pos + (size_t)(r.start - batch)), i);
             keep[i] = 0;
             result->records_read++;
             /* Past the map's end the key's older records were not looked at: a record
@@ -652,7 +692,7 @@ int lk_cleaner_filter(lk_offset_map *map, const uint8_t *in, size_t in_len,
                 }
             }
             if (kept == 0)
-                first_kept_timestamp = h.base_timestamp + r.timestamp_delta;
+                first_kept_timestamp = wrap_add(h.base_timestamp, r.timestamp_delta);
             keep[i] = 1;
             kept++;
         }

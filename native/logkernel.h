@@ -733,9 +733,10 @@ typedef struct {
 
 /* Map pass over consecutive batches at buf: every keyed record with offset in
  * [from_offset, stop_offset) is recorded as its key's latest. Control batches and keyless
- * records are skipped. Each batch's header and CRC are checked, its records walked, and
- * its base offset must lie above the last offset of the batch before it (a damaged
- * header would otherwise put keys at wrong offsets: CORRUPT_RECORD).
+ * records are skipped. Each batch's header is checked and its offsets must lie above the
+ * last offset of the batch before it (a damaged header would otherwise put keys at wrong
+ * offsets: CORRUPT_RECORD); each batch whose records it reads (not those wholly below
+ * from_offset) has its CRC checked and its records walked.
  * Returns LK_OK for every stop; a bad batch returns the validator's code (CRC,
  * CORRUPT_RECORD, BAD_LENGTH, BAD_MAGIC) with err->position relative to buf. The caller
  * zeroes *result once per pass. O(bytes). */
@@ -777,7 +778,7 @@ typedef struct {
  * or else its first kept record's timestamp, and a new CRC. Control and
  * empty batches are copied. keep is scratch of one byte per record of the largest batch.
  * Errors: as lk_cleaner_map; BUFFER_TOO_SMALL when the first batch does not fit out
- * (size + 9 bytes a record) or keep. O(bytes). */
+ * (size + 10 bytes a record) or keep. O(bytes). */
 int lk_cleaner_filter(lk_offset_map *map, const uint8_t *in, size_t in_len,
                       const lk_clean_params *params, uint8_t *out, size_t out_capacity,
                       uint8_t *keep, size_t keep_capacity, lk_clean_result *result,
