@@ -1203,14 +1203,6 @@ class OffsetMap:
         """The table spans the whole buffer (it cannot take more keys than now)."""
         return int(self._map.capacity) == self.memory_bytes // OFFSET_MAP_ENTRY_BYTES
 
-    @property
-    def probes(self) -> int:
-        return int(self._map.probes)
-
-    @property
-    def lookups(self) -> int:
-        return int(self._map.lookups)
-
     def put(self, key: bytes, offset: int) -> bool:
         """Records ``offset`` as the latest of ``key``; False if the map is full."""
         rc = lib.lk_offset_map_put(self._map, key, len(key), offset)

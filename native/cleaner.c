@@ -178,7 +178,6 @@ static inline uint64_t *find_slot(lk_offset_map *map, uint64_t h1, uint64_t h2)
     uint64_t *slots = (uint64_t *)map->slots;
     for (;;) {
         uint64_t *s = slots + 3 * i;
-        map->probes++;
         if (s[2] == 0 || (s[0] == h1 && s[1] == h2))
             return s;
         if (++i == cap)
@@ -210,7 +209,6 @@ static int grow_map(lk_offset_map *map)
     map->slots = (uint8_t *)fresh;
     map->capacity = new_cap;
     map->limit = new_cap / 2 < full_limit(map, new_cap) ? new_cap / 2 : full_limit(map, new_cap);
-    uint64_t probes = map->probes;
     for (uint64_t i = 0; i < old_cap; i++) {
         const uint64_t *s = old + 3 * i;
         if (s[2] == 0)
@@ -220,15 +218,8 @@ static int grow_map(lk_offset_map *map)
         d[1] = s[1];
         d[2] = s[2];
     }
-    map->probes = probes;
     map->grown++;
     return 1;
-}
-
-static inline void key_hash(const uint8_t *key, size_t len, uint64_t *h1, uint64_t *h2)
-{
-    *h1 = lk_xxh64(key, len, 0);
-    *h2 = lk_xxh64(key, len, SECOND_SEED);
 }
 
 /* Starts loading the key's home slot (see lookahead below). */
@@ -239,10 +230,11 @@ static inline void prefetch_home(const lk_offset_map *map, uint64_t h1)
 }
 
 /* Returns 1 if put, 0 if the map is full and the key is new (nothing changed). */
-static inline int map_put_hashed(lk_offset_map *map, uint64_t h1, uint64_t h2, int64_t offset)
+static inline int map_put(lk_offset_map *map, const uint8_t *key, size_t len, int64_t offset)
 {
     if (map->capacity == 0)
         return 0; /* a map over no memory is always full */
+    uint64_t h1 = lk_xxh64(key, len, 0), h2 = lk_xxh64(key, len, SECOND_SEED);
     uint64_t *s = find_slot(map, h1, h2);
     if (s[2] == 0) {
         if (map->entries >= map->limit) {
@@ -258,26 +250,14 @@ static inline int map_put_hashed(lk_offset_map *map, uint64_t h1, uint64_t h2, i
     return 1;
 }
 
-static inline int64_t map_get_hashed(lk_offset_map *map, uint64_t h1, uint64_t h2)
+/* The latest offset recorded for the key, or -1. */
+static inline int64_t map_get(lk_offset_map *map, const uint8_t *key, size_t len)
 {
     if (map->entries == 0 || map->capacity == 0)
         return -1;
+    uint64_t h1 = lk_xxh64(key, len, 0), h2 = lk_xxh64(key, len, SECOND_SEED);
     map->lookups++;
     return (int64_t)find_slot(map, h1, h2)[2] - 1;
-}
-
-static inline int map_put(lk_offset_map *map, const uint8_t *key, size_t len, int64_t offset)
-{
-    uint64_t h1, h2;
-    key_hash(key, len, &h1, &h2);
-    return map_put_hashed(map, h1, h2, offset);
-}
-
-static inline int64_t map_get(lk_offset_map *map, const uint8_t *key, size_t len)
-{
-    uint64_t h1, h2;
-    key_hash(key, len, &h1, &h2);
-    return map_get_hashed(map, h1, h2);
 }
 
 int lk_offset_map_put(lk_offset_map *map, const uint8_t *key, size_t key_len, int64_t offset)

@@ -689,7 +689,6 @@ typedef struct {
     uint64_t capacity;      /* its slots */
     uint64_t limit;         /* keys it takes before growing (or being full) */
     uint64_t entries;       /* keys in it */
-    uint64_t probes;        /* slots visited by puts and gets, for statistics */
     uint64_t lookups;       /* gets, for statistics */
     uint64_t grown;         /* doublings */
 } lk_offset_map;

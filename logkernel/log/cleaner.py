@@ -124,10 +124,6 @@ class CleanResult:
     segments_after: int
     dirty_ratio_before: float
 
-    @property
-    def megabytes_per_second(self) -> float:
-        return self.bytes_read / 1e6 / self.seconds if self.seconds > 0 else 0.0
-
 
 @dataclass
 class PartitionCleaning:
