@@ -219,3 +219,55 @@ class UnreleasedInstanceIdError(GroupError):
 class CoordinatorNotAvailableError(GroupError):
     """The group coordinator is shutting down or not loaded. Kafka's
     COORDINATOR_NOT_AVAILABLE."""
+
+
+# ---- idempotent producers and transactions ----------------------------------------------
+# One class per condition a producer can be told about; each is one Kafka error code.
+
+
+class ProducerError(LogkernelError):
+    """A producer's write or transaction request was refused; the subclass names why."""
+
+
+class OutOfOrderSequenceError(ProducerError):
+    """A batch's sequence number does not follow the producer's last one in this partition
+    (a gap, or a new epoch not starting at 0). Nothing was written. Kafka's
+    OUT_OF_ORDER_SEQUENCE_NUMBER."""
+
+
+class InvalidProducerEpochError(ProducerError):
+    """A batch or request carries an older producer epoch than the partition or the
+    transaction coordinator holds: a newer producer with the same id took over. Kafka's
+    INVALID_PRODUCER_EPOCH."""
+
+
+class ProducerFencedError(InvalidProducerEpochError):
+    """A newer producer with the same transactional id has initialised (or the
+    transaction timed out and was aborted with a bumped epoch); this one must close.
+    Kafka's PRODUCER_FENCED (INVALID_PRODUCER_EPOCH for older request versions)."""
+
+
+class InvalidTxnStateError(ProducerError):
+    """The request does not fit the transaction's state (e.g. EndTxn with no transaction,
+    a non-transactional write from a producer with an open transaction). Kafka's
+    INVALID_TXN_STATE."""
+
+
+class InvalidProducerIdMappingError(ProducerError):
+    """The transactional id is unknown, or maps to another producer id: call
+    init_transactions first. Kafka's INVALID_PRODUCER_ID_MAPPING."""
+
+
+class InvalidTransactionTimeoutError(ProducerError, ValueError):
+    """transaction.timeout.ms is above the engine's transaction.max.timeout.ms (or not
+    positive). Kafka's INVALID_TRANSACTION_TIMEOUT."""
+
+
+class ConcurrentTransactionsError(ProducerError):
+    """The previous transaction of this transactional id is still completing; retry.
+    Kafka's CONCURRENT_TRANSACTIONS."""
+
+
+class TransactionCoordinatorFencedError(ProducerError):
+    """A transaction marker carries an older coordinator epoch than the partition has
+    seen. Kafka's TRANSACTION_COORDINATOR_FENCED."""

@@ -33,6 +33,14 @@ _CODES: tuple[tuple[type[BaseException], int], ...] = (
     (errors.RebalanceInProgressError, error_codes.REBALANCE_IN_PROGRESS),
     (errors.UnreleasedInstanceIdError, error_codes.UNRELEASED_INSTANCE_ID),
     (errors.CoordinatorNotAvailableError, error_codes.COORDINATOR_NOT_AVAILABLE),
+    (errors.OutOfOrderSequenceError, error_codes.OUT_OF_ORDER_SEQUENCE_NUMBER),
+    (errors.ProducerFencedError, error_codes.PRODUCER_FENCED),
+    (errors.InvalidProducerEpochError, error_codes.INVALID_PRODUCER_EPOCH),
+    (errors.InvalidTxnStateError, error_codes.INVALID_TXN_STATE),
+    (errors.InvalidProducerIdMappingError, error_codes.INVALID_PRODUCER_ID_MAPPING),
+    (errors.InvalidTransactionTimeoutError, error_codes.INVALID_TRANSACTION_TIMEOUT),
+    (errors.ConcurrentTransactionsError, error_codes.CONCURRENT_TRANSACTIONS),
+    (errors.TransactionCoordinatorFencedError, error_codes.TRANSACTION_COORDINATOR_FENCED),
 )
 
 

@@ -7,6 +7,10 @@ Files in ``<topic>-<partition>/``::
     00000000000000000000.index      sparse offset index (Kafka's layout)
     00000000000000000000.timeindex  sparse time index (Kafka's layout)
     00000000000000005120.log ...    the next segment, named by its base offset
+    00000000000000000000.txnindex   aborted transactions whose ABORT marker is in this
+                                    segment (Kafka's layout; producer_state.py)
+    00000000000000005120.snapshot   producer state as of offset 5120 (Kafka's layout),
+                                    written at roll and close; the newest two are kept
     partition.checkpoint            recovery point and log start offset (checkpoint.py)
     cleaner.checkpoint              compacted topics: the cleaner's progress (cleaner.py)
     *.cleaned, *.swap, *.deleted    compacted topics, for moments: a cleaning's swap
@@ -15,6 +19,7 @@ Files in ``<topic>-<partition>/``::
 Offsets, in the order they must always keep (``check()`` asserts them)::
 
     first segment's base <= log_start_offset <= recovery_point* <= high_watermark == log_end_offset
+    last_stable_offset <= high_watermark (the first offset of the earliest open transaction)
 
     (* the recovery point may lag behind the log start offset after delete_records; it
        only says which bytes were fsynced, and every segment below it was.)
@@ -62,6 +67,7 @@ from dataclasses import dataclass
 from logkernel import _binding, compression, errors
 from logkernel._binding import NULL, Segment
 from logkernel.config import LONG_MAX, TopicConfig
+from logkernel.log import producer_state
 from logkernel.log.checkpoint import (
     CHECKPOINT_FILE,
     CleanerCheckpoint,
@@ -72,6 +78,7 @@ from logkernel.log.checkpoint import (
     write_cleaner_checkpoint,
     write_partition_checkpoint,
 )
+from logkernel.log.producer_state import AbortedTxn, Duplicate, ProducerStateManager
 from logkernel.records import (
     batch_sizes,
     decode_batch,
@@ -106,6 +113,9 @@ RECORD_BATCH_OVERHEAD = 61 + 21 + 5
 # leader change: epoch 0, as a freshly created Kafka partition has.
 LEADER_EPOCH = 0
 
+# Bytes read at a time when producer state is rebuilt from the log.
+REPLAY_CHUNK_BYTES = 1024 * 1024
+
 # The .log file grows in steps of this many bytes (fallocate): big enough that a stream of
 # small appends rarely reaches the file system, small enough not to waste disk on many
 # nearly empty partitions.
@@ -115,6 +125,7 @@ ATTRIBUTE_LOG_APPEND_TIME = 0x08
 
 
 # What a read needs from a batch header before the batch itself is in hand.
+_BASE_OFFSET = struct.Struct(">q")   # baseOffset at byte 0
 _LENGTH = struct.Struct(">i")        # batchLength at byte 8
 _MAX_TIMESTAMP = struct.Struct(">q")  # maxTimestamp at byte 35
 
@@ -139,6 +150,33 @@ def single_record_batch_size(key_len: int, value_len: int, headers_len: int,
     body = (3 + _varint_size(key_len) + max(key_len, 0) + _varint_size(value_len)
             + max(value_len, 0) + _varint_size(headers_count) + headers_len)
     return 61 + _varint_size(body) + body
+
+
+def _producer_batches(view: memoryview) -> list[tuple[_binding.BatchHeader, int]] | None:
+    """The batches of a validated record set that carry a producer id (or claim to be
+    transactional or control), each with its offset from the set's first offset; None
+    when there are none (plain producers: the common case)."""
+    out = None
+    position = 0
+    delta = 0
+    while position < len(view):
+        header = _binding.parse_header(view[position:])
+        if header.producer_id >= 0 or header.is_transactional or header.is_control:
+            if out is None:
+                out = []
+            out.append((header, delta))
+        delta += header.last_offset_delta + 1
+        position += header.size
+    return out
+
+
+def _control_of(batch: memoryview) -> tuple[int, int]:
+    """(control type, coordinator epoch) of a control batch; (-1, -1) if unreadable."""
+    try:
+        marker = decode_batch(bytes(batch)).control_record()
+    except (errors.CorruptRecordError, ValueError):
+        return -1, -1
+    return marker.control_type, marker.coordinator_epoch
 
 
 def segment_name(base_offset: int) -> str:
@@ -273,8 +311,11 @@ class PartitionLog:
         self._checkpointed: PartitionCheckpoint | None = None
         self._unflushed_messages = 0
         self._first_unflushed_ms = -1
+        self._producers = ProducerStateManager(directory, self.name)
+        self._first_unstable = -1  # first offset of the earliest open transaction, or -1
         os.makedirs(directory, exist_ok=True)
         self.recovery = self._open(clean_shutdown)
+        self._load_producer_state()
         self._cleaner_checkpoint = read_cleaner_checkpoint(directory)
 
     # ---- offsets -------------------------------------------------------------------
@@ -295,6 +336,13 @@ class PartitionLog:
     def high_watermark(self) -> int:
         """Offsets below this are readable. One replica: the log end offset."""
         return self._next_offset
+
+    @property
+    def last_stable_offset(self) -> int:
+        """Offsets below this are decided: no open transaction has records there. The
+        first offset of the earliest open transaction, or the high watermark."""
+        first = self._first_unstable
+        return first if first >= 0 else self._next_offset
 
     @property
     def recovery_point(self) -> int:
@@ -507,6 +555,10 @@ class PartitionLog:
         old.seal()
         self._sealed_sizes[old_base] = self._active_size
         new_base = self._next_offset
+        self._seal_txn_index(old_base)
+        # Kafka's rule: producer state is snapshotted at every roll, so recovery replays at
+        # most the active segment.
+        self._producers.write_snapshot(new_base)
         self._set_active(self._open_segment(new_base, writable=True))
         self._bases.append(new_base)
         self._active_size = 0
@@ -531,9 +583,101 @@ class PartitionLog:
         if seg is not None:
             seg.close()
         self._sealed_sizes.pop(base, None)
-        for path in self._paths(base):
+        for path in (*self._paths(base), self._txn_index_path(base)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+
+    def _seal_txn_index(self, base: int) -> None:
+        """fsyncs a segment's aborted-transactions index as the segment is sealed."""
+        try:
+            fd = os.open(self._txn_index_path(base), os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # ---- producer state at open ----------------------------------------------------
+
+    def _load_producer_state(self) -> None:
+        """Aborted transactions from the .txnindex files, producer state from the newest
+        snapshot, then the batches after it replayed (Kafka's loadProducerState). After a
+        clean shutdown the snapshot is at the log end and nothing is replayed."""
+        names = os.listdir(self.directory)
+        bases = set(self._bases)
+        stray: list[AbortedTxn] = []
+        for name in names:
+            if not (name.endswith(producer_state.TXN_INDEX_SUFFIX) and name[:20].isdigit()):
+                continue
+            path = os.path.join(self.directory, name)
+            entries = producer_state.read_txn_index(path)
+            if int(name[:20]) in bases:
+                for aborted in entries:
+                    if aborted.last_offset < self._next_offset:
+                        self._producers.add_aborted(aborted)
+            else:  # its segment was merged by the cleaner or truncated away
+                stray += entries
+                os.unlink(path)
+        for aborted in stray:
+            if (self._bases[0] <= aborted.last_offset < self._next_offset
+                    and self._producers.add_aborted(aborted)):
+                self._index_aborted(aborted)
+        start = self._producers.load_snapshot(self._next_offset)
+        replay_from = max(start, self._bases[0]) if start >= 0 else self._bases[0]
+        indexed = {a.last_offset for a in self._producers.aborted}
+        for aborted in self._replay(replay_from):
+            if aborted.last_offset not in indexed:  # its marker was not fsynced with it
+                self._index_aborted(aborted)
+        self._producer_state_changed()
+        if start != self._next_offset and self._next_offset > self._bases[0]:
+            self._producers.write_snapshot(self._next_offset)
+        self._producers.remove_snapshots_past(self._next_offset)
+
+    def _index_aborted(self, aborted: AbortedTxn) -> None:
+        i = bisect.bisect_right(self._bases, aborted.last_offset) - 1
+        producer_state.append_txn_index(self._txn_index_path(self._bases[max(i, 0)]), aborted)
+
+    def _replay(self, from_offset: int) -> list[AbortedTxn]:
+        """Replays every producer batch from ``from_offset`` to the log end into the
+        producer state: batch headers only, read a chunk at a time. Returns the aborted
+        transactions whose markers it met."""
+        found: list[AbortedTxn] = []
+        if from_offset >= self._next_offset:
+            return found
+        first = max(bisect.bisect_right(self._bases, from_offset) - 1, 0)
+        for i in range(first, len(self._bases)):
+            seg = self._segment_at(i)
+            end = self._segment_size(i)
+            position = 0
+            if from_offset > self._bases[i]:
+                try:
+                    position, _ = seg.find_offset(from_offset)
+                except errors.OffsetOutOfRangeError:
+                    continue
+            while position + _binding.BATCH_HEADER_SIZE <= end:
+                chunk = seg.read(position, min(end - position, REPLAY_CHUNK_BYTES))
+                view = memoryview(chunk)
+                at = 0
+                while at + _binding.BATCH_HEADER_SIZE <= len(view):
+                    size = _batch_size(view[at:at + 12])
+                    if at + size > len(view):
+                        if at == 0:  # one batch bigger than a chunk
+                            view = memoryview(seg.read(position, size))
+                            continue
+                        break
+                    header = _binding.parse_header(view[at:at + size])
+                    if header.producer_id >= 0 and header.last_offset >= from_offset:
+                        control_type, coordinator_epoch = -1, -1
+                        if header.is_control:
+                            control_type, coordinator_epoch = _control_of(view[at:at + size])
+                        aborted = self._producers.replay(header, header.base_offset, control_type,
+                                                         coordinator_epoch, self._next_offset)
+                        if aborted is not None:
+                            found.append(aborted)
+                    at += size
+                position += at
+        return found
 
     # ---- appending -----------------------------------------------------------------
 
@@ -631,6 +775,7 @@ class PartitionLog:
             _binding.validate_record_set(view)
         if self._config.compacts:
             self._require_keys(view)
+        producer_batches = _producer_batches(view)
         codec = compression.topic_codec(self._config.compression_type)
         if codec is not None:  # the topic names a codec: store batches in it, as Kafka does
             converted = recompressed_record_set(view, codec)
@@ -644,37 +789,149 @@ class PartitionLog:
                 raise errors.RecordTooLargeError(
                     f"a record batch of {largest} bytes exceeds max.message.bytes="
                     f"{c.max_message_bytes} of topic {self.topic!r}; nothing was written")
+            if producer_batches:
+                duplicate = self._producers.check(h for h, _ in producer_batches)
+                if duplicate is not None:
+                    return self._answer_duplicate(duplicate)
             append_time = -1
             if c.log_append_time:
                 append_time = _now_ms()
                 view = memoryview(stamp_log_append_time(view, append_time))
-            first_timestamp = max_timestamp if max_timestamp >= 0 else -1
-            if self._active_size and (self._active_size + len(view) > c.segment_bytes or (
-                    first_timestamp >= 0
-                    and first_timestamp - self._active_first_timestamp > c.segment_ms)):
-                self._roll_locked()
-            first = self._next_offset
-            try:
-                position, next_offset = self._active.append(view, first, validated=True)
-            except errors.SegmentFullError:
-                if not self._active_size:
-                    raise
-                self._roll_locked()
-                position, next_offset = self._active.append(view, first, validated=True)
-            if not self._active_size:
-                self._active_first_timestamp = (first_timestamp if first_timestamp >= 0 else
-                                                self._first_timestamp(self._active, len(view)))
-            self._active_size = position + len(view)
+            first, next_offset = self._append_locked(view, max_timestamp)
+            if producer_batches:
+                for header, delta in producer_batches:
+                    self._producers.apply(header, first + delta)
+                self._producer_state_changed()
             self._next_offset = next_offset
-            self._unflushed_messages += next_offset - first
-            due = self._unflushed_messages >= c.flush_messages
-            if self._first_unflushed_ms < 0 and c.flush_ms != LONG_MAX:
-                self._first_unflushed_ms = _now_ms()
+            due = self._count_unflushed(next_offset - first)
         if self._notifier.waiting:
             self._notifier.notify()
         if due and sync:
             self._sync_to(next_offset)
         return first, next_offset, append_time
+
+    def _append_locked(self, view: memoryview, max_timestamp: int) -> tuple[int, int]:
+        """Writes whole batches at the log end, rolling first if the segment is full or
+        old; returns (first offset, next offset). The caller moves ``_next_offset``."""
+        c = self._config
+        first_timestamp = max_timestamp if max_timestamp >= 0 else -1
+        if self._active_size and (self._active_size + len(view) > c.segment_bytes or (
+                first_timestamp >= 0
+                and first_timestamp - self._active_first_timestamp > c.segment_ms)):
+            self._roll_locked()
+        first = self._next_offset
+        try:
+            position, next_offset = self._active.append(view, first, validated=True)
+        except errors.SegmentFullError:
+            if not self._active_size:
+                raise
+            self._roll_locked()
+            position, next_offset = self._active.append(view, first, validated=True)
+        if not self._active_size:
+            self._active_first_timestamp = (first_timestamp if first_timestamp >= 0 else
+                                            self._first_timestamp(self._active, len(view)))
+        self._active_size = position + len(view)
+        return first, next_offset
+
+    def _count_unflushed(self, records: int) -> bool:
+        """Counts appended records for flush.messages / flush.ms; True if an fsync is due."""
+        c = self._config
+        self._unflushed_messages += records
+        if self._first_unflushed_ms < 0 and c.flush_ms != LONG_MAX:
+            self._first_unflushed_ms = _now_ms()
+        return self._unflushed_messages >= c.flush_messages
+
+    def _answer_duplicate(self, duplicate: Duplicate) -> tuple[int, int, int]:
+        log.info("%s: a retried batch (offsets %d..%d) was already written; answered with "
+                 "its offsets", self.name, duplicate.first_offset, duplicate.last_offset)
+        append_time = duplicate.timestamp if self._config.log_append_time else -1
+        return duplicate.first_offset, duplicate.last_offset + 1, append_time
+
+    def _producer_state_changed(self) -> None:
+        """Publishes the first unstable offset. Called before ``_next_offset`` moves, so a
+        reader without the lock never sees new transactional records as stable."""
+        first = self._producers.first_unstable_offset()
+        self._first_unstable = -1 if first is None else first
+
+    # ---- transactions --------------------------------------------------------------
+
+    def append_marker(self, producer_id: int, producer_epoch: int, commit: bool,
+                      coordinator_epoch: int = 0) -> int:
+        """Writes a COMMIT or ABORT marker (a control batch) closing the producer's open
+        transaction here, and indexes an abort. Returns the marker's offset. Only the
+        transaction coordinator calls this. Durability as for ``append``."""
+        timestamp = _now_ms()
+        batch = _binding.encode_control_batch(
+            producer_state.CONTROL_COMMIT if commit else producer_state.CONTROL_ABORT,
+            coordinator_epoch, timestamp, partition_leader_epoch=LEADER_EPOCH,
+            producer_id=producer_id, producer_epoch=producer_epoch)
+        with self._lock:
+            self._live()
+            self._producers.check_marker(producer_id, producer_epoch, coordinator_epoch)
+            offset, next_offset = self._append_locked(memoryview(batch), timestamp)
+            aborted = self._producers.apply_marker(producer_id, producer_epoch, coordinator_epoch,
+                                                   commit, offset, timestamp, next_offset)
+            if aborted is not None:
+                producer_state.append_txn_index(self._txn_index_path(self._bases[-1]), aborted)
+            self._producer_state_changed()
+            self._next_offset = next_offset
+            due = self._count_unflushed(1)
+        if self._notifier.waiting:
+            self._notifier.notify()
+        if due:
+            self._sync_to(next_offset)
+        return offset
+
+    def open_transactions(self) -> dict[int, int]:
+        """Producer id -> first offset of its open transaction here."""
+        with self._lock:
+            return dict(self._producers.ongoing)
+
+    def producer_states(self) -> list[producer_state.ProducerEntry]:
+        """A copy of every producer's state here (DescribeProducers)."""
+        with self._lock:
+            return [producer_state.ProducerEntry(
+                e.producer_id, e.epoch, type(e.batches)(e.batches, maxlen=e.batches.maxlen),
+                e.coordinator_epoch, e.current_txn_first_offset, e.last_timestamp)
+                for e in self._producers.producers.values()]
+
+    def aborted_transactions(self, start_offset: int, end_offset: int) -> list[AbortedTxn]:
+        """Aborted transactions with records in [start_offset, end_offset)."""
+        with self._lock:
+            return self._producers.aborted_between(start_offset, end_offset)
+
+    def read_committed(self, offset: int, max_bytes: int) -> tuple[bytes, int, list[AbortedTxn]]:
+        """``read`` for isolation_level=read_committed: whole batches below the last stable
+        offset only, the LSO, and the aborted transactions with records in what was read
+        (Kafka's FetchResponse AbortedTransactions). Raises as ``read`` does."""
+        with self._lock:
+            lso = self.last_stable_offset
+            if offset >= lso:
+                if offset < self._log_start_offset or offset > self._next_offset:
+                    self._read_locked(offset, 0)  # raises OffsetOutOfRangeError
+                return b"", lso, []
+            data = self._read_locked(offset, max_bytes)
+            # Whole batches below the LSO (it is always a batch's base offset); a last batch
+            # cut by max_bytes stays, the reader stops inside it.
+            view = memoryview(data)
+            cut = 0
+            while cut + 12 <= len(view) and _BASE_OFFSET.unpack_from(view, cut)[0] < lso:
+                cut += _batch_size(view[cut:cut + 12])
+            if cut < len(data):
+                data = data[:cut]
+            aborted = self._producers.aborted_between(offset, lso) if data else []
+            return data, lso, aborted
+
+    def expire_producers(self, now_ms: int, expiration_ms: int) -> int:
+        """Drops producers idle past producer.id.expiration.ms (none with an open
+        transaction). Returns how many."""
+        with self._lock:
+            if self._closed:
+                return 0
+            return len(self._producers.expire(now_ms, expiration_ms))
+
+    def _txn_index_path(self, base: int) -> str:
+        return producer_state.txn_index_path(self.directory, base)
 
     # ---- durability ----------------------------------------------------------------
 
@@ -887,6 +1144,7 @@ class PartitionLog:
             self._delete_segment_files(base)
             log.info("%s: deleted segment %s (%s)", self.name, segment_name(base), why)
         fsync_directory(self.directory)
+        self._producers.forget_aborted_below(self._log_start_offset)
 
     def apply_retention(self, now_ms: int | None = None) -> int:
         """Deletes whole old segments past retention.ms (by their newest timestamp) or beyond
@@ -965,6 +1223,16 @@ class PartitionLog:
             self._log_start_offset = min(self._log_start_offset, self._next_offset)
             self._write_checkpoint()
             fsync_directory(self.directory)
+            # Producer state and aborted transactions as of the new end: the newest snapshot
+            # at or below it, then the batches after it.
+            self._producers.truncate_aborted(self._next_offset)
+            producer_state.write_txn_index(
+                self._txn_index_path(last),
+                [a for a in self._producers.aborted if a.last_offset >= last])
+            self._producers.remove_snapshots_past(self._next_offset)
+            start = self._producers.load_snapshot(self._next_offset)
+            self._replay(max(start, self._bases[0]) if start >= 0 else self._bases[0])
+            self._producer_state_changed()
             return self._next_offset
 
     # ---- compaction ----------------------------------------------------------------
@@ -1043,6 +1311,15 @@ class PartitionLog:
             fsync_directory(self.directory)
             self._bases[i:i + len(bases)] = [base]
             self._sealed_sizes[base] = os.stat(stem + LOG_SUFFIX).st_size
+            # One aborted-transactions index for the merged segment. A crash before the
+            # old files go leaves them without a segment; open moves their entries back.
+            end = self._bases[i + 1]
+            merged = [a for a in self._producers.aborted if base <= a.last_offset < end]
+            if merged:
+                producer_state.write_txn_index(self._txn_index_path(base), merged)
+            for r in replaced[1:]:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._txn_index_path(r.base))
         return doomed
 
     def _require_keys(self, view: memoryview) -> None:
@@ -1080,6 +1357,8 @@ class PartitionLog:
                 return
             if flush:
                 self._write_checkpoint()
+                self._seal_txn_index(self._bases[-1])
+                self._producers.write_snapshot(self._next_offset)
             del self._appender  # bound to the active segment's handle, closed next
             for seg in self._segments.values():
                 seg.close()
@@ -1112,5 +1391,9 @@ class PartitionLog:
                 assert sinfo.next_offset <= self._bases[i + 1], (base, sinfo.next_offset)
             on_disk = sorted(int(n[:20]) for n in os.listdir(self.directory) if n.endswith(LOG_SUFFIX))
             assert on_disk == self._bases, (on_disk, self._bases)
+            assert self._log_start_offset <= self.last_stable_offset <= self._next_offset or (
+                self._first_unstable < self._log_start_offset)
+            ongoing = self._producers.first_unstable_offset()
+            assert self._first_unstable == (-1 if ongoing is None else ongoing)
             assert CHECKPOINT_FILE in os.listdir(self.directory)
 
