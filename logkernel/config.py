@@ -267,6 +267,28 @@ ENGINE_CONFIGS: dict[str, ConfigKey] = _keys(
               "Most members a consumer-protocol group may have."),
     ConfigKey("group.consumer.assignors", _assignor_list, ("uniform", "range"),
               "Server-side assignors of consumer-protocol groups; the first is the default."),
+    # Idempotent producers and transactions, with Kafka's names and defaults.
+    ConfigKey("producer.id.expiration.ms", _integer(1, INT_MAX), 86_400_000,
+              "A producer id's state in a partition is dropped after this long without a "
+              "write (and no open transaction); its next batch may start at any sequence."),
+    ConfigKey("producer.id.expiration.check.interval.ms", _integer(1, INT_MAX), 600_000,
+              "How often expired producer ids are looked for (ms)."),
+    ConfigKey("transaction.max.timeout.ms", _integer(1, INT_MAX), 900_000,
+              "Largest transaction.timeout.ms a transactional producer may ask for (ms)."),
+    ConfigKey("transactional.id.expiration.ms", _integer(1, INT_MAX), 604_800_000,
+              "A transactional id with no transaction open is forgotten after this long "
+              "unused (ms)."),
+    ConfigKey("transaction.abort.timed.out.transaction.cleanup.interval.ms",
+              _integer(1, INT_MAX), 10_000,
+              "How often transactions open past their timeout are looked for and aborted (ms)."),
+    ConfigKey("transaction.remove.expired.transaction.cleanup.interval.ms",
+              _integer(1, INT_MAX), 3_600_000,
+              "How often expired transactional ids are looked for (ms)."),
+    # Kafka uses 50 partitions; see offsets.topic.num.partitions.
+    ConfigKey("transaction.state.log.num.partitions", _integer(1, 1000), 1,
+              "Partitions of __transaction_state (Kafka: 50)."),
+    ConfigKey("transaction.state.log.segment.bytes", _integer(MIN_SEGMENT_BYTES, INT_MAX),
+              100 * 1024 * 1024, "segment.bytes of __transaction_state."),
 )
 
 

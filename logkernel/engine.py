@@ -42,6 +42,7 @@ from logkernel import errors
 from logkernel.config import EngineConfig, TopicConfig, validate_topic_name
 from logkernel.coordinator.group_coordinator import GroupCoordinator
 from logkernel.coordinator.offsets import OFFSETS_TOPIC, OffsetAndMetadata, OffsetStore
+from logkernel.coordinator.transactions import TRANSACTION_STATE_TOPIC, TransactionCoordinator
 from logkernel.log.checkpoint import fsync_directory, write_atomically
 from logkernel.log.cleaner import CleanerStats, CleanResult, LogCleaner
 from logkernel.log.partition import LEADER_EPOCH as LEADER_EPOCH  # re-exported for the broker
@@ -57,7 +58,7 @@ PRODUCER_IDS_FILE = "producer-ids"
 PRODUCER_ID_BLOCK = 1000
 CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
 TOPICS_DIR = "topics"
-INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC})
+INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC})
 # Largest partition count of one topic: each partition is a directory and an open segment
 # (a file descriptor and an address-space reservation of segment.bytes).
 MAX_PARTITIONS = 10_000
@@ -158,6 +159,12 @@ class Engine:
                     "segment.bytes": self.config["offsets.topic.segment.bytes"]}, internal=True)
             self.offsets = OffsetStore(self._topics[OFFSETS_TOPIC].partitions)
             self.groups = GroupCoordinator(self.offsets, self.config, _EngineTopics(self))
+            self.transactions = TransactionCoordinator(
+                self.config, state_logs=self._transaction_state_logs,
+                partition_log=self.partition_log_or_none, offsets=self.offsets,
+                allocate_producer_id=self.allocate_producer_id,
+                validate_group_commit=self.groups.validate_commit)
+            self.transactions.close_dangling(self._all_logs())
             self.cleaner = LogCleaner(
                 self._all_logs, enabled=self.config["log.cleaner.enable"],
                 threads=self.config["log.cleaner.threads"],
@@ -408,6 +415,27 @@ class Engine:
                 f"partition {partition!r}")
         return topic.partitions[partition]
 
+    def partition_log_or_none(self, name: str, partition: int) -> PartitionLog | None:
+        """The partition's log, or None if the topic or partition does not exist."""
+        try:
+            return self.partition_log(name, partition, create=False)
+        except errors.LogkernelError:
+            return None
+
+    def _transaction_state_logs(self, create: bool) -> list[PartitionLog]:
+        """__transaction_state's logs, the topic created on first use when ``create``."""
+        with self._meta_lock:
+            topic = self._topics.get(TRANSACTION_STATE_TOPIC)
+            if topic is None:
+                if not create:
+                    return []
+                topic = self._create_topic(
+                    TRANSACTION_STATE_TOPIC, self.config["transaction.state.log.num.partitions"],
+                    {"cleanup.policy": "compact",
+                     "segment.bytes": self.config["transaction.state.log.segment.bytes"]},
+                    internal=True)
+            return topic.partitions
+
     def get_topic(self, name: str) -> Topic:
         """The topic; raises UnknownTopicError (never creates one)."""
         self._live()
@@ -572,6 +600,13 @@ class Engine:
         write_atomically(path, value.encode() + b"\n")
         return value
 
+    def expire_producer_ids(self, now_ms: int | None = None) -> int:
+        """Drops producer state idle past producer.id.expiration.ms in every partition."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        expiration = self.config["producer.id.expiration.ms"]
+        return sum(partition_log.expire_producers(now, expiration)
+                   for partition_log in self._all_logs())
+
     def allocate_producer_id(self) -> int:
         """A producer id never handed out before by this data directory (Kafka's
         InitProducerId without a transactional id). Durable: ids survive restarts unused."""
@@ -656,11 +691,25 @@ class Engine:
         next_flush = now + flush_every
         offsets_expiry_every = self.config["offsets.retention.check.interval.ms"] / 1000
         next_offsets_expiry = now + offsets_expiry_every
+        # Transactions: (interval s, next due, task), each run on its own schedule.
+        txn_tasks = [
+            [self.config["transaction.abort.timed.out.transaction.cleanup.interval.ms"] / 1000,
+             now, self.transactions.abort_timed_out],
+            [self.config["transaction.remove.expired.transaction.cleanup.interval.ms"] / 1000,
+             now, self.transactions.expire_transactional_ids],
+            [self.config["producer.id.expiration.check.interval.ms"] / 1000, now,
+             self.expire_producer_ids]]
+        for task in txn_tasks:
+            task[1] = now + task[0]
         while not self._stop.wait(max(0.0, min(next_retention, next_checkpoint, next_flush,
-                                               next_offsets_expiry)
+                                               next_offsets_expiry, *(t[1] for t in txn_tasks))
                                       - time.monotonic())):
             now = time.monotonic()
             try:
+                for task in txn_tasks:
+                    if now >= task[1]:
+                        task[1] = now + task[0]
+                        task[2]()
                 if now >= next_flush:
                     next_flush = now + flush_every
                     wall = int(time.time() * 1000)
@@ -693,6 +742,7 @@ class Engine:
         self._stop.set()
         self._background.join()
         self.cleaner.stop()
+        self.transactions.close()
         self.groups.close()
         try:
             for partition_log in self._all_logs():

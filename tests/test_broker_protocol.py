@@ -479,12 +479,18 @@ def test_find_coordinator_names_this_broker_for_groups(broker: Any, client: RawC
     host, port = broker.bootstrap.rsplit(":", 1)
     for answer in answers:
         assert (answer.error_code, answer.node_id, answer.host, answer.port) == (0, 0, host, int(port))
-    if version >= 1:  # transactions have no coordinator yet: a clear, final refusal
+    if version >= 1:  # transactional ids: this broker too
         fields["key_type"] = 1
         response = client.call(apis.FIND_COORDINATOR, version, request(
             apis.FIND_COORDINATOR, version, **fields))
         answer = response.coordinators[0] if version >= 4 else response
-        assert answer.error_code == 42 and "transaction" in answer.error_message
+        assert (answer.error_code, answer.node_id, answer.port) == (0, 0, int(port))
+    if version >= 3:  # share groups (key type 2) have none: a clear, final refusal
+        fields["key_type"] = 2
+        response = client.call(apis.FIND_COORDINATOR, version, request(
+            apis.FIND_COORDINATOR, version, **fields))
+        answer = response.coordinators[0] if version >= 4 else response
+        assert answer.error_code == 42 and "share-group" in answer.error_message
 
 
 def test_a_client_that_does_not_read_cannot_grow_the_brokers_buffers(broker: Any) -> None:

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from logkernel.broker import admin, cluster, data, groups, offsets
+from logkernel.broker import admin, cluster, data, groups, offsets, transactions
 from logkernel.broker.server import BrokerServer, Handler
 from logkernel.config import BrokerConfig
 from logkernel.engine import Engine
@@ -39,7 +39,14 @@ HANDLERS: dict[int, Handler] = {
     apis.CREATE_TOPICS: admin.handle_create_topics,
     apis.DELETE_TOPICS: admin.handle_delete_topics,
     apis.DELETE_RECORDS: data.handle_delete_records,
-    apis.INIT_PRODUCER_ID: cluster.handle_init_producer_id,
+    apis.INIT_PRODUCER_ID: transactions.handle_init_producer_id,
+    apis.ADD_PARTITIONS_TO_TXN: transactions.handle_add_partitions_to_txn,
+    apis.ADD_OFFSETS_TO_TXN: transactions.handle_add_offsets_to_txn,
+    apis.END_TXN: transactions.handle_end_txn,
+    apis.TXN_OFFSET_COMMIT: transactions.handle_txn_offset_commit,
+    apis.LIST_TRANSACTIONS: transactions.handle_list_transactions,
+    apis.DESCRIBE_TRANSACTIONS: transactions.handle_describe_transactions,
+    apis.DESCRIBE_PRODUCERS: transactions.handle_describe_producers,
     apis.OFFSET_FOR_LEADER_EPOCH: data.handle_offset_for_leader_epoch,
     apis.DESCRIBE_CONFIGS: admin.handle_describe_configs,
     apis.ALTER_CONFIGS: admin.handle_alter_configs,

@@ -1,5 +1,5 @@
 """Handlers that describe the cluster: ApiVersions, Metadata, DescribeCluster,
-FindCoordinator, and InitProducerId (a producer id for idempotent producers).
+FindCoordinator.
 
 The cluster is this one broker: node ``node.id`` is every partition's leader, its only
 replica and its whole in-sync set, at leader epoch 0. Metadata responses are cached per
@@ -18,7 +18,7 @@ from logkernel.broker.common import error_code_for
 from logkernel.config import validate_topic_name
 from logkernel.engine import LEADER_EPOCH
 from logkernel.protocol import error_codes, hot, schema
-from logkernel.protocol.apis import DESCRIBE_CLUSTER, FIND_COORDINATOR, INIT_PRODUCER_ID, METADATA
+from logkernel.protocol.apis import DESCRIBE_CLUSTER, FIND_COORDINATOR, METADATA
 from logkernel.protocol.frames import RequestHeader
 
 log = logging.getLogger("logkernel.broker")
@@ -114,49 +114,32 @@ def handle_describe_cluster(server: Any, header: RequestHeader, body: memoryview
     })]
 
 
-def handle_init_producer_id(server: Any, header: RequestHeader, body: memoryview) -> list[Any]:
-    """A fresh producer id at epoch 0, or (v3+, an existing id) the same id at the next
-    epoch. Transactional ids need the transaction coordinator, which does not exist yet."""
-    request = schema.decode_request(INIT_PRODUCER_ID, header.api_version, body)
-    if request.transactional_id is not None:
-        log.warning("InitProducerId for transactional id %r from %r refused: transactions are "
-                    "not supported by this broker yet", request.transactional_id, header.client_id)
-        return [schema.encode_response(INIT_PRODUCER_ID, header.api_version, {
-            "error_code": error_codes.INVALID_REQUEST, "producer_id": -1, "producer_epoch": -1})]
-    producer_id = getattr(request, "producer_id", -1)
-    epoch = getattr(request, "producer_epoch", -1)
-    if producer_id >= 0 and 0 <= epoch < 32766:
-        producer_id, epoch = producer_id, epoch + 1
-    else:
-        producer_id, epoch = server.engine.allocate_producer_id(), 0
-    return [schema.encode_response(INIT_PRODUCER_ID, header.api_version, {
-        "producer_id": producer_id, "producer_epoch": epoch})]
-
-
 GROUP_KEY = 0
+TRANSACTION_KEY = 1
 
 
 def handle_find_coordinator(server: Any, header: RequestHeader, body: memoryview) -> list[Any]:
-    """This broker coordinates every group (the engine holds the offsets). There is no
-    transaction coordinator yet: transactional keys get a non-retriable error that says so,
-    rather than COORDINATOR_NOT_AVAILABLE, which clients would retry until they time out."""
+    """This broker coordinates every group and every transactional id (the engine holds
+    both coordinators). Other key types (share groups) get a non-retriable error that says
+    so, rather than COORDINATOR_NOT_AVAILABLE, which clients would retry until they time
+    out."""
     version = header.api_version
     request = schema.decode_request(FIND_COORDINATOR, version, body)
     key_type = getattr(request, "key_type", GROUP_KEY)
     keys = list(request.coordinator_keys) if version >= 4 else [request.key]
     answers = []
     for key in keys:
-        if key_type == GROUP_KEY:
+        if key_type in (GROUP_KEY, TRANSACTION_KEY):
             answers.append({"key": key, "node_id": server.node_id, "host": server.advertised_host,
                             "port": server.advertised_port, "error_code": error_codes.NONE,
                             "error_message": None})
         else:
             log.warning("FindCoordinator for key type %d (%r) from %r: only consumer groups "
-                        "have a coordinator on this broker", key_type, key, header.client_id)
+                        "and transactions have a coordinator on this broker", key_type, key,
+                        header.client_id)
             answers.append({"key": key, "node_id": -1, "host": "", "port": -1,
                             "error_code": error_codes.INVALID_REQUEST,
-                            "error_message": "this broker has no transaction or share-group "
-                                             "coordinator yet"})
+                            "error_message": "this broker has no share-group coordinator"})
     if version >= 4:
         return [schema.encode_response(FIND_COORDINATOR, version, {"coordinators": answers})]
     return [schema.encode_response(FIND_COORDINATOR, version, answers[0])]

@@ -38,6 +38,8 @@ log = logging.getLogger("logkernel.broker")
 EARLIEST = -2
 LATEST = -1
 MAX_TIMESTAMP = -3
+READ_UNCOMMITTED = 0
+READ_COMMITTED = 1
 
 
 # ---- Produce ----------------------------------------------------------------------------
@@ -109,6 +111,11 @@ def _append(server: Any, header: RequestHeader, engine: Any, topic: str,
                     topic, partition, header.client_id)
         return (partition, error_codes.INVALID_RECORD, -1, -1, -1)
     try:
+        transactional = _transactional_producer(part.records)
+        if transactional is not None:
+            # Only partitions added to the producer's open transaction may take its
+            # writes: elsewhere they would open a transaction no marker ever closes.
+            engine.transactions.verify(*transactional, topic, partition)
         first, next_offset, append_time = partition_log.append(part.records, sync=False)
         if partition_log.sync_due:
             to_sync.append((partition_log, next_offset))
@@ -116,12 +123,23 @@ def _append(server: Any, header: RequestHeader, engine: Any, topic: str,
         log.error("Produce to %s-%d failed in storage: %s", topic, partition, exc)
         return (partition, error_code_for(exc), -1, -1, -1)
     except (errors.CorruptRecordError, errors.RecordTooLargeError,
-            errors.InvalidRecordError) as exc:  # the client's
+            errors.InvalidRecordError, errors.ProducerError) as exc:  # the client's
         log.warning("Produce to %s-%d from %r refused: %s", topic, partition, header.client_id, exc)
         return (partition, error_code_for(exc), -1, -1, -1)
     except errors.LogkernelError as exc:
         return (partition, error_code_for(exc), -1, -1, -1)
     return (partition, error_codes.NONE, first, append_time, partition_log.log_start_offset)
+
+
+def _transactional_producer(records: memoryview) -> tuple[int, int] | None:
+    """(producer id, epoch) when the first batch is a transactional data batch."""
+    if len(records) < 61:
+        return None
+    attributes = int.from_bytes(records[21:23], "big")
+    if attributes & 0x30 != 0x10:  # transactional, not control
+        return None
+    return (int.from_bytes(records[43:51], "big", signed=True),
+            int.from_bytes(records[51:53], "big", signed=True))
 
 
 def produce_error_answer(server: Any, header: RequestHeader, body: memoryview, code: int,
@@ -140,12 +158,14 @@ def handle_fetch(server: Any, header: RequestHeader, body: memoryview) -> Any:
     wanted = [(t.topic, [(p.partition, p.fetch_offset, p.partition_max_bytes) for p in t.partitions])
               for t in request.topics]
     max_bytes = min(request.max_bytes, server.config["fetch.max.bytes"])
-    topics, size = _read(server, wanted, max_bytes)
+    committed = getattr(request, "isolation_level", READ_UNCOMMITTED) == READ_COMMITTED
+    topics, size = _read(server, wanted, max_bytes, committed)
     max_wait_ms = int(request.max_wait.total_seconds() * 1000)
     if size >= request.min_bytes or max_wait_ms <= 0 or (size == 0 and _any_error(topics)):
         return [*hot.encode_fetch_response(header.api_version, topics)]
     future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-    _FetchWait(server, header.api_version, wanted, max_bytes, request.min_bytes, max_wait_ms, future)
+    _FetchWait(server, header.api_version, wanted, max_bytes, request.min_bytes, max_wait_ms,
+               committed, future)
     return future
 
 
@@ -153,9 +173,11 @@ def _any_error(topics: list[tuple[str, list[hot.FetchPartitionData]]]) -> bool:
     return any(p.error_code for _, parts in topics for p in parts)
 
 
-def _read(server: Any, wanted: list[tuple[str, list[tuple[int, int, int]]]], max_bytes: int
-          ) -> tuple[list[tuple[str, list[hot.FetchPartitionData]]], int]:
-    """Reads every requested partition: (response topics, total bytes)."""
+def _read(server: Any, wanted: list[tuple[str, list[tuple[int, int, int]]]], max_bytes: int,
+          committed: bool = False) -> tuple[list[tuple[str, list[hot.FetchPartitionData]]], int]:
+    """Reads every requested partition: (response topics, total bytes). ``committed``
+    (isolation_level read_committed) reads below the last stable offset only and names
+    the aborted transactions in what was read, for the client to drop."""
     engine = server.engine
     remaining = max_bytes
     total = 0
@@ -168,21 +190,28 @@ def _read(server: Any, wanted: list[tuple[str, list[tuple[int, int, int]]]], max
             except errors.LogkernelError as exc:
                 parts.append(hot.FetchPartitionData(partition, error_code_for(exc), -1, -1, -1, b""))
                 continue
+            stable = partition_log.last_stable_offset
             high_watermark = partition_log.high_watermark
             log_start = partition_log.log_start_offset
             data: bytes = b""
+            aborted: list[tuple[int, int]] | None = [] if committed else None
             code = error_codes.NONE
             if offset < log_start or offset > high_watermark:
                 code = error_codes.OFFSET_OUT_OF_RANGE
-            elif offset < high_watermark and remaining > 0:
+            elif offset < (stable if committed else high_watermark) and remaining > 0:
                 try:
-                    data = partition_log.read(offset, min(partition_max, remaining))
+                    if committed:
+                        data, stable, found = partition_log.read_committed(
+                            offset, min(partition_max, remaining))
+                        aborted = [(a.producer_id, a.first_offset) for a in found]
+                    else:
+                        data = partition_log.read(offset, min(partition_max, remaining))
                 except errors.LogkernelError as exc:  # retention moved the start meanwhile
                     code = error_code_for(exc)
                 remaining -= len(data)
                 total += len(data)
-            parts.append(hot.FetchPartitionData(partition, code, high_watermark, high_watermark,
-                                                log_start, data))
+            parts.append(hot.FetchPartitionData(partition, code, high_watermark, stable,
+                                                log_start, data, aborted))
         out.append((topic, parts))
     return out, total
 
@@ -190,12 +219,14 @@ def _read(server: Any, wanted: list[tuple[str, list[tuple[int, int, int]]]], max
 class _FetchWait:
     """A fetch parked until min_bytes are there or max_wait_ms passes."""
 
-    __slots__ = ("future", "max_bytes", "min_bytes", "offsets", "server", "timer", "version",
-                 "wanted")
+    __slots__ = ("committed", "future", "max_bytes", "min_bytes", "offsets", "server", "timer",
+                 "version", "wanted")
 
     def __init__(self, server: Any, version: int, wanted: list[tuple[str, list[tuple[int, int, int]]]],
-                 max_bytes: int, min_bytes: int, max_wait_ms: int, future: asyncio.Future[Any]) -> None:
+                 max_bytes: int, min_bytes: int, max_wait_ms: int, committed: bool,
+                 future: asyncio.Future[Any]) -> None:
         self.server = server
+        self.committed = committed
         self.version = version
         self.wanted = wanted
         self.max_bytes = max_bytes
@@ -217,20 +248,23 @@ class _FetchWait:
         engine = self.server.engine
         for topic, partition, offset in self.offsets:
             try:
-                moved = engine.partition_log(topic, partition, create=False).high_watermark > offset
+                partition_log = engine.partition_log(topic, partition, create=False)
+                readable = (partition_log.last_stable_offset if self.committed
+                            else partition_log.high_watermark)
+                moved = readable > offset
             except errors.LogkernelError:
                 moved = True  # deleted: answer with the error now
             if moved:
                 break
         else:
             return
-        topics, size = _read(self.server, self.wanted, self.max_bytes)
+        topics, size = _read(self.server, self.wanted, self.max_bytes, self.committed)
         if size >= self.min_bytes or _any_error(topics):
             self.future.set_result([*hot.encode_fetch_response(self.version, topics)])
 
     def finish(self) -> None:
         if not self.future.done():
-            topics, _ = _read(self.server, self.wanted, self.max_bytes)
+            topics, _ = _read(self.server, self.wanted, self.max_bytes, self.committed)
             self.future.set_result([*hot.encode_fetch_response(self.version, topics)])
 
     def _done(self, _future: Any) -> None:
@@ -243,20 +277,24 @@ class _FetchWait:
 def handle_list_offsets(server: Any, header: RequestHeader, body: memoryview) -> list[Any]:
     request = schema.decode_request(LIST_OFFSETS, header.api_version, body)
     engine = server.engine
+    committed = getattr(request, "isolation_level", READ_UNCOMMITTED) == READ_COMMITTED
     out = []
     for topic in request.topics:
         parts = []
         for p in topic.partitions:
-            parts.append(_list_offset(engine, topic.name, p.partition_index, p.timestamp))
+            parts.append(_list_offset(engine, topic.name, p.partition_index, p.timestamp,
+                                      committed))
         out.append((topic.name, parts))
     return [hot.encode_list_offsets_response(header.api_version, out)]
 
 
-def _list_offset(engine: Any, topic: str, partition: int, timestamp: int) -> tuple[int, int, int, int]:
+def _list_offset(engine: Any, topic: str, partition: int, timestamp: int,
+                 committed: bool = False) -> tuple[int, int, int, int]:
     try:
         partition_log = engine.partition_log(topic, partition, create=False)
-        if timestamp == LATEST:
-            return (partition, error_codes.NONE, -1, partition_log.high_watermark)
+        if timestamp == LATEST:  # read_committed consumers end at the last stable offset
+            return (partition, error_codes.NONE, -1,
+                    partition_log.last_stable_offset if committed else partition_log.high_watermark)
         if timestamp == EARLIEST:
             return (partition, error_codes.NONE, -1, partition_log.log_start_offset)
         if timestamp == MAX_TIMESTAMP:

@@ -71,18 +71,24 @@ def _check_commit(engine: Any, topic: str, partition: Any, metadata_limit: int) 
 def handle_offset_fetch(server: Any, header: RequestHeader, body: memoryview) -> list[Any]:
     version = header.api_version
     request = schema.decode_request(OFFSET_FETCH, version, body)
+    stable = getattr(request, "require_stable", False)
     if version >= 8:
         groups = [_fetch_group(server, g.group_id, g.topics, version,
-                               getattr(g, "member_id", None), getattr(g, "member_epoch", -1))
+                               getattr(g, "member_id", None), getattr(g, "member_epoch", -1),
+                               stable)
                   for g in request.groups]
         return [schema.encode_response(OFFSET_FETCH, version, {"groups": groups})]
-    answer = _fetch_group(server, request.group_id, request.topics, version)
+    answer = _fetch_group(server, request.group_id, request.topics, version, require_stable=stable)
     return [schema.encode_response(OFFSET_FETCH, version, {
         "topics": answer["topics"], "error_code": answer["error_code"]})]
 
 
 def _fetch_group(server: Any, group_id: str, topics: Any, version: int,
-                 member_id: str | None = None, member_epoch: int = -1) -> dict[str, Any]:
+                 member_id: str | None = None, member_epoch: int = -1,
+                 require_stable: bool = False) -> dict[str, Any]:
+    """One group's committed offsets. With ``require_stable`` (v7+, read_committed
+    consumers) a partition whose offset an open transaction has committed answers
+    UNSTABLE_OFFSET_COMMIT: the client retries once the transaction ends."""
     try:
         committed = server.engine.groups.fetch_offsets(group_id, member_id=member_id,
                                                        member_epoch=member_epoch)
@@ -95,15 +101,20 @@ def _fetch_group(server: Any, group_id: str, topics: Any, version: int,
     else:
         wanted = {t.name: list(t.partition_indexes) for t in topics}
     out = []
+    offsets = server.engine.offsets
+    unstable = require_stable and offsets.has_pending(group_id)
     for topic, partitions in wanted.items():
         parts = []
         for partition in partitions:
             stored = committed.get((topic, partition))
+            code = error_codes.NONE
+            if unstable and offsets.has_pending(group_id, [(topic, partition)]):
+                code = error_codes.UNSTABLE_OFFSET_COMMIT
             parts.append({
                 "partition_index": partition,
                 "committed_offset": stored.offset if stored else -1,
                 "committed_leader_epoch": stored.leader_epoch if stored else -1,
                 "metadata": stored.metadata if stored else "",
-                "error_code": error_codes.NONE})
+                "error_code": code})
         out.append({"name": topic, "partitions": parts})
     return {"group_id": group_id, "topics": out, "error_code": error_codes.NONE}

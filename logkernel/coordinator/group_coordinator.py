@@ -217,6 +217,16 @@ class GroupCoordinator:
                        generation: int = -1, api_version: int = 9) -> None:
         """Stores the offsets after Kafka's membership checks; raises a GroupError if the
         committer is not (or no longer) entitled to commit for the group."""
+        with self.lock:
+            self.validate_commit(group_id, member_id=member_id, instance_id=instance_id,
+                                 generation=generation, api_version=api_version)
+            self.offsets.commit(group_id, offsets)
+
+    def validate_commit(self, group_id: str, *, member_id: str = "",
+                        instance_id: str | None = None, generation: int = -1,
+                        api_version: int = 9) -> None:
+        """Raises the GroupError a commit by this member at this generation gets (also
+        for commits inside a transaction, TxnOffsetCommit v3)."""
         self._check_id(group_id)
         with self.lock:
             self._live()
@@ -232,7 +242,6 @@ class GroupCoordinator:
                 raise errors.IllegalGenerationError(
                     f"group {group_id!r} has no generation {generation} (it has no members); "
                     "rejoin it before committing")
-            self.offsets.commit(group_id, offsets)
 
     def fetch_offsets(self, group_id: str, *, member_id: str | None = None,
                       member_epoch: int = -1) -> dict[TopicPartitionKey, OffsetAndMetadata]:

@@ -23,7 +23,13 @@ knows its groups' generations and members (they carry on without a rebalance):
 A group's commits go to partition ``abs(javaHashCode(group)) % partitions``, as in Kafka,
 so one group's history is in one partition and in commit order. The latest value per key
 wins; the whole topic is read once at open into a dict, so ``fetch`` is a dict lookup.
-Until the log cleaner exists the topic keeps every commit; opening reads them all.
+The log cleaner keeps the latest record per key, so opening reads little.
+
+Offsets committed inside a transaction (TxnOffsetCommit) are written as a transactional
+batch of the producer, as Kafka writes them, and stay pending until the transaction
+coordinator's marker lands in the same partition: COMMIT makes them the group's offsets,
+ABORT drops them. Loading follows the same rule, so a crash anywhere in between gives the
+transaction's outcome and nothing else.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from dataclasses import dataclass
 
 from logkernel import errors
 from logkernel.log.partition import PartitionLog
+from logkernel.log.producer_state import CONTROL_COMMIT
 from logkernel.records import decode_batch, encode_batch
 
 OFFSETS_TOPIC = "__consumer_offsets"
@@ -144,10 +151,13 @@ class OffsetStore:
         self._lock = threading.Lock()
         self._offsets: dict[str, dict[TopicPartitionKey, OffsetAndMetadata]] = {}
         self._groups: dict[str, bytes] = {}   # group -> its latest GroupMetadataValue
+        # producer id -> group -> offsets committed in its open transaction
+        self._pending: dict[int, dict[str, dict[TopicPartitionKey, OffsetAndMetadata]]] = {}
         for partition_log in logs:
             self._load(partition_log)
 
     def _load(self, partition_log: PartitionLog) -> None:
+        pending: dict[int, list[tuple[bytes, bytes | None]]] = {}
         offset = start = partition_log.log_start_offset
         while offset < partition_log.log_end_offset:
             data = partition_log.read(offset, LOAD_READ_BYTES)
@@ -164,13 +174,29 @@ class OffsetStore:
                 batch = decode_batch(view[position:position + size])
                 position += size
                 offset = batch.header.base_offset + batch.header.last_offset_delta + 1
+                producer_id = batch.header.producer_id
                 if batch.is_control:
+                    marker = batch.control_record()
+                    for key, value in pending.pop(producer_id, ()):
+                        if marker.control_type == CONTROL_COMMIT:
+                            self._apply(key, value)
                     continue
                 for record in batch.records():
-                    if record.key is not None and record.offset >= start:
+                    if record.key is None or record.offset < start:
+                        continue
+                    if batch.header.is_transactional:
+                        pending.setdefault(producer_id, []).append((record.key, record.value))
+                    else:
                         self._apply(record.key, record.value)
             if position == 0:
                 break
+        for producer_id, records in pending.items():  # transactions still open
+            for key, value in records:
+                decoded = decode_key(key) if value is not None else None
+                if decoded is not None:
+                    group, topic, partition = decoded
+                    self._pending.setdefault(producer_id, {}).setdefault(group, {})[
+                        (topic, partition)] = decode_value(value)  # type: ignore[arg-type]
 
     def _apply(self, key: bytes, value: bytes | None) -> None:
         try:
@@ -212,6 +238,48 @@ class OffsetStore:
             else:
                 partition_log.append(encode_batch(values, keys=keys), validated=True)
             self._offsets.setdefault(group, {}).update(offsets)
+
+    def commit_transactional(self, group: str, offsets: dict[TopicPartitionKey, OffsetAndMetadata],
+                             producer_id: int, producer_epoch: int) -> None:
+        """Writes offsets committed inside a producer's transaction (TxnOffsetCommit): they
+        become the group's offsets when the transaction commits."""
+        if not offsets:
+            return
+        keys = [encode_key(group, topic, partition) for topic, partition in offsets]
+        values = [encode_value(v) for v in offsets.values()]
+        batch = encode_batch(values, keys=keys, producer_id=producer_id,
+                             producer_epoch=producer_epoch, transactional=True)
+        with self._lock:
+            self._log_for(group).append(batch, validated=True, coordinator=True)
+            self._pending.setdefault(producer_id, {}).setdefault(group, {}).update(offsets)
+
+    def partition_for(self, group: str) -> int:
+        """The __consumer_offsets partition holding ``group``'s offsets."""
+        return _partition_for_group(group, len(self._logs))
+
+    def complete_transaction(self, producer_id: int, partition: int, commit: bool) -> None:
+        """After the transaction's marker was written to __consumer_offsets-``partition``:
+        its pending offsets for groups of that partition are applied (COMMIT) or dropped."""
+        with self._lock:
+            groups = self._pending.get(producer_id)
+            if not groups:
+                return
+            for group in [g for g in groups if _partition_for_group(g, len(self._logs)) == partition]:
+                offsets = groups.pop(group)
+                if commit:
+                    self._offsets.setdefault(group, {}).update(offsets)
+            if not groups:
+                del self._pending[producer_id]
+
+    def has_pending(self, group: str, partitions: list[TopicPartitionKey] | None = None) -> bool:
+        """Whether an open transaction has committed offsets for the group (for these
+        partitions): OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT."""
+        with self._lock:
+            for groups in self._pending.values():
+                pending = groups.get(group)
+                if pending and (partitions is None or any(tp in pending for tp in partitions)):
+                    return True
+        return False
 
     def delete(self, group: str, partitions: list[TopicPartitionKey]) -> None:
         """Removes committed offsets (tombstones)."""

@@ -760,7 +760,8 @@ class PartitionLog:
             return end
 
     def append(self, record_set: bytes | bytearray | memoryview, *, validated: bool = False,
-               max_timestamp: int = -1, sync: bool = True) -> tuple[int, int, int]:
+               max_timestamp: int = -1, sync: bool = True,
+               coordinator: bool = False) -> tuple[int, int, int]:
         """Appends a record set (whole batches, as a producer sends them; base offsets are
         assigned here) and returns (first offset, next offset, log append time or -1 when
         the topic keeps CreateTime). ``max_timestamp``, if the caller knows it, saves reading
@@ -769,7 +770,13 @@ class PartitionLog:
         max.message.bytes. O(bytes). Durability as for ``append_record``; with
         ``sync=False`` an fsync that flush.messages calls for is left to the caller, who must
         call ``flush_to(next offset)`` before acknowledging when ``sync_due`` (the broker
-        does that on a worker thread, so its event loop never waits for a disk)."""
+        does that on a worker thread, so its event loop never waits for a disk).
+
+        Batches with a producer id are checked against the producer state first (see
+        producer_state.py): a retried batch is answered with its original offsets and not
+        written; a refused one raises and nothing of the set is written. ``coordinator``
+        marks a coordinator's own transactional writes (offsets committed in a
+        transaction), which carry no sequence numbers and skip those checks, as in Kafka."""
         view = memoryview(record_set).cast("B")
         if not validated:
             _binding.validate_record_set(view)
@@ -789,7 +796,7 @@ class PartitionLog:
                 raise errors.RecordTooLargeError(
                     f"a record batch of {largest} bytes exceeds max.message.bytes="
                     f"{c.max_message_bytes} of topic {self.topic!r}; nothing was written")
-            if producer_batches:
+            if producer_batches and not coordinator:
                 duplicate = self._producers.check(h for h, _ in producer_batches)
                 if duplicate is not None:
                     return self._answer_duplicate(duplicate)

@@ -217,10 +217,11 @@ class ProducerStateManager:
             entry = self.producers[pid] = ProducerEntry(pid, header.producer_epoch)
         else:
             entry.set_epoch(max(entry.epoch, header.producer_epoch))
-        last_offset = base_offset + header.last_offset_delta
-        entry.batches.append(BatchMetadata(
-            header.base_sequence, next_sequence(header.base_sequence, header.last_offset_delta),
-            last_offset, header.last_offset_delta, header.max_timestamp))
+        if header.base_sequence >= 0:  # a coordinator's transactional write has none
+            entry.batches.append(BatchMetadata(
+                header.base_sequence, next_sequence(header.base_sequence, header.last_offset_delta),
+                base_offset + header.last_offset_delta, header.last_offset_delta,
+                header.max_timestamp))
         entry.last_timestamp = max(entry.last_timestamp, header.max_timestamp)
         if header.is_transactional and entry.current_txn_first_offset < 0:
             entry.current_txn_first_offset = base_offset

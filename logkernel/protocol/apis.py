@@ -51,6 +51,10 @@ DELETE_TOPICS = 20
 DELETE_RECORDS = 21
 INIT_PRODUCER_ID = 22
 OFFSET_FOR_LEADER_EPOCH = 23
+ADD_PARTITIONS_TO_TXN = 24
+ADD_OFFSETS_TO_TXN = 25
+END_TXN = 26
+TXN_OFFSET_COMMIT = 28
 DESCRIBE_CONFIGS = 32
 DELETE_GROUPS = 42
 ALTER_CONFIGS = 33
@@ -58,6 +62,9 @@ CREATE_PARTITIONS = 37
 INCREMENTAL_ALTER_CONFIGS = 44
 OFFSET_DELETE = 47
 DESCRIBE_CLUSTER = 60
+DESCRIBE_PRODUCERS = 61
+DESCRIBE_TRANSACTIONS = 65
+LIST_TRANSACTIONS = 66
 CONSUMER_GROUP_HEARTBEAT = 68
 CONSUMER_GROUP_DESCRIBE = 69
 
@@ -89,6 +96,15 @@ OFFERED: dict[int, Api] = {api.key: api for api in (
     Api(DELETE_RECORDS, "DeleteRecords", 0, 2, 2),
     Api(INIT_PRODUCER_ID, "InitProducerId", 0, 4, 2),
     Api(OFFSET_FOR_LEADER_EPOCH, "OffsetForLeaderEpoch", 2, 4, 4),
+    # Transactions stop at v3: v4+ of AddPartitionsToTxn is broker-to-broker, and v5 of
+    # the others is KIP-890's Transactions V2, which clients must not be told of.
+    Api(ADD_PARTITIONS_TO_TXN, "AddPartitionsToTxn", 0, 3, 3),
+    Api(ADD_OFFSETS_TO_TXN, "AddOffsetsToTxn", 0, 3, 3),
+    Api(END_TXN, "EndTxn", 0, 3, 3),
+    Api(TXN_OFFSET_COMMIT, "TxnOffsetCommit", 0, 3, 3),
+    Api(DESCRIBE_PRODUCERS, "DescribeProducers", 0, 0, 0),
+    Api(DESCRIBE_TRANSACTIONS, "DescribeTransactions", 0, 0, 0),
+    Api(LIST_TRANSACTIONS, "ListTransactions", 0, 1, 0),
     Api(DESCRIBE_CONFIGS, "DescribeConfigs", 1, 4, 4),
     Api(ALTER_CONFIGS, "AlterConfigs", 0, 2, 2),
     Api(CREATE_PARTITIONS, "CreatePartitions", 0, 3, 2),
