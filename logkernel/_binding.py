@@ -18,7 +18,7 @@ import functools
 import os
 import struct
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
@@ -1230,14 +1230,41 @@ class MapPass:
 
 
 def cleaner_map(offset_map: OffsetMap, data: Buffer, from_offset: int, stop_offset: int,
-                result: Any, *, context: str = "") -> MapPass:
+                result: Any, *, aborted: AbortedList | None = None, context: str = ""
+                ) -> MapPass:
     """One call of the map pass over the whole batches in ``data`` (see lk_cleaner_map).
     ``result`` is an ``lk_map_result *`` from ``new_map_result()`` that accumulates the
-    record count over calls."""
+    record count over calls. Batches of the ``aborted`` transactions put no key in the
+    map."""
     view = memoryview(data).cast("B")
     err = ffi.new("lk_error *")
+    aborted = aborted or NO_ABORTED
     check(lib.lk_cleaner_map(offset_map.c_map, ffi.from_buffer(view), len(view), from_offset,
-                             stop_offset, result, err), err, context=context)
+                             stop_offset, aborted.pointer, aborted.count, result, err), err,
+          context=context)
+    return MapPass(int(result.position), int(result.next_offset), int(result.stop))
+
+
+def cleaner_producers(producers: OffsetMap, segment: Segment, size: int, result: Any, *,
+                      context: str = "") -> MapPass:
+    """The producer pass (see lk_cleaner_producers) over the first ``size`` bytes of
+    ``segment`` (whole batches), read in place from its map: no copy, batch headers only.
+    ``result`` is an ``lk_map_result *`` from ``new_map_result()``; stop FULL means
+    ``producers`` needs more memory (walk again with a bigger one)."""
+    handle = segment._live()
+    size = min(size, segment.info().size)
+    err = ffi.new("lk_error *")
+    check(lib.lk_cleaner_producers(producers.c_map, lib.lk_segment_data(handle), size, result,
+                                   err), err, context=context, path=segment.path)
+    return MapPass(int(result.position), int(result.next_offset), int(result.stop))
+
+
+def producers_buffer(producers: OffsetMap, data: Buffer, result: Any) -> MapPass:
+    """The producer pass over the whole batches of a buffer (tests, small logs)."""
+    view = memoryview(data).cast("B")
+    err = ffi.new("lk_error *")
+    check(lib.lk_cleaner_producers(producers.c_map, ffi.from_buffer(view), len(view), result,
+                                   err), err, context="walking producers' batches")
     return MapPass(int(result.position), int(result.next_offset), int(result.stop))
 
 
@@ -1255,13 +1282,28 @@ def new_clean_result() -> Any:
 
 
 class FilterBuffers:
-    """The filter pass's output and per-record scratch, grown when a batch needs more."""
+    """The filter pass's output and per-record scratch, grown when a batch needs more, and
+    the transactions it applies (``set_transactions``)."""
 
     def __init__(self, out_bytes: int) -> None:
         self.out = bytearray(out_bytes)
         self.keep = bytearray(max(out_bytes // 8, 1024))
         self.params = ffi.new("lk_clean_params *")
         self.err = ffi.new("lk_error *")
+        self._aborted: AbortedList = NO_ABORTED
+        self._producers: OffsetMap | None = None
+
+    def set_transactions(self, aborted: AbortedList | None = None,
+                         producers: OffsetMap | None = None) -> None:
+        """What the next filter calls apply: batches of the ``aborted`` transactions lose
+        their records, and with ``producers`` (the producer pass's map of the range being
+        cleaned) each producer's last batch is kept, empty if need be. Held until the next
+        call: the C side points at both."""
+        self._aborted = aborted or NO_ABORTED
+        self._producers = producers
+        self.params.aborted = self._aborted.pointer
+        self.params.aborted_count = self._aborted.count
+        self.params.producers = producers.c_map if producers is not None else ffi.NULL
 
     def grow_for(self, batch: Buffer) -> None:
         header = parse_header(batch)
@@ -1290,6 +1332,70 @@ def cleaner_filter(offset_map: OffsetMap, data: Buffer, now_ms: int, new_horizon
         buffers.grow_for(view)
     check(rc, buffers.err, context=context)
     return int(result.position), int(result.written), int(result.stop)
+
+
+def _triple(aborted: Any) -> tuple[int, int, int]:
+    if hasattr(aborted, "producer_id"):
+        return int(aborted.producer_id), int(aborted.first_offset), int(aborted.last_offset)
+    producer_id, first, last = aborted[:3]
+    return int(producer_id), int(first), int(last)
+
+
+class AbortedList:
+    """Aborted transactions in the shape the C side wants them (lk_aborted_txns_check):
+    sorted by (producer id, first offset), one producer's merged where they overlap (the
+    same offsets are aborted either way). Takes (producer_id, first_offset, last_offset)
+    triples, or objects with those attributes (the partition log's AbortedTxn). Build
+    once, pass to many calls. O(n log n)."""
+
+    def __init__(self, aborted: Iterable[Any]) -> None:
+        merged: list[list[int]] = []
+        for producer_id, first, last in sorted(_triple(a) for a in aborted):
+            if first > last:
+                raise ValueError(
+                    f"aborted transaction of producer {producer_id}: first offset {first} is "
+                    f"past its last offset {last}")
+            if merged and merged[-1][0] == producer_id and first <= merged[-1][2]:
+                merged[-1][2] = max(merged[-1][2], last)
+            else:
+                merged.append([producer_id, first, last])
+        self.count = len(merged)
+        self.triples = [tuple(m) for m in merged]
+        self.pointer = ffi.new("lk_aborted_txn[]", merged) if merged else ffi.NULL
+        check(lib.lk_aborted_txns_check(self.pointer, self.count),
+              context="checking the aborted transactions")
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+
+NO_ABORTED = AbortedList(())
+
+
+def drop_aborted(buf: bytearray | memoryview, aborted: Sequence[Any] | AbortedList) -> int:
+    """Removes, in place, the batches of aborted transactions from the batches in ``buf``
+    (a bytearray, or a writable memoryview) and returns the new length: ``buf[:n]`` holds
+    the batches kept, in order and unchanged; bytes past it are left over (``buf`` is not
+    resized). ``aborted``: (producer_id, first_offset, last_offset) triples (or objects with
+    those attributes), e.g. the aborted transactions of a read_committed fetch, in any
+    order (sorted by first offset is what the log gives). A transactional data batch of a
+    listed producer whose base offset lies in [first_offset, last_offset] is aborted;
+    markers and other batches stay. Torn or damaged bytes stop the walk and are kept as
+    they are, for the decoding that follows to report (see lk_drop_aborted).
+    O(1) for an empty list; else O(n log n) to sort the list, a walk over batch headers in
+    C, a binary search per transactional batch and one move of the bytes after the first
+    batch dropped."""
+    view = memoryview(buf).cast("B")
+    if not aborted:
+        return len(view)
+    listed = aborted if isinstance(aborted, AbortedList) else AbortedList(aborted)
+    n = lib.lk_drop_aborted(ffi.from_buffer(view, require_writable=True), len(view),
+                            listed.pointer, listed.count)
+    check(int(n) if n < 0 else lib.LK_OK, context="dropping aborted transactions")
+    return int(n)
 
 
 def first_keyless(data: Buffer) -> tuple[int, int]:

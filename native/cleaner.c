@@ -13,6 +13,21 @@
  * probability ~n^2/2^129 per pass; Kafka keeps 16 bytes of MD5 for the same reason. With
  * the offset that makes 24 bytes a slot, as in Kafka. Slots are probed linearly from
  * the slot the first hash picks; entries are never removed, only cleared all at once.
+ *
+ * Transactions follow Kafka's LogCleaner (logkernel.h, "Log cleaner"): aborted batches
+ * are judged per batch from the caller's aborted triples (txn.c), put nothing in the map
+ * and keep nothing in the filter pass; markers are kept; and each producer's last data
+ * batch in the range cleaned survives, as a bare header if it loses every record, which
+ * the producer pass (a walk over batch headers) tells the filter pass.
+ *
+ * Markers are always kept, though Kafka drops one once no batch of its transaction is
+ * left and its delete horizon has passed. Doing that here needs, per producer, whether
+ * the open transaction kept a batch anywhere in the range (state across calls and
+ * segments), a horizon stamped on markers, and the marker's .txnindex entry dropped in the
+ * same swap (log/partition.py writes the .txnindex of a cleaned segment from the aborted
+ * transactions it knows, whose markers it assumes are still there). A kept marker costs
+ * 78 bytes per transaction; dropping one too early makes read_committed consumers skip
+ * committed data, so it is left for when the .txnindex side can follow.
  */
 #include <limits.h>
 #include <stdint.h>
@@ -340,6 +355,9 @@ typedef struct {
     const uint8_t *batch_end;
     int32_t left;              /* records left in the current batch */
     int64_t from_offset;       /* batches ending below this are skipped (map pass) */
+    const lk_aborted_txn *aborted; /* aborted batches starting below aborted_below are */
+    size_t aborted_count;          /* skipped: the pass reads none of their records */
+    int64_t aborted_below;
 } lookahead;
 
 static inline void lookahead_step(lookahead *la, const lk_offset_map *map)
@@ -364,6 +382,14 @@ static inline void lookahead_step(lookahead *la, const lk_offset_map *map)
         if ((attributes & (LK_ATTR_CONTROL | LK_ATTR_COMPRESSION_MASK)) || count <= 0
             || last < la->from_offset)
             continue; /* the pass reads no records there either */
+        if (la->aborted_count && (attributes & LK_ATTR_TRANSACTIONAL)) {
+            lk_batch_header h = {.base_offset = (int64_t)lk_load_be64(b + LK_OFF_BASE_OFFSET),
+                                 .attributes = (int16_t)attributes,
+                                 .producer_id = (int64_t)lk_load_be64(b + LK_OFF_PRODUCER_ID)};
+            if (h.base_offset < la->aborted_below
+                && lk_batch_aborted(&h, la->aborted, la->aborted_count))
+                continue;
+        }
         la->p = b + LK_BATCH_HEADER_SIZE;
         la->batch_end = bend;
         la->left = count;
@@ -379,13 +405,18 @@ static inline void lookahead_step(lookahead *la, const lk_offset_map *map)
 }
 
 static inline void lookahead_start(lookahead *la, const lk_offset_map *map, const uint8_t *buf,
-                                   size_t len, int64_t from_offset)
+                                   size_t len, int64_t from_offset,
+                                   const lk_aborted_txn *aborted, size_t aborted_count,
+                                   int64_t aborted_below)
 {
     la->next_batch = buf;
     la->end = buf + len;
     la->p = la->batch_end = NULL;
     la->left = 0;
     la->from_offset = from_offset;
+    la->aborted = aborted;
+    la->aborted_count = aborted_count;
+    la->aborted_below = aborted_below;
     for (int i = 0; i < LOOKAHEAD; i++)
         lookahead_step(la, map);
 }
@@ -428,18 +459,34 @@ static int corrupt(lk_error *err, int64_t position, int32_t index)
                    "a record is malformed, or the records do not fill the batch exactly");
 }
 
+static int bad_aborted(lk_error *err)
+{
+    return lk_fail(err, LK_ERR_ARGUMENT, 0, -1,
+                   "the aborted transactions are not sorted by producer id and first offset, "
+                   "or one producer's overlap");
+}
+
+/* The producer map's key for a producer id: its 8 bytes, big-endian. */
+static inline void producer_key(uint8_t key[8], int64_t producer_id)
+{
+    lk_store_be64(key, (uint64_t)producer_id);
+}
+
 /* ------------------------------------------------------------------------------------
  * The map pass.
  * --------------------------------------------------------------------------------- */
 int lk_cleaner_map(lk_offset_map *map, const uint8_t *buf, size_t len, int64_t from_offset,
-                   int64_t stop_offset, lk_map_result *result, lk_error *err)
+                   int64_t stop_offset, const lk_aborted_txn *aborted, size_t aborted_count,
+                   lk_map_result *result, lk_error *err)
 {
     if (!map || !result || (!buf && len) || len > INT64_MAX)
         return LK_ERR_ARGUMENT;
+    if (lk_aborted_txns_check(aborted, aborted_count) != LK_OK)
+        return bad_aborted(err);
     result->stop = LK_CLEAN_END;
     result->next_offset = from_offset;
     lookahead ahead;
-    lookahead_start(&ahead, map, buf, len, from_offset);
+    lookahead_start(&ahead, map, buf, len, from_offset, aborted, aborted_count, INT64_MAX);
     size_t pos = 0;
     while (pos < len) {
         lk_batch_header h;
@@ -479,7 +526,10 @@ int lk_cleaner_map(lk_offset_map *map, const uint8_t *buf, size_t len, int64_t f
             result->position = (int64_t)pos;
             return rc;
         }
-        if ((h.attributes & LK_ATTR_CONTROL) || h.record_count == 0) {
+        if ((h.attributes & LK_ATTR_CONTROL) || h.record_count == 0
+            || lk_batch_aborted(&h, aborted, aborted_count)) {
+            /* No keys: a marker, an empty batch, or an aborted transaction's records,
+             * which must not supersede older records of their keys. */
             if (next > result->next_offset)
                 result->next_offset = next < stop_offset ? next : stop_offset;
             result->last_offset = next - 1;
@@ -527,8 +577,76 @@ int lk_cleaner_map(lk_offset_map *map, const uint8_t *buf, size_t len, int64_t f
 }
 
 /* ------------------------------------------------------------------------------------
+ * The producer pass: the last data batch of every producer id, from batch headers alone.
+ * --------------------------------------------------------------------------------- */
+int lk_cleaner_producers(lk_offset_map *producers, const uint8_t *buf, size_t len,
+                         lk_map_result *result, lk_error *err)
+{
+    if (!producers || !result || (!buf && len) || len > INT64_MAX)
+        return LK_ERR_ARGUMENT;
+    result->stop = LK_CLEAN_END;
+    size_t pos = 0;
+    while (len - pos >= LK_BATCH_HEADER_SIZE) {
+        lk_batch_header h;
+        int rc = lk_batch_parse_header(buf + pos, len - pos, 0, &h, err);
+        if (rc == LK_ERR_TRUNCATED)
+            break;
+        result->position = (int64_t)pos;
+        if (rc != LK_OK) {
+            if (err)
+                err->position += (int64_t)pos;
+            return rc;
+        }
+        if (!offsets_in_range(&h))
+            return bad_offsets(err, (int64_t)pos);
+        if (h.base_offset <= result->last_offset)
+            return out_of_order(err, (int64_t)pos);
+        int64_t last = h.base_offset + (int64_t)h.last_offset_delta;
+        if (!(h.attributes & LK_ATTR_CONTROL) && h.producer_id >= 0) {
+            uint8_t key[8];
+            producer_key(key, h.producer_id);
+            if (!map_put(producers, key, sizeof key, last)) {
+                result->stop = LK_CLEAN_FULL;
+                return LK_OK;
+            }
+            result->records++;
+        }
+        result->last_offset = last;
+        result->next_offset = last + 1;
+        pos += (size_t)h.batch_length + LK_LOG_OVERHEAD;
+    }
+    result->position = (int64_t)pos;
+    return LK_OK;
+}
+
+/* ------------------------------------------------------------------------------------
  * The filter pass.
  * --------------------------------------------------------------------------------- */
+
+/* Writes the header of the batch at batch as a batch without records, Kafka's
+ * writeEmptyHeader: the same offsets, producer fields, leader epoch, timestamp type,
+ * transactional bit and maxTimestamp; no compression or delete horizon; baseTimestamp -1
+ * (NO_TIMESTAMP); recordsCount 0. Returns its size, LK_BATCH_HEADER_SIZE. */
+static size_t write_empty(const uint8_t *batch, uint8_t *out)
+{
+    memcpy(out, batch, LK_BATCH_HEADER_SIZE);
+    uint16_t attributes = lk_load_be16(batch + LK_OFF_ATTRIBUTES);
+    attributes &= (uint16_t)~(LK_ATTR_COMPRESSION_MASK | LK_ATTR_DELETE_HORIZON);
+    lk_store_be32(out + LK_OFF_LENGTH, LK_MIN_BATCH_LENGTH);
+    lk_store_be16(out + LK_OFF_ATTRIBUTES, attributes);
+    lk_store_be64(out + LK_OFF_BASE_TIMESTAMP, UINT64_MAX); /* -1 */
+    lk_store_be32(out + LK_OFF_RECORD_COUNT, 0);
+    lk_batch_update_crc(out, LK_BATCH_HEADER_SIZE, NULL);
+    return LK_BATCH_HEADER_SIZE;
+}
+
+/* 1 if the data batch h is its producer's last in the range the producer pass walked. */
+static inline int producer_last(lk_offset_map *producers, const lk_batch_header *h)
+{
+    uint8_t key[8];
+    producer_key(key, h->producer_id);
+    return map_get(producers, key, sizeof key) == h->base_offset + (int64_t)h->last_offset_delta;
+}
 
 /* Writes the kept records of one uncompressed batch, re-encoded against new_base (their
  * timestamp deltas change when the base timestamp does), after a copy of its header;
@@ -590,10 +708,13 @@ int lk_cleaner_filter(lk_offset_map *map, const uint8_t *in, size_t in_len,
     if (!map || !params || !result || (!in && in_len) || (!out && out_capacity)
         || (!keep && keep_capacity) || in_len > INT64_MAX)
         return LK_ERR_ARGUMENT;
+    if (lk_aborted_txns_check(params->aborted, params->aborted_count) != LK_OK)
+        return bad_aborted(err);
     result->stop = LK_CLEAN_END;
     result->written = 0;
     lookahead ahead;
-    lookahead_start(&ahead, map, in, in_len, INT64_MIN);
+    lookahead_start(&ahead, map, in, in_len, INT64_MIN, params->aborted, params->aborted_count,
+                    params->map_end);
     size_t pos = 0, written = 0;
     while (pos < in_len) {
         lk_batch_header h;
@@ -617,12 +738,18 @@ int lk_cleaner_filter(lk_offset_map *map, const uint8_t *in, size_t in_len,
         }
         int compressed = (h.attributes & LK_ATTR_COMPRESSION_MASK) != 0;
         int control = (h.attributes & LK_ATTR_CONTROL) != 0;
-        if (compressed && !control && h.record_count > 0) {
+        /* Transactions below map_end (past it everything stays as it is). */
+        int below = h.base_offset < params->map_end;
+        int aborted = below && lk_batch_aborted(&h, params->aborted, params->aborted_count);
+        int producers = below && !control && params->producers && h.producer_id >= 0;
+        if (compressed && !control && h.record_count > 0 && !aborted) {
             result->stop = LK_CLEAN_COMPRESSED;
             break;
         }
-        uint64_t worst = (uint64_t)size + 10u * (uint64_t)(h.record_count > 0 ? h.record_count : 0);
-        if (worst > out_capacity - written || (uint64_t)h.record_count > keep_capacity) {
+        /* What the batch may need: aborted ones need no keep and write a header at most. */
+        uint64_t records = aborted || h.record_count < 0 ? 0 : (uint64_t)h.record_count;
+        uint64_t worst = (uint64_t)size + 10u * records;
+        if (worst > out_capacity - written || records > keep_capacity) {
             if (written == 0 && pos == 0)
                 return lk_fail(err, LK_ERR_BUFFER_TOO_SMALL, 0, -1,
                                "the output or keep buffer cannot hold the first batch");
@@ -631,11 +758,30 @@ int lk_cleaner_filter(lk_offset_map *map, const uint8_t *in, size_t in_len,
         }
         result->batches_read++;
         result->last_offset = h.base_offset + (int64_t)h.last_offset_delta;
+        int last_of_producer = producers && producer_last(params->producers, &h);
+        if (aborted) {
+            int64_t count = h.record_count > 0 ? h.record_count : 0;
+            result->records_read += count;
+            result->aborted_dropped += count;
+            if (last_of_producer) {
+                written += write_empty(batch, out + written);
+                result->batches_kept++;
+                result->empty_batches_kept++;
+            }
+            pos += size;
+            continue;
+        }
         if (control || h.record_count == 0) {
-            /* Markers and empty batches stay as they are (transactions decide their fate). */
+            /* Markers stay as they are; so do empty batches, but for producers' older
+             * ones (a producer's last batch is kept empty only while it is the last). */
+            if (!control && producers && !last_of_producer) {
+                pos += size;
+                continue;
+            }
             memcpy(out + written, batch, size);
             written += size;
             result->batches_kept++;
+            result->empty_batches_kept += last_of_producer;
             pos += size;
             continue;
         }
@@ -680,6 +826,11 @@ int lk_cleaner_filter(lk_offset_map *map, const uint8_t *in, size_t in_len,
             return corrupt(err, (int64_t)(pos + (size_t)(p - batch)), h.record_count);
         result->records_kept += kept;
         if (kept == 0) {
+            if (last_of_producer) { /* the producer's sequence state lives on in it */
+                written += write_empty(batch, out + written);
+                result->batches_kept++;
+                result->empty_batches_kept++;
+            }
             pos += size;
             continue;
         }

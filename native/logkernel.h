@@ -663,10 +663,73 @@ uint64_t lk_segment_map_length(const lk_segment *seg);
 int lk_segment_close(lk_segment *seg);
 
 /* ----------------------------------------------------------------------------
- * Log cleaner (compaction): XXH64, the offset map, and the cleaner's two passes over
- * whole batches: the map pass records the latest offset of every key in the dirty
- * section; the filter pass copies batches keeping only records no later record of the
- * same key supersedes (native/cleaner.c).
+ * Transactions: which batches aborted transactions wrote, and dropping them from a read
+ * (native/txn.c).
+ *
+ * A transaction's data batches are transactional (attribute bit 4) and carry its
+ * producer's id; a control batch holding one COMMIT or ABORT marker ends it. An aborted
+ * transaction is known by the triple below (Kafka's AbortedTxn, as the .txnindex and
+ * FetchResponse give it): every transactional data batch of producer_id whose base offset
+ * lies in [first_offset, last_offset] is aborted, last_offset being the ABORT marker's
+ * offset. Control batches are never aborted data, and neither is a batch that is not
+ * transactional. So the rule needs no state: each batch is judged on its own header.
+ * ------------------------------------------------------------------------- */
+typedef struct lk_aborted_txn {
+    int64_t producer_id;
+    int64_t first_offset;
+    int64_t last_offset;   /* the ABORT marker's offset */
+} lk_aborted_txn;
+
+/* Checks a list of aborted transactions as the functions below take it: sorted by
+ * (producer_id, first_offset), each with first_offset <= last_offset, and one producer's
+ * transactions apart (each first_offset above the producer's previous last_offset: a
+ * producer has one transaction open at a time). logkernel/_binding.py sorts and merges
+ * the lists it is given into this shape. O(count).
+ * Returns LK_OK, or LK_ERR_ARGUMENT (also for NULL with count > 0). */
+int lk_aborted_txns_check(const lk_aborted_txn *aborted, size_t count);
+
+/* 1 if the batch with this header is aborted data: a transactional data batch (not
+ * control) with a producer id, whose base offset lies in one of the producer's aborted
+ * transactions; else 0. aborted must pass lk_aborted_txns_check (not checked here: this
+ * is the per-batch test of the loops below). O(log count); O(1) for a batch that is not
+ * transactional or an empty list. */
+int lk_batch_aborted(const lk_batch_header *header, const lk_aborted_txn *aborted,
+                     size_t count);
+
+/* Removes every aborted batch (lk_batch_aborted) from the consecutive batches at buf, in
+ * place: the batches kept move down, in order and unchanged, so buf[0:result) holds them;
+ * bytes of buf past the result are left over. For reads with isolation_level =
+ * read_committed, before their records are decoded.
+ *
+ * Damaged input is never an error here and is never lost: the walk stops at the first
+ * batch whose header does not parse (lk_batch_parse_header: a torn tail, a bad length or
+ * magic), and at the first aborted-looking batch whose CRC does not match (its header
+ * fields may be garbage); that batch and everything after it are kept as they are, for
+ * the caller's validation to report. A batch is dropped only when its CRC is good.
+ * Batches kept are not validated (the caller's decoding does that).
+ *
+ * Returns the new length (0..len), or LK_ERR_ARGUMENT (buf NULL with len > 0, len past
+ * INT64_MAX, aborted failing lk_aborted_txns_check) with buf untouched.
+ * O(1) when count is 0; else a walk over batch headers (O(batches)), a binary search per
+ * transactional data batch, a CRC pass over each batch dropped, and one move of the
+ * bytes after the first batch dropped. Nothing is allocated; buf is borrowed. */
+int64_t lk_drop_aborted(uint8_t *buf, size_t len, const lk_aborted_txn *aborted,
+                        size_t count);
+
+/* ----------------------------------------------------------------------------
+ * Log cleaner (compaction): XXH64, the offset map, and the cleaner's passes over whole
+ * batches: the map pass records the latest offset of every key in the dirty section; the
+ * producer pass the last data batch of every producer id; the filter pass copies batches
+ * keeping only records no later record of the same key supersedes (native/cleaner.c).
+ *
+ * Transactions, as Kafka's LogCleaner treats them: the caller never cleans at or past the
+ * last stable offset (its stop_offset and map_end stay below it); aborted transactional
+ * batches (lk_batch_aborted, with the aborted transactions of the range) put no key in the
+ * map and lose every record in the filter pass, whatever their keys; control batches
+ * (markers) are kept; and the last data batch of each producer id in the range cleaned is
+ * kept even when it loses every record, as a header without records (recordsCount 0, the
+ * same lastOffsetDelta and producer fields), so that producer state can be rebuilt from
+ * the log.
  * ------------------------------------------------------------------------- */
 
 /* XXH64 of data[0:len) under seed (xxHash's 64-bit hash). O(len); cannot fail. */
@@ -731,8 +794,10 @@ typedef struct {
 } lk_map_result;
 
 /* Map pass over consecutive batches at buf: every keyed record with offset in
- * [from_offset, stop_offset) is recorded as its key's latest. Control batches and keyless
- * records are skipped. Each batch's header is checked and its offsets must lie above the
+ * [from_offset, stop_offset) is recorded as its key's latest. Control batches, aborted
+ * batches (lk_batch_aborted with aborted[0:aborted_count), which must pass
+ * lk_aborted_txns_check; NULL, 0 for none) and keyless records are skipped; an aborted
+ * batch is skipped even when compressed (it is never a COMPRESSED stop). Each batch's header is checked and its offsets must lie above the
  * last offset of the batch before it (a damaged header would otherwise put keys at wrong
  * offsets: CORRUPT_RECORD); each batch whose records it reads (not those wholly below
  * from_offset) has its CRC checked and its records walked.
@@ -740,7 +805,25 @@ typedef struct {
  * CORRUPT_RECORD, BAD_LENGTH, BAD_MAGIC) with err->position relative to buf. The caller
  * zeroes *result once per pass. O(bytes). */
 int lk_cleaner_map(lk_offset_map *map, const uint8_t *buf, size_t len, int64_t from_offset,
-                   int64_t stop_offset, lk_map_result *result, lk_error *err);
+                   int64_t stop_offset, const lk_aborted_txn *aborted, size_t aborted_count,
+                   lk_map_result *result, lk_error *err);
+
+/* Producer pass over consecutive batches at buf: for every data batch (not control) with a
+ * producer id (>= 0), records in producers the last offset of the batch (baseOffset +
+ * lastOffsetDelta) as the latest of the key "the producer id as 8 big-endian bytes"; so
+ * after a pass over a range, each producer id maps to the last offset of its last data
+ * batch there (params->producers of the filter pass). Batch headers only: no CRC, no
+ * records (the filter pass checks those). Stops: END, as for the map pass (a batch cut by
+ * the end of buf starts at position); FULL (producers is full and the batch at position
+ * has a new producer id: give it more memory and walk the range again).
+ * result->records counts the batches recorded, next_offset is the last offset + 1 of the
+ * last batch walked, and last_offset is as for the map pass (each batch must start above
+ * it). The caller zeroes *result once per pass, with last_offset = -1.
+ * Errors: BAD_LENGTH, BAD_MAGIC (a header that does not parse), CORRUPT_RECORD (offsets
+ * out of range, or not above the batch before), ARGUMENT; err->position is relative to
+ * buf. O(batches). */
+int lk_cleaner_producers(lk_offset_map *producers, const uint8_t *buf, size_t len,
+                         lk_map_result *result, lk_error *err);
 
 typedef struct {
     int64_t now_ms;          /* tombstones in a batch whose delete horizon is <= this go */
@@ -748,7 +831,19 @@ typedef struct {
                                 now + delete.retention.ms */
     int64_t map_end;         /* the first offset the map pass did not record: records at or
                                 past it are kept as they are (the map knows nothing of their
-                                keys' older records, so nothing of theirs may go yet) */
+                                keys' older records, so nothing of theirs may go yet), and
+                                so is every batch whose base offset is at or past it */
+    const lk_aborted_txn *aborted; /* aborted transactions of the range (as lk_aborted_txns_check
+                                wants them): batches below map_end they wrote lose every
+                                record. NULL with aborted_count 0: none */
+    size_t aborted_count;
+    lk_offset_map *producers;/* the producer pass's map of the whole range cleaned (every
+                                batch the filter pass reads, and may be more): a data batch
+                                below map_end with a producer id that is its producer's last
+                                is kept, as a header without records if it loses them all,
+                                and an empty one that is not its producer's last goes.
+                                NULL: no producer state is kept (empty batches are copied,
+                                batches left empty go) */
 } lk_clean_params;
 
 typedef struct {
@@ -765,6 +860,9 @@ typedef struct {
     int64_t next_horizon_ms;    /* earliest delete horizon of a kept batch holding
                                    tombstones; the caller starts it at INT64_MAX */
     int64_t last_offset;        /* as in lk_map_result; the caller starts it at -1 */
+    int64_t aborted_dropped;    /* records of aborted transactions removed */
+    int64_t empty_batches_kept; /* producers' last batches kept without records (written
+                                   empty here, or copied empty) */
 } lk_clean_result;
 
 /* Filter pass: copies the batches at in to out, each keeping the records whose key has no
@@ -774,9 +872,20 @@ typedef struct {
  * rewritten with the same base offset, lastOffsetDelta and producer fields, the largest
  * kept timestamp as max timestamp (LogAppendTime batches keep theirs), a base timestamp
  * that is the delete horizon (attribute bit 6) when it keeps tombstones below map_end
- * or else its first kept record's timestamp, and a new CRC. Control and
- * empty batches are copied. keep is scratch of one byte per record of the largest batch.
- * Errors: as lk_cleaner_map; BUFFER_TOO_SMALL when the first batch does not fit out
+ * or else its first kept record's timestamp, and a new CRC. Control batches are copied.
+ *
+ * Transactions (batches whose base offset is below map_end): an aborted batch
+ * (params->aborted) loses every record, compressed or not (never a COMPRESSED stop). With
+ * params->producers, a data batch with a producer id whose last offset is the one the
+ * map holds for its producer is the producer's last: left empty, it is written as a
+ * header without records: the same header but recordsCount 0, batchLength 49, no
+ * compression or delete-horizon bits, baseTimestamp -1 and a new CRC (Kafka's
+ * writeEmptyHeader); an empty batch that is not its producer's last is dropped. Other
+ * empty batches are copied.
+ *
+ * keep is scratch of one byte per record of the largest batch.
+ * Errors: as lk_cleaner_map, and ARGUMENT when params->aborted fails
+ * lk_aborted_txns_check; BUFFER_TOO_SMALL when the first batch does not fit out
  * (size + 10 bytes a record) or keep. O(bytes). */
 int lk_cleaner_filter(lk_offset_map *map, const uint8_t *in, size_t in_len,
                       const lk_clean_params *params, uint8_t *out, size_t out_capacity,

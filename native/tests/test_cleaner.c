@@ -1247,7 +1247,7 @@ static void test_map_pass(void)
     /* A..C: everything keyed recorded, control and keyless skipped. */
     roomy_map(&m);
     r = new_map_result();
-    CHECK_EQ(lk_cleaner_map(&m, buf, pos[LD], 0, INT64_MAX, &r, &err), LK_OK);
+    CHECK_EQ(lk_cleaner_map(&m, buf, pos[LD], 0, INT64_MAX, NULL, 0, &r, &err), LK_OK);
     CHECK_EQ(r.stop, LK_CLEAN_END);
     CHECK_EQ(r.position, pos[LD]);
     CHECK_EQ(r.next_offset, 10);
@@ -1264,7 +1264,7 @@ static void test_map_pass(void)
     /* The whole log: COMPRESSED at D; its plain version, then E, in the same result. */
     roomy_map(&m);
     r = new_map_result();
-    CHECK_EQ(lk_cleaner_map(&m, buf, L.len, 0, INT64_MAX, &r, &err), LK_OK);
+    CHECK_EQ(lk_cleaner_map(&m, buf, L.len, 0, INT64_MAX, NULL, 0, &r, &err), LK_OK);
     CHECK_EQ(r.stop, LK_CLEAN_COMPRESSED);
     CHECK_EQ(r.position, pos[LD]);
     CHECK_EQ(r.next_offset, 10);
@@ -1272,7 +1272,7 @@ static void test_map_pass(void)
     CHECK_EQ(r.last_offset, 9);
     CHECK_EQ(get_str(&m, "k4"), -1);
     uint8_t *plain = plain_copy(buf + pos[LD], L.size[LD]);
-    CHECK_EQ(lk_cleaner_map(&m, plain, L.size[LD], 0, INT64_MAX, &r, &err), LK_OK);
+    CHECK_EQ(lk_cleaner_map(&m, plain, L.size[LD], 0, INT64_MAX, NULL, 0, &r, &err), LK_OK);
     CHECK_EQ(r.stop, LK_CLEAN_END);
     CHECK_EQ(r.position, L.size[LD]);
     CHECK_EQ(r.next_offset, 12);
@@ -1280,7 +1280,7 @@ static void test_map_pass(void)
     CHECK_EQ(r.last_offset, 11);
     CHECK_EQ(get_str(&m, "k4"), 10);
     CHECK_EQ(get_str(&m, "k5"), 11);
-    CHECK_EQ(lk_cleaner_map(&m, buf + pos[LE], L.size[LE], 0, INT64_MAX, &r, &err), LK_OK);
+    CHECK_EQ(lk_cleaner_map(&m, buf + pos[LE], L.size[LE], 0, INT64_MAX, NULL, 0, &r, &err), LK_OK);
     CHECK_EQ(r.stop, LK_CLEAN_END);
     CHECK_EQ(r.next_offset, 15);
     CHECK_EQ(r.records, 10);
@@ -1292,7 +1292,7 @@ static void test_map_pass(void)
     /* from_offset: records below it are not recorded, batches ending below it skipped. */
     roomy_map(&m);
     r = new_map_result();
-    CHECK_EQ(lk_cleaner_map(&m, buf, pos[LD], 6, INT64_MAX, &r, &err), LK_OK);
+    CHECK_EQ(lk_cleaner_map(&m, buf, pos[LD], 6, INT64_MAX, NULL, 0, &r, &err), LK_OK);
     CHECK_EQ(r.stop, LK_CLEAN_END);
     CHECK_EQ(r.next_offset, 10);
     CHECK_EQ(r.records, 2);
@@ -1303,13 +1303,13 @@ static void test_map_pass(void)
     CHECK_EQ(get_str(&m, "k3"), 9);
     roomy_map(&m);
     r = new_map_result();
-    CHECK_EQ(lk_cleaner_map(&m, buf, pos[LD], 2, INT64_MAX, &r, &err), LK_OK);
+    CHECK_EQ(lk_cleaner_map(&m, buf, pos[LD], 2, INT64_MAX, NULL, 0, &r, &err), LK_OK);
     CHECK_EQ(r.records, 4);
     CHECK_EQ(get_str(&m, "k0"), 3);
     CHECK_EQ(get_str(&m, "k1"), 5);
     roomy_map(&m);
     r = new_map_result();
-    CHECK_EQ(lk_cleaner_map(&m, buf, pos[LD], 10, INT64_MAX, &r, &err), LK_OK);
+    CHECK_EQ(lk_cleaner_map(&m, buf, pos[LD], 10, INT64_MAX, NULL, 0, &r, &err), LK_OK);
     CHECK_EQ(r.stop, LK_CLEAN_END);
     CHECK_EQ(r.position, pos[LD]);
     CHECK_EQ(r.next_offset, 10);
@@ -1319,7 +1319,7 @@ static void test_map_pass(void)
     /* A compressed batch wholly below from_offset is passed over, not reported. */
     roomy_map(&m);
     r = new_map_result();
-    CHECK_EQ(lk_cleaner_map(&m, buf, L.len, 100, INT64_MAX, &r, &err), LK_OK);
+    CHECK_EQ(lk_cleaner_map(&m, buf, L.len, 100, INT64_MAX, NULL, 0, &r, &err), LK_OK);
     CHECK_EQ(r.stop, LK_CLEAN_END);
     CHECK_EQ(r.position, L.len);
     CHECK_EQ(r.records, 0);
@@ -1334,7 +1334,7 @@ static void test_map_pass(void)
     for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
         roomy_map(&m);
         r = new_map_result();
-        CHECK_EQ(lk_cleaner_map(&m, buf, L.len, 0, limits[i].stop, &r, &err), LK_OK);
+        CHECK_EQ(lk_cleaner_map(&m, buf, L.len, 0, limits[i].stop, NULL, 0, &r, &err), LK_OK);
         CHECK_EQ(r.stop, LK_CLEAN_LIMIT);
         CHECK_EQ(r.position, pos[limits[i].batch]);
         CHECK_EQ(r.next_offset, limits[i].next);
@@ -1342,15 +1342,15 @@ static void test_map_pass(void)
     }
     roomy_map(&m);
     r = new_map_result();
-    CHECK_EQ(lk_cleaner_map(&m, buf, pos[LD], 0, 7, &r, &err), LK_OK);
+    CHECK_EQ(lk_cleaner_map(&m, buf, pos[LD], 0, 7, NULL, 0, &r, &err), LK_OK);
     CHECK_EQ(get_str(&m, "k1"), 5);
     CHECK_EQ(get_str(&m, "k2"), -1);
     /* A stop inside the compressed batch is found in its plain version. */
     roomy_map(&m);
     r = new_map_result();
-    CHECK_EQ(lk_cleaner_map(&m, buf, L.len, 0, 11, &r, &err), LK_OK);
+    CHECK_EQ(lk_cleaner_map(&m, buf, L.len, 0, 11, NULL, 0, &r, &err), LK_OK);
     CHECK_EQ(r.stop, LK_CLEAN_COMPRESSED);
-    CHECK_EQ(lk_cleaner_map(&m, plain, L.size[LD], 0, 11, &r, &err), LK_OK);
+    CHECK_EQ(lk_cleaner_map(&m, plain, L.size[LD], 0, 11, NULL, 0, &r, &err), LK_OK);
     CHECK_EQ(r.stop, LK_CLEAN_LIMIT);
     CHECK_EQ(r.position, 0);
     CHECK_EQ(r.next_offset, 11);
@@ -1359,7 +1359,7 @@ static void test_map_pass(void)
     /* stop_offset past the end: END. */
     roomy_map(&m);
     r = new_map_result();
-    CHECK_EQ(lk_cleaner_map(&m, buf, pos[LD], 0, 10, &r, &err), LK_OK);
+    CHECK_EQ(lk_cleaner_map(&m, buf, pos[LD], 0, 10, NULL, 0, &r, &err), LK_OK);
     CHECK_EQ(r.stop, LK_CLEAN_END);
     CHECK_EQ(r.next_offset, 10);
 
@@ -1368,7 +1368,7 @@ static void test_map_pass(void)
     REQUIRE_OK(lk_offset_map_init(&m, small_mem, sizeof small_mem, 0.5, 0));
     CHECK_EQ(m.limit, 2);
     r = new_map_result();
-    CHECK_EQ(lk_cleaner_map(&m, buf, pos[LD], 0, INT64_MAX, &r, &err), LK_OK);
+    CHECK_EQ(lk_cleaner_map(&m, buf, pos[LD], 0, INT64_MAX, NULL, 0, &r, &err), LK_OK);
     CHECK_EQ(r.stop, LK_CLEAN_FULL);
     CHECK_EQ(r.position, pos[LC]);
     CHECK_EQ(r.next_offset, 7); /* k2@7: the first record not recorded */
@@ -1380,7 +1380,7 @@ static void test_map_pass(void)
     /* ...and the next pass resumes at next_offset from that batch. */
     lk_offset_map_clear(&m);
     r = new_map_result();
-    CHECK_EQ(lk_cleaner_map(&m, buf + pos[LC], pos[LD] - pos[LC], 7, INT64_MAX, &r, &err), LK_OK);
+    CHECK_EQ(lk_cleaner_map(&m, buf + pos[LC], pos[LD] - pos[LC], 7, INT64_MAX, NULL, 0, &r, &err), LK_OK);
     CHECK_EQ(r.stop, LK_CLEAN_END);
     CHECK_EQ(r.records, 2);
     CHECK_EQ(get_str(&m, "k2"), 7);
@@ -1390,7 +1390,7 @@ static void test_map_pass(void)
     static uint64_t one_slot[3];
     REQUIRE_OK(lk_offset_map_init(&m, one_slot, sizeof one_slot, 0.9, 0));
     r = new_map_result();
-    CHECK_EQ(lk_cleaner_map(&m, buf, pos[LD], 0, INT64_MAX, &r, &err), LK_OK);
+    CHECK_EQ(lk_cleaner_map(&m, buf, pos[LD], 0, INT64_MAX, NULL, 0, &r, &err), LK_OK);
     CHECK_EQ(r.stop, LK_CLEAN_FULL);
     CHECK_EQ(r.position, 0);
     CHECK_EQ(r.next_offset, 0);
@@ -1405,7 +1405,7 @@ static void test_map_pass(void)
         roomy_map(&m);
         r = new_map_result();
         memset(&err, 0, sizeof err);
-        int rc = lk_cleaner_map(&m, two, L.size[LA] + xs, 0, INT64_MAX, &r, &err);
+        int rc = lk_cleaner_map(&m, two, L.size[LA] + xs, 0, INT64_MAX, NULL, 0, &r, &err);
         if (xbase <= 3) {
             CHECK_EQ(rc, LK_ERR_CORRUPT_RECORD);
             CHECK_EQ(err.code, LK_ERR_CORRUPT_RECORD);
@@ -1420,9 +1420,9 @@ static void test_map_pass(void)
         /* The same across two calls sharing the result's last_offset. */
         roomy_map(&m);
         r = new_map_result();
-        CHECK_EQ(lk_cleaner_map(&m, two, L.size[LA], 0, INT64_MAX, &r, &err), LK_OK);
+        CHECK_EQ(lk_cleaner_map(&m, two, L.size[LA], 0, INT64_MAX, NULL, 0, &r, &err), LK_OK);
         CHECK_EQ(r.last_offset, 3);
-        rc = lk_cleaner_map(&m, two + L.size[LA], xs, 0, INT64_MAX, &r, &err);
+        rc = lk_cleaner_map(&m, two + L.size[LA], xs, 0, INT64_MAX, NULL, 0, &r, &err);
         CHECK_EQ(rc, xbase <= 3 ? LK_ERR_CORRUPT_RECORD : LK_OK);
         if (rc != LK_OK) {
             CHECK_EQ(err.position, 0);
@@ -1431,7 +1431,7 @@ static void test_map_pass(void)
         /* ...and below from_offset too (the order is checked before skipping). */
         roomy_map(&m);
         r = new_map_result();
-        rc = lk_cleaner_map(&m, two, L.size[LA] + xs, 100, INT64_MAX, &r, &err);
+        rc = lk_cleaner_map(&m, two, L.size[LA] + xs, 100, INT64_MAX, NULL, 0, &r, &err);
         CHECK_EQ(rc, xbase <= 3 ? LK_ERR_CORRUPT_RECORD : LK_OK);
     }
     /* A control batch out of order. */
@@ -1439,7 +1439,7 @@ static void test_map_pass(void)
     size_t cs = enc_control(two + L.size[LA], sizeof two - L.size[LA], 2);
     roomy_map(&m);
     r = new_map_result();
-    CHECK_EQ(lk_cleaner_map(&m, two, L.size[LA] + cs, 0, INT64_MAX, &r, &err),
+    CHECK_EQ(lk_cleaner_map(&m, two, L.size[LA] + cs, 0, INT64_MAX, NULL, 0, &r, &err),
              LK_ERR_CORRUPT_RECORD);
 
     /* Every cut of A..C: END at the start of the cut batch, whole batches recorded. */
@@ -1450,7 +1450,7 @@ static void test_map_pass(void)
         uint8_t *copy = exact_copy(buf, cut);
         roomy_map(&m);
         r = new_map_result();
-        CHECK_EQ(lk_cleaner_map(&m, copy, cut, 0, INT64_MAX, &r, &err), LK_OK);
+        CHECK_EQ(lk_cleaner_map(&m, copy, cut, 0, INT64_MAX, NULL, 0, &r, &err), LK_OK);
         CHECK_EQ(r.stop, LK_CLEAN_END);
         CHECK_EQ(r.position, whole == 0 ? 0 : pos[whole - 1] + L.size[whole - 1]);
         static const int64_t next_after[] = {0, 4, 5, 10};
@@ -1468,19 +1468,19 @@ static void test_map_pass(void)
     roomy_map(&m);
     r = new_map_result();
     memset(&err, 0, sizeof err);
-    CHECK_EQ(lk_cleaner_map(&m, bad, pos[LD], 0, INT64_MAX, &r, &err), LK_ERR_CRC);
+    CHECK_EQ(lk_cleaner_map(&m, bad, pos[LD], 0, INT64_MAX, NULL, 0, &r, &err), LK_ERR_CRC);
     CHECK_EQ(err.code, LK_ERR_CRC);
     CHECK_EQ(err.position, pos[LC] + OFF_CRC);
     CHECK_EQ(r.position, pos[LC]);
     CHECK_EQ(get_str(&m, "k2"), -1);
     r = new_map_result();
-    CHECK_EQ(lk_cleaner_map(&m, bad, pos[LD], 0, INT64_MAX, &r, NULL), LK_ERR_CRC);
+    CHECK_EQ(lk_cleaner_map(&m, bad, pos[LD], 0, INT64_MAX, NULL, 0, &r, NULL), LK_ERR_CRC);
 
     memcpy(bad, buf, pos[LD]);
     bad[pos[LC] + OFF_MAGIC] = 1;
     roomy_map(&m);
     r = new_map_result();
-    CHECK_EQ(lk_cleaner_map(&m, bad, pos[LD], 0, INT64_MAX, &r, &err), LK_ERR_BAD_MAGIC);
+    CHECK_EQ(lk_cleaner_map(&m, bad, pos[LD], 0, INT64_MAX, NULL, 0, &r, &err), LK_ERR_BAD_MAGIC);
     CHECK_EQ(err.position, pos[LC] + OFF_MAGIC);
     CHECK_EQ(r.position, pos[LC]);
 
@@ -1490,7 +1490,7 @@ static void test_map_pass(void)
         set32(bad + pos[LC] + OFF_LENGTH, bad_lengths[i]);
         roomy_map(&m);
         r = new_map_result();
-        CHECK_EQ(lk_cleaner_map(&m, bad, pos[LD], 0, INT64_MAX, &r, &err), LK_ERR_BAD_LENGTH);
+        CHECK_EQ(lk_cleaner_map(&m, bad, pos[LD], 0, INT64_MAX, NULL, 0, &r, &err), LK_ERR_BAD_LENGTH);
         CHECK_EQ(err.position, pos[LC] + OFF_LENGTH);
         CHECK_EQ(r.position, pos[LC]);
     }
@@ -1499,7 +1499,7 @@ static void test_map_pass(void)
     set32(bad + pos[LC] + OFF_LENGTH, (uint32_t)(L.size[LC] - 12 + 1));
     roomy_map(&m);
     r = new_map_result();
-    CHECK_EQ(lk_cleaner_map(&m, bad, pos[LD], 0, INT64_MAX, &r, &err), LK_OK);
+    CHECK_EQ(lk_cleaner_map(&m, bad, pos[LD], 0, INT64_MAX, NULL, 0, &r, &err), LK_OK);
     CHECK_EQ(r.stop, LK_CLEAN_END);
     CHECK_EQ(r.position, pos[LC]);
 
@@ -1527,7 +1527,7 @@ static void test_map_pass(void)
         roomy_map(&m);
         r = new_map_result();
         memset(&err, 0, sizeof err);
-        int rc = lk_cleaner_map(&m, bad, pos[LD], 0, INT64_MAX, &r, &err);
+        int rc = lk_cleaner_map(&m, bad, pos[LD], 0, INT64_MAX, NULL, 0, &r, &err);
         CHECK_EQ(rc, LK_ERR_CORRUPT_RECORD);
         CHECK_EQ(err.position, pos[LC] + start);
         CHECK_EQ(err.record_index, rec_damage[i].record);
@@ -1552,7 +1552,7 @@ static void test_map_pass(void)
         CHECK_EQ(lk_batch_update_crc(bad + pos[LC], L.size[LC], NULL), LK_OK);
         roomy_map(&m);
         r = new_map_result();
-        int rc = lk_cleaner_map(&m, bad, pos[LD], 0, INT64_MAX, &r, &err);
+        int rc = lk_cleaner_map(&m, bad, pos[LD], 0, INT64_MAX, NULL, 0, &r, &err);
         /* A count of 0 over records: taken as an empty batch (records ignored) or refused. */
         if (counts[i].rc == -99)
             CHECK(rc == LK_OK || rc == LK_ERR_CORRUPT_RECORD);
@@ -1567,14 +1567,14 @@ static void test_map_pass(void)
     CHECK_EQ(lk_batch_update_crc(bad + pos[LB], L.size[LB], NULL), LK_OK);
     roomy_map(&m);
     r = new_map_result();
-    CHECK_EQ(lk_cleaner_map(&m, bad, pos[LD], 0, INT64_MAX, &r, &err), LK_ERR_CORRUPT_RECORD);
+    CHECK_EQ(lk_cleaner_map(&m, bad, pos[LD], 0, INT64_MAX, NULL, 0, &r, &err), LK_ERR_CORRUPT_RECORD);
 
     /* An empty batch (no records) moves next_offset on like a control batch. */
     memcpy(bad, buf, L.size[LA]);
     size_t es = enc_empty(bad + L.size[LA], sizeof bad - L.size[LA], 4, 3);
     roomy_map(&m);
     r = new_map_result();
-    CHECK_EQ(lk_cleaner_map(&m, bad, L.size[LA] + es, 0, INT64_MAX, &r, &err), LK_OK);
+    CHECK_EQ(lk_cleaner_map(&m, bad, L.size[LA] + es, 0, INT64_MAX, NULL, 0, &r, &err), LK_OK);
     CHECK_EQ(r.next_offset, 8);
     CHECK_EQ(r.last_offset, 7);
     CHECK_EQ(r.records, 3);
@@ -1582,10 +1582,10 @@ static void test_map_pass(void)
     /* Arguments. */
     roomy_map(&m);
     r = new_map_result();
-    CHECK_EQ(lk_cleaner_map(NULL, buf, L.len, 0, INT64_MAX, &r, &err), LK_ERR_ARGUMENT);
-    CHECK_EQ(lk_cleaner_map(&m, buf, L.len, 0, INT64_MAX, NULL, &err), LK_ERR_ARGUMENT);
-    CHECK_EQ(lk_cleaner_map(&m, NULL, 5, 0, INT64_MAX, &r, &err), LK_ERR_ARGUMENT);
-    CHECK_EQ(lk_cleaner_map(&m, NULL, 0, 3, INT64_MAX, &r, &err), LK_OK);
+    CHECK_EQ(lk_cleaner_map(NULL, buf, L.len, 0, INT64_MAX, NULL, 0, &r, &err), LK_ERR_ARGUMENT);
+    CHECK_EQ(lk_cleaner_map(&m, buf, L.len, 0, INT64_MAX, NULL, 0, NULL, &err), LK_ERR_ARGUMENT);
+    CHECK_EQ(lk_cleaner_map(&m, NULL, 5, 0, INT64_MAX, NULL, 0, &r, &err), LK_ERR_ARGUMENT);
+    CHECK_EQ(lk_cleaner_map(&m, NULL, 0, 3, INT64_MAX, NULL, 0, &r, &err), LK_OK);
     CHECK_EQ(r.stop, LK_CLEAN_END);
     CHECK_EQ(r.position, 0);
     CHECK_EQ(r.next_offset, 3);
@@ -1641,7 +1641,7 @@ static size_t filter_reserve(void)
     size_t size = enc_batch(b, sizeof b, 0, A, 1);
     lk_offset_map m;
     REQUIRE_OK(lk_offset_map_init(&m, mem, sizeof mem, 0.9, 0));
-    lk_clean_params pp = {0, 1, INT64_MAX};
+    lk_clean_params pp = {0, 1, INT64_MAX, NULL, 0, NULL};
     for (size_t extra = 0; extra < 64 && !reserve; extra++) {
         lk_clean_result res = new_clean_result();
         if (lk_cleaner_filter(&m, b, size, &pp, out, size + extra, keep, 1, &res, NULL) == LK_OK)
@@ -1697,11 +1697,11 @@ static void fill_l1_map(lk_offset_map *m, const fixed_log *L)
 {
     roomy_map(m);
     lk_map_result mr = new_map_result();
-    REQUIRE_OK(lk_cleaner_map(m, L->buf, L->len, 0, INT64_MAX, &mr, NULL));
+    REQUIRE_OK(lk_cleaner_map(m, L->buf, L->len, 0, INT64_MAX, NULL, 0, &mr, NULL));
     CHECK_EQ(mr.stop, LK_CLEAN_COMPRESSED);
     uint8_t *plain = plain_copy(L->buf + L->pos[LD], L->size[LD]);
-    REQUIRE_OK(lk_cleaner_map(m, plain, L->size[LD], 0, INT64_MAX, &mr, NULL));
-    REQUIRE_OK(lk_cleaner_map(m, L->buf + L->pos[LE], L->size[LE], 0, INT64_MAX, &mr, NULL));
+    REQUIRE_OK(lk_cleaner_map(m, plain, L->size[LD], 0, INT64_MAX, NULL, 0, &mr, NULL));
+    REQUIRE_OK(lk_cleaner_map(m, L->buf + L->pos[LE], L->size[LE], 0, INT64_MAX, NULL, 0, &mr, NULL));
     CHECK_EQ(mr.next_offset, 15);
     CHECK_EQ(mr.records, 10);
     free(plain);
@@ -1716,7 +1716,7 @@ static void test_filter_fixed(void)
     const size_t *pos = L.pos;
     lk_offset_map m;
     fill_l1_map(&m, &L);
-    lk_clean_params pp = {0, 10000000, 15};
+    lk_clean_params pp = {0, 10000000, 15, NULL, 0, NULL};
     lk_clean_result res = new_clean_result();
     byte_buf out = {0};
     lk_error err;
@@ -1844,8 +1844,8 @@ static void test_filter_fixed(void)
                                  F, 5, -1, lat ? 999 : INT64_MIN);
         roomy_map(&m);
         lk_map_result mr = new_map_result();
-        REQUIRE_OK(lk_cleaner_map(&m, fb, fs, 0, INT64_MAX, &mr, NULL));
-        lk_clean_params fp = {0, 10000000, mr.next_offset};
+        REQUIRE_OK(lk_cleaner_map(&m, fb, fs, 0, INT64_MAX, NULL, 0, &mr, NULL));
+        lk_clean_params fp = {0, 10000000, mr.next_offset, NULL, 0, NULL};
         res = new_clean_result();
         out.len = 0;
         CHECK_EQ(filter_call(&m, fb, fs, &fp, 4096, 64, &res, &out, &err), LK_OK);
@@ -1880,9 +1880,9 @@ static void test_tombstones(void)
     lk_offset_map m;
     roomy_map(&m);
     lk_map_result mr = new_map_result();
-    REQUIRE_OK(lk_cleaner_map(&m, L.buf, L.len, 0, INT64_MAX, &mr, NULL));
+    REQUIRE_OK(lk_cleaner_map(&m, L.buf, L.len, 0, INT64_MAX, NULL, 0, &mr, NULL));
     CHECK_EQ(mr.next_offset, 5);
-    lk_clean_params pp = {5000, 9000, 5};
+    lk_clean_params pp = {5000, 9000, 5, NULL, 0, NULL};
     lk_clean_result res = new_clean_result();
     byte_buf out1 = {0}, out2 = {0}, out3 = {0};
     out_batch o;
@@ -1919,7 +1919,7 @@ static void test_tombstones(void)
     CHECK_EQ(res.next_horizon_ms, 9000);
 
     /* Pass 2 before the horizon: nothing changes, byte for byte; the horizon is the batch's. */
-    lk_clean_params pp2 = {8999, 20000, 5};
+    lk_clean_params pp2 = {8999, 20000, 5, NULL, 0, NULL};
     res = new_clean_result();
     CHECK_EQ(filter_call(&m, out1.p, out1.len, &pp2, 4096, 64, &res, &out2, NULL), LK_OK);
     CHECK(out2.len == out1.len && memcmp(out2.p, out1.p, out1.len) == 0);
@@ -1927,7 +1927,7 @@ static void test_tombstones(void)
     CHECK_EQ(res.tombstones_dropped, 0);
 
     /* Pass 3 at the horizon: the tombstones go; T2 keeps c without a horizon, T3 is gone. */
-    lk_clean_params pp3 = {9000, 30000, 5};
+    lk_clean_params pp3 = {9000, 30000, 5, NULL, 0, NULL};
     res = new_clean_result();
     CHECK_EQ(filter_call(&m, out1.p, out1.len, &pp3, 4096, 64, &res, &out3, NULL), LK_OK);
     n = read_batch(out3.p, out3.len, &o);
@@ -1946,10 +1946,10 @@ static void test_tombstones(void)
      * T1 keeps b@1 (the map knows no later b). */
     roomy_map(&m);
     mr = new_map_result();
-    REQUIRE_OK(lk_cleaner_map(&m, L.buf, L.len, 0, 4, &mr, NULL));
+    REQUIRE_OK(lk_cleaner_map(&m, L.buf, L.len, 0, 4, NULL, 0, &mr, NULL));
     CHECK_EQ(mr.stop, LK_CLEAN_LIMIT);
     CHECK_EQ(mr.next_offset, 4);
-    lk_clean_params pp4 = {5000, 9000, 4};
+    lk_clean_params pp4 = {5000, 9000, 4, NULL, 0, NULL};
     res = new_clean_result();
     out2.len = 0;
     CHECK_EQ(filter_call(&m, L.buf, L.len, &pp4, 4096, 64, &res, &out2, NULL), LK_OK);
@@ -1968,7 +1968,7 @@ static void test_tombstones(void)
         const uint8_t *t3 = out1.p + first;
         size_t t3s = out1.len - first;
         for (int64_t now = 8000; now <= 9000; now += 1000) {
-            lk_clean_params pp5 = {now, 50000, 4};
+            lk_clean_params pp5 = {now, 50000, 4, NULL, 0, NULL};
             res = new_clean_result();
             out3.len = 0;
             CHECK_EQ(filter_call(&m, t3, t3s, &pp5, 4096, 64, &res, &out3, NULL), LK_OK);
@@ -1988,8 +1988,8 @@ static void test_tombstones(void)
     size_t hs = enc_batch_ex(hb, sizeof hb, 50, 0, 7777, H, 3, -1, INT64_MIN);
     roomy_map(&m);
     mr = new_map_result();
-    REQUIRE_OK(lk_cleaner_map(&m, hb, hs, 0, INT64_MAX, &mr, NULL));
-    lk_clean_params pp6 = {7776, 99999, mr.next_offset};
+    REQUIRE_OK(lk_cleaner_map(&m, hb, hs, 0, INT64_MAX, NULL, 0, &mr, NULL));
+    lk_clean_params pp6 = {7776, 99999, mr.next_offset, NULL, 0, NULL};
     res = new_clean_result();
     out3.len = 0;
     CHECK_EQ(filter_call(&m, hb, hs, &pp6, 4096, 64, &res, &out3, NULL), LK_OK);
@@ -2019,7 +2019,7 @@ static void test_filter_buffers(void)
     const size_t *pos = L.pos;
     lk_offset_map m;
     fill_l1_map(&m, &L);
-    lk_clean_params pp = {0, 10000000, 15};
+    lk_clean_params pp = {0, 10000000, 15, NULL, 0, NULL};
     lk_clean_result res = new_clean_result();
     byte_buf out = {0};
     lk_error err;
@@ -2110,8 +2110,8 @@ static void test_filter_buffers(void)
         lk_offset_map gm;
         REQUIRE_OK(lk_offset_map_init(&gm, gmem, sizeof gmem, 0.9, 0));
         lk_map_result mr = new_map_result();
-        REQUIRE_OK(lk_cleaner_map(&gm, gb, g1 + g2 + g3, 0, INT64_MAX, &mr, NULL));
-        lk_clean_params gp = {0, 1000, mr.next_offset};
+        REQUIRE_OK(lk_cleaner_map(&gm, gb, g1 + g2 + g3, 0, INT64_MAX, NULL, 0, &mr, NULL));
+        lk_clean_params gp = {0, 1000, mr.next_offset, NULL, 0, NULL};
         res = new_clean_result();
         CHECK_EQ(filter_call(&gm, gb, g1 + g2 + g3, &gp, g1 + R, 64, &res, NULL, &err), LK_OK);
         CHECK_EQ(res.stop, LK_CLEAN_FULL);
@@ -2225,7 +2225,7 @@ static void test_filter_buffers(void)
         CHECK_EQ(res.last_offset, 107);
         /* The map pass passes over them too. */
         lk_map_result mr = new_map_result();
-        CHECK_EQ(lk_cleaner_map(&m, cb, c1 + c2 + c3, 0, INT64_MAX, &mr, &err), LK_OK);
+        CHECK_EQ(lk_cleaner_map(&m, cb, c1 + c2 + c3, 0, INT64_MAX, NULL, 0, &mr, &err), LK_OK);
         CHECK_EQ(mr.stop, LK_CLEAN_END);
         CHECK_EQ(mr.next_offset, 108);
     }
@@ -2563,7 +2563,7 @@ static int run_map(lk_offset_map *map, const uint8_t *buf, size_t len, int64_t f
     size_t pos = 0;
     *map_end = from;
     while (pos < len) {
-        int rc = lk_cleaner_map(map, buf + pos, len - pos, from, stop, res, err);
+        int rc = lk_cleaner_map(map, buf + pos, len - pos, from, stop, NULL, 0, res, err);
         if (rc != LK_OK)
             return rc;
         CHECK(res->position >= 0 && (uint64_t)res->position <= len - pos);
@@ -2573,7 +2573,7 @@ static int run_map(lk_offset_map *map, const uint8_t *buf, size_t len, int64_t f
         pos += (size_t)res->position;
         size_t size = size_at(buf + pos);
         uint8_t *plain = plain_copy(buf + pos, size);
-        rc = lk_cleaner_map(map, plain, size, from, stop, res, err);
+        rc = lk_cleaner_map(map, plain, size, from, stop, NULL, 0, res, err);
         free(plain);
         if (rc != LK_OK)
             return rc;
@@ -2860,7 +2860,7 @@ static void test_filter_model(int rounds)
         CHECK_EQ(get_str(&map, "absent"), -1);
 
         int64_t now = m->t0 + NOW_CHOICES[rnd_below(4)];
-        lk_clean_params pp = {now, now + 1 + (int64_t)rnd_below(10000000), map_end};
+        lk_clean_params pp = {now, now + 1 + (int64_t)rnd_below(10000000), map_end, NULL, 0, NULL};
         filter_caps caps = {rnd_below(3) == 0 ? 1 + rnd_below(600) : 1 << 16,
                             rnd_below(3) == 0 ? rnd_below(45) : 64};
         lk_clean_result res = new_clean_result();
@@ -3002,7 +3002,7 @@ static void run_all(const uint8_t *src, size_t len, lk_offset_map *good_map, int
     /* The map pass, one call. */
     lk_map_result mr = new_map_result();
     memset(&err, 0, sizeof err);
-    int rc = lk_cleaner_map(&sm, buf, len, from, stop, &mr, &err);
+    int rc = lk_cleaner_map(&sm, buf, len, from, stop, NULL, 0, &mr, &err);
     CHECK(in_set(rc, MAP_CODES, N_CODES(MAP_CODES)));
     if (rc == LK_OK) {
         CHECK(mr.position >= 0 && (uint64_t)mr.position <= len);
@@ -3030,7 +3030,7 @@ static void run_all(const uint8_t *src, size_t len, lk_offset_map *good_map, int
 
     /* The filter pass with the undamaged log's map, through FULL, COMPRESSED and growth. */
     int64_t now = t0 + NOW_CHOICES[rnd_below(4)];
-    lk_clean_params pp = {now, now + 1 + (int64_t)rnd_below(10000000), map_end};
+    lk_clean_params pp = {now, now + 1 + (int64_t)rnd_below(10000000), map_end, NULL, 0, NULL};
     filter_caps caps = {rnd_below(3) == 0 ? rnd_below(500) : 1 << 15, rnd_below(3) == 0 ? rnd_below(30) : 64};
     lk_clean_result res = new_clean_result();
     byte_buf out = {0};
@@ -3325,8 +3325,8 @@ static void kb_filter_overruns_out(void)
     lk_offset_map m;
     roomy_map(&m);
     lk_map_result mr = new_map_result();
-    REQUIRE_OK(lk_cleaner_map(&m, b, size, 0, INT64_MAX, &mr, NULL));
-    lk_clean_params pp = {1700000000000LL, INT64_MAX, mr.next_offset};
+    REQUIRE_OK(lk_cleaner_map(&m, b, size, 0, INT64_MAX, NULL, 0, &mr, NULL));
+    lk_clean_params pp = {1700000000000LL, INT64_MAX, mr.next_offset, NULL, 0, NULL};
     lk_clean_result res = new_clean_result();
     size_t cap = size + filter_reserve() * 20;
     int rc = filter_call(&m, b, size, &pp, cap, 20, &res, NULL, NULL);
@@ -3350,7 +3350,7 @@ static void kb_zero_capacity_map_writes(void)
     uint8_t b[256];
     size_t size = enc_batch(b, sizeof b, 0, A, 1);
     lk_map_result r = new_map_result();
-    CHECK_EQ(lk_cleaner_map(&m, b, size, 0, INT64_MAX, &r, NULL), LK_OK);
+    CHECK_EQ(lk_cleaner_map(&m, b, size, 0, INT64_MAX, NULL, 0, &r, NULL), LK_OK);
     CHECK_EQ(r.stop, LK_CLEAN_FULL);
     CHECK_EQ(r.records, 0);
     CHECK_EQ(m.entries, 0);
@@ -3369,7 +3369,7 @@ static void kb_zero_capacity_map_null(void)
     uint8_t b[256];
     size_t size = enc_batch(b, sizeof b, 0, A, 1);
     lk_map_result r = new_map_result();
-    CHECK_EQ(lk_cleaner_map(&m, b, size, 0, INT64_MAX, &r, NULL), LK_OK); /* SIGSEGV */
+    CHECK_EQ(lk_cleaner_map(&m, b, size, 0, INT64_MAX, NULL, 0, &r, NULL), LK_OK); /* SIGSEGV */
     CHECK_EQ(r.stop, LK_CLEAN_FULL);
 }
 
@@ -3440,7 +3440,7 @@ static void kb_overflow_map_offsets(void)
     lk_offset_map m;
     roomy_map(&m);
     lk_map_result r = new_map_result();
-    int rc = lk_cleaner_map(&m, b, size, 0, INT64_MAX, &r, NULL);
+    int rc = lk_cleaner_map(&m, b, size, 0, INT64_MAX, NULL, 0, &r, NULL);
     CHECK(in_set(rc, MAP_CODES, N_CODES(MAP_CODES)));
 }
 
@@ -3450,7 +3450,7 @@ static void kb_overflow_filter_offsets(void)
     size_t size = batch_at_top(b, sizeof b);
     lk_offset_map m;
     roomy_map(&m);
-    lk_clean_params pp = {0, 1, INT64_MAX};
+    lk_clean_params pp = {0, 1, INT64_MAX, NULL, 0, NULL};
     lk_clean_result res = new_clean_result();
     int rc = filter_call(&m, b, size, &pp, 4096, 64, &res, NULL, NULL);
     CHECK(in_set(rc, FILTER_CODES, N_CODES(FILTER_CODES)));
@@ -3469,8 +3469,8 @@ static void kb_overflow_filter_timestamps(void)
     lk_offset_map m;
     roomy_map(&m);
     lk_map_result mr = new_map_result();
-    REQUIRE_OK(lk_cleaner_map(&m, b, size, 0, INT64_MAX, &mr, NULL));
-    lk_clean_params pp = {0, 1, mr.next_offset};
+    REQUIRE_OK(lk_cleaner_map(&m, b, size, 0, INT64_MAX, NULL, 0, &mr, NULL));
+    lk_clean_params pp = {0, 1, mr.next_offset, NULL, 0, NULL};
     lk_clean_result res = new_clean_result();
     CHECK_EQ(filter_call(&m, b, size, &pp, 4096, 64, &res, NULL, NULL), LK_OK);
 }
@@ -3483,8 +3483,8 @@ static void kb_overflow_tombstone_horizon(void)
     lk_offset_map m;
     roomy_map(&m);
     lk_map_result mr = new_map_result();
-    REQUIRE_OK(lk_cleaner_map(&m, b, size, 0, INT64_MAX, &mr, NULL));
-    lk_clean_params pp = {0, INT64_MAX, mr.next_offset};
+    REQUIRE_OK(lk_cleaner_map(&m, b, size, 0, INT64_MAX, NULL, 0, &mr, NULL));
+    lk_clean_params pp = {0, INT64_MAX, mr.next_offset, NULL, 0, NULL};
     lk_clean_result res = new_clean_result();
     CHECK_EQ(filter_call(&m, b, size, &pp, 4096, 64, &res, NULL, NULL), LK_OK);
 }
