@@ -125,6 +125,29 @@ def _topic_partition(tp: tuple[str, int] | str, partition: int | None = None) ->
     return TopicPartition(*tp)
 
 
+class ConsumerGroupMetadata(NamedTuple):
+    """What a transactional producer needs to commit offsets for this consumer's group."""
+
+    group_id: str | None
+    generation_id: int
+    member_id: str
+    group_instance_id: str | None
+
+
+def _next_offset_after(data: bytes) -> int:
+    """The offset after the last whole batch in ``data`` (-1 if none is whole)."""
+    position = 0
+    next_offset = -1
+    while position + 61 <= len(data):
+        size = int.from_bytes(data[position + 8:position + 12], "big", signed=True) + 12
+        if size < 61 or position + size > len(data):
+            break
+        next_offset = (int.from_bytes(data[position:position + 8], "big", signed=True)
+                       + int.from_bytes(data[position + 23:position + 27], "big", signed=True) + 1)
+        position += size
+    return next_offset
+
+
 def _columns_batch(topic: str, partition: int, buffer: bytes, c: Any, start: int = 0) -> ColumnBatch:
     """Columns decoded from ``buffer[start:]``, with positions made relative to ``buffer``."""
     if start:
@@ -178,6 +201,7 @@ class Consumer:
         self._max_poll_records = max_poll_records
         self._fetch_bytes = max_partition_fetch_bytes
         self._check_crcs = check_crcs
+        self._committed = isolation_level == "read_committed"
         self._subscription: tuple[str, ...] = ()
         self._generation = -1
         self._logs: dict[TopicPartition, PartitionLog] = {}
@@ -347,7 +371,12 @@ class Consumer:
 
     def seek_to_end(self, *partitions: tuple[str, int]) -> None:
         for key in [self._tp(tp) for tp in partitions] or list(self._logs):
-            self._positions[key] = self._logs[key].high_watermark
+            self._positions[key] = self._end(self._logs[key])
+
+    def _end(self, partition_log: PartitionLog) -> int:
+        """Where this consumer's reading ends: the last stable offset for read_committed
+        (records of open transactions wait there), else the high watermark."""
+        return partition_log.last_stable_offset if self._committed else partition_log.high_watermark
 
     def position(self, tp: tuple[str, int] | str, partition: int | None = None) -> int:
         """The offset the next poll reads from in this partition."""
@@ -375,7 +404,7 @@ class Consumer:
         if self._reset == "earliest":
             return partition_log.log_start_offset
         if self._reset == "latest":
-            return partition_log.high_watermark
+            return self._end(partition_log)
         where = "has no committed offset" if bad is None else f"position {bad} is out of range"
         raise errors.OffsetOutOfRangeError(
             f"{key.topic}-{key.partition} {where} (log holds {partition_log.log_start_offset}.."
@@ -385,7 +414,10 @@ class Consumer:
         return {TopicPartition(*tp): self._engine.beginning_offset(*tp) for tp in partitions}
 
     def end_offsets(self, partitions: Sequence[tuple[str, int]]) -> dict[TopicPartition, int]:
-        return {TopicPartition(*tp): self._engine.end_offset(*tp) for tp in partitions}
+        """The end of each partition for this consumer: the last stable offset with
+        isolation_level read_committed, else the high watermark."""
+        return {TopicPartition(*tp): self._end(self._engine.partition_log(*tp, create=False))
+                for tp in partitions}
 
     def offsets_for_times(self, timestamps: dict[tuple[str, int], int]
                           ) -> dict[TopicPartition, tuple[int, int] | None]:
@@ -441,6 +473,15 @@ class Consumer:
         if self._engine.closed:
             raise errors.ClosedError(f"the engine for {self._engine.path} is closed")
 
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        """The group, generation and member of this consumer, for a transactional
+        producer's ``send_offsets_to_transaction`` (the commit is then refused if this
+        member has been fenced meanwhile)."""
+        member = self._member
+        return ConsumerGroupMetadata(
+            self.group_id, member.generation if member is not None else -1,
+            member.member_id if member is not None else "", self._group_instance_id)
+
     def _fetch(self, key: TopicPartition, max_records: int, single: bool) -> list[ColumnBatch]:
         """Decodes up to ``max_records`` of one partition (reading about
         max_partition_fetch_bytes, across segments), advancing its position. ``single``:
@@ -463,12 +504,12 @@ class Consumer:
                 if fetched >= self._fetch_bytes:
                     break
                 try:
-                    data, end = partition_log.read_from(position, self._fetch_bytes - fetched)
+                    data, end = self._read(partition_log, position, self._fetch_bytes - fetched)
                 except errors.OffsetOutOfRangeError:
                     if out:
                         break  # return what was read; the reset happens on the next call
                     position = self._positions[key] = self._reset_position(key, position)
-                    data, end = partition_log.read_from(position, self._fetch_bytes - fetched)
+                    data, end = self._read(partition_log, position, self._fetch_bytes - fetched)
                 if not data:
                     # Compaction can leave a gap at the end of the log: no record lies in
                     # [position, end), so move past it (else position < high watermark
@@ -524,8 +565,25 @@ class Consumer:
                 break
         return out
 
+    def _read(self, partition_log: PartitionLog, position: int, max_bytes: int
+              ) -> tuple[bytes, int]:
+        """Bytes from ``position`` and the offset a reader may move to when they are empty.
+        read_committed: whole batches below the last stable offset, with the batches of
+        aborted transactions taken out in C (the empty answer then moves the reader past
+        what was dropped, or to where the log has no record)."""
+        if not self._committed:
+            return partition_log.read_from(position, max_bytes)
+        data, stable, aborted = partition_log.read_committed(position, max_bytes)
+        if not aborted:
+            return data, stable
+        buffer = bytearray(data)
+        kept = _binding.drop_aborted(buffer, aborted)
+        if kept == 0:  # everything read was aborted: move past it
+            return b"", _next_offset_after(data)
+        return bytes(memoryview(buffer)[:kept]), stable
+
     def _has_data(self) -> bool:
-        return any(p is None or p < self._logs[tp].high_watermark or tp in self._pending_error
+        return any(p is None or p < self._end(self._logs[tp]) or tp in self._pending_error
                    for tp, p in self._positions.items())
 
     def _poll_columns(self, timeout_ms: float, max_records: int, one_partition: bool

@@ -11,7 +11,7 @@ from typing import Any
 
 from logkernel import errors
 from logkernel.broker.common import error_code_for
-from logkernel.coordinator.offsets import OffsetAndMetadata
+from logkernel.engine import OffsetAndMetadata
 from logkernel.protocol import error_codes, schema
 from logkernel.protocol.apis import (
     ADD_OFFSETS_TO_TXN,
