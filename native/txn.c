@@ -3,9 +3,10 @@
  * a read for isolation_level = read_committed (contract in logkernel.h, "Transactions").
  *
  * Hand-written because it runs on every read_committed fetch, over every batch header of
- * the bytes read, and moves those bytes in place: a Python walk over batch headers costs
- * about a microsecond a batch (measured by native/tests/test_txn --bench), which a
- * consumer of single-record batches would pay per record.
+ * the bytes read, and moves those bytes in place: a Python walk over batch headers
+ * (struct.unpack_from of length, attributes and producer id) costs ~0.85 us a batch here,
+ * which a consumer of single-record batches would pay per record; this walk costs ~35 ns
+ * a batch, ~110 ns for a batch it drops (native/tests/test_txn --bench).
  *
  * The aborted list is sorted by (producer id, first offset) with one producer's
  * transactions apart, so "is this batch aborted" is one binary search for the producer's
@@ -88,7 +89,7 @@ int64_t lk_drop_aborted(uint8_t *buf, size_t len, const lk_aborted_txn *aborted,
             continue;
         }
         /* Dropped only if the header that says "aborted" is the producer's (CRC good). */
-        if (lk_batch_validate(buf + pos, size, 0, LK_VALIDATE_CRC, NULL, NULL) != LK_OK)
+        if (lk_crc32c(0, buf + pos + LK_OFF_ATTRIBUTES, size - LK_OFF_ATTRIBUTES) != h.crc)
             break;
         if (run != written)
             memmove(buf + written, buf + run, pos - run);
