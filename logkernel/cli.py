@@ -499,6 +499,78 @@ def cleaner(args: argparse.Namespace) -> int:
     return with_engine("logkernel cleaner", args.data_dir, {"log.cleaner.enable": "false"}, run)
 
 
+# ---- transactions ---------------------------------------------------------------------
+
+def transactions(args: argparse.Namespace) -> int:
+    """Every transactional id: its producer, state and open transaction (Kafka's
+    kafka-transactions.sh list + describe)."""
+
+    def run(lk: logkernel.Engine) -> int:
+        listings = lk.transactions.list_transactions(args.state or ())
+        if not listings:
+            print("no transactional ids" + (f" in state {', '.join(args.state)}" if args.state
+                                            else ""))
+            return 0
+        rows = []
+        for listing in listings:
+            meta = lk.transactions.describe(listing.transactional_id)
+            if meta is None:
+                continue
+            started = (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(meta.start_ms / 1000))
+                       if meta.start_ms >= 0 else "-")
+            rows.append((meta.transactional_id, meta.producer_id, meta.producer_epoch,
+                         meta.state_name, meta.timeout_ms, started,
+                         describe_partitions(sorted(meta.partitions)) or "-"))
+        print(format_table(("TRANSACTIONAL-ID", "PRODUCER-ID", "EPOCH", "STATE", "TIMEOUT-MS",
+                            "STARTED", "PARTITIONS"), rows))
+        return 0
+
+    return with_engine("logkernel transactions", args.data_dir, {}, run)
+
+
+def producers(args: argparse.Namespace) -> int:
+    """Each partition's high watermark, last stable offset and active producers (Kafka's
+    kafka-transactions.sh describe-producers)."""
+
+    def run(lk: logkernel.Engine) -> int:
+        topic = lk.get_topic(args.topic)
+        wanted = range(len(topic.partitions)) if args.partition is None else [args.partition]
+        rows: list[tuple[object, ...]] = []
+        for partition in wanted:
+            partition_log = lk.partition_log(args.topic, partition, create=False)
+            head = (partition, partition_log.high_watermark, partition_log.last_stable_offset)
+            states = partition_log.producer_states()
+            for e in sorted(states, key=lambda e: e.producer_id):
+                rows.append((*head, e.producer_id, e.epoch, e.last_seq, e.last_timestamp,
+                             e.current_txn_first_offset if e.current_txn_first_offset >= 0 else "-"))
+            if not states:
+                rows.append((*head, "-", "-", "-", "-", "-"))
+        print(format_table(("PARTITION", "HIGH-WATERMARK", "LAST-STABLE", "PRODUCER-ID", "EPOCH",
+                            "LAST-SEQUENCE", "LAST-TIMESTAMP", "OPEN-TXN-FROM"), rows))
+        return 0
+
+    return with_engine("logkernel producers", args.data_dir, {}, run)
+
+
+def add_transaction_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p_txns = commands.add_parser(
+        "transactions", help="transactional ids, their producers and open transactions",
+        description="Every transactional id in a data directory: producer id and epoch, state, "
+        "timeout, and the partitions of its open transaction. Works on a data directory no "
+        "broker has open.")
+    p_txns.add_argument("--state", action="append", default=[],
+                        choices=["Empty", "Ongoing", "PrepareCommit", "PrepareAbort",
+                                 "CompleteCommit", "CompleteAbort"], help="only ids in this state")
+    p_txns.add_argument("--data-dir", default="./logkernel-data")
+    p_producers = commands.add_parser(
+        "producers", help="the idempotent and transactional producers of a topic's partitions",
+        description="Per partition: high watermark, last stable offset, and each producer's "
+        "epoch, last sequence, last write and open transaction.")
+    p_producers.add_argument("topic")
+    p_producers.add_argument("--partition", type=int, default=None, help="only this partition")
+    p_producers.add_argument("--data-dir", default="./logkernel-data")
+
+
 def add_compaction_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p_compact = commands.add_parser(
         "compact", help="clean a compacted topic now, with a progress bar",
@@ -591,6 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("info", help="version and native-core facts")
     add_groups_parser(commands)
     add_compaction_parsers(commands)
+    add_transaction_parsers(commands)
     return parser
 
 
@@ -617,6 +690,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return compact(args, settings)
     if args.command == "cleaner":
         return cleaner(args)
+    if args.command == "transactions":
+        return transactions(args)
+    if args.command == "producers":
+        return producers(args)
     return info()
 
 
