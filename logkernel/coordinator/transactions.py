@@ -85,7 +85,10 @@ class TransactionMetadata:
     partitions: set[TopicPartition] = field(default_factory=set)
     start_ms: int = -1
     update_ms: int = -1
-    last_producer_epoch: int = -1  # the epoch before the last bump (KIP-360 retries)
+    # The epoch before the last bump, when the producer at that epoch may still bump it
+    # (KIP-360): after a timeout aborted its transaction, or a bump it asked for itself.
+    # Kept in memory only (Kafka's v0 value has no field for it).
+    last_producer_epoch: int = -1
 
     @property
     def state_name(self) -> str:
@@ -227,12 +230,8 @@ class TransactionCoordinator:
 
     def _remember(self, meta: TransactionMetadata) -> None:
         old = self._txns.get(meta.transactional_id)
-        if old is not None:
-            if self._by_producer.get(old.producer_id) == meta.transactional_id:
-                del self._by_producer[old.producer_id]
-            if old.producer_id == meta.producer_id:
-                meta.last_producer_epoch = (old.producer_epoch if old.producer_epoch !=
-                                            meta.producer_epoch else old.last_producer_epoch)
+        if old is not None and self._by_producer.get(old.producer_id) == meta.transactional_id:
+            del self._by_producer[old.producer_id]
         self._txns[meta.transactional_id] = meta
         self._by_producer[meta.producer_id] = meta.transactional_id
 
@@ -336,8 +335,11 @@ class TransactionCoordinator:
                          meta.producer_id, meta.producer_epoch)
                 self._abort_fencing(meta, now)
                 meta = self._txns[transactional_id]
+            # A fresh instance (no producer id given) fences every earlier one for good.
             new = dataclasses.replace(meta, timeout_ms=timeout_ms, state=EMPTY, partitions=set(),
-                                      start_ms=-1, update_ms=now)
+                                      start_ms=-1, update_ms=now,
+                                      last_producer_epoch=meta.producer_epoch
+                                      if producer_id >= 0 else -1)
             if meta.producer_epoch >= MAX_EPOCH:
                 new.producer_id, new.producer_epoch = self._allocate_producer_id(), 0
             else:
@@ -436,6 +438,8 @@ class TransactionCoordinator:
         epoch = meta.producer_epoch if epoch is None else epoch
         prepared = dataclasses.replace(meta, producer_epoch=epoch, update_ms=now,
                                        state=PREPARE_COMMIT if commit else PREPARE_ABORT)
+        if epoch != meta.producer_epoch:
+            prepared.last_producer_epoch = meta.producer_epoch
         self._store(prepared)
         self._write_markers(meta.producer_id, epoch, prepared.partitions, commit)
         done = dataclasses.replace(prepared, state=COMPLETE_COMMIT if commit else COMPLETE_ABORT,

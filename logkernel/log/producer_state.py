@@ -15,8 +15,9 @@ the request is written, applied once the bytes are in the segment):
 - epoch below the producer's: INVALID_PRODUCER_EPOCH;
 - same epoch, same (first, last) sequence as one of the last 5 batches: a duplicate,
   answered with the original offsets and not written again;
-- a new epoch must start at sequence 0; the same epoch must continue at last + 1,
-  wrapping from 2^31-1 to 0; else OUT_OF_ORDER_SEQUENCE_NUMBER;
+- a new epoch must start at sequence 0; the same epoch must continue at last + 1
+  (at 0 if it has written no batch here yet, e.g. only a marker), wrapping from 2^31-1 to
+  0; else OUT_OF_ORDER_SEQUENCE_NUMBER;
 - a producer with no state (never seen, or expired) may start at any sequence;
 - a producer with an open transaction may not write non-transactionally.
 
@@ -195,7 +196,7 @@ class ProducerStateManager:
                     raise errors.OutOfOrderSequenceError(
                         f"producer {pid} starts epoch {h.producer_epoch} at sequence "
                         f"{h.base_sequence} on {self.name}; a new epoch starts at 0")
-            elif current_last != NO_SEQUENCE and not _in_sequence(current_last, h.base_sequence):
+            elif not _in_sequence(current_last, h.base_sequence):  # none yet: must be 0
                 raise errors.OutOfOrderSequenceError(
                     f"producer {pid} (epoch {epoch}) sent sequence {h.base_sequence} to "
                     f"{self.name}, but the last one written was {current_last}: a batch is "
