@@ -5,21 +5,25 @@ A compacted log has three parts, in offset order::
 
     [log start .. first dirty)        clean: cleaned at least once
     [first dirty .. first uncleanable) dirty and cleanable
-    [first uncleanable .. log end)    not cleanable yet: the active segment, and segments
-                                      holding records younger than min.compaction.lag.ms
+    [first uncleanable .. log end)    not cleanable yet: the active segment, segments
+                                      holding records younger than min.compaction.lag.ms,
+                                      and everything at or past the last stable offset
+                                      (records of open transactions, and after them)
 
 One cleaning of a partition (``clean_partition``):
 
 1. **Map pass.** Reads the cleanable section and records, for every key, the offset of its
-   latest record in an ``OffsetMap`` (native/cleaner.c: 24 bytes a key, in memory of fixed
-   size). If the map fills, the pass stops there: the cleaning covers the offsets seen,
-   and the rest stays dirty for the next one (several passes, never a failure).
+   latest record (aborted transactions' records aside) in an ``OffsetMap``
+   (native/cleaner.c: 24 bytes a key, in memory of fixed size). If the map fills, the pass
+   stops there: the cleaning covers the offsets seen, and the rest stays dirty for the
+   next one (several passes, never a failure).
 2. **Filter pass.** Rewrites every segment below the end of the map, from the log start,
    in groups of consecutive segments no bigger together than segment.bytes, keeping a
    record unless the map holds a later offset for its key, it has no key, or it is a
-   tombstone whose batch's delete horizon has passed. Batches that keep tombstones get a
-   horizon (now + delete.retention.ms) the first time they are cleaned (Kafka's
-   attribute bit 6). Offsets never change: cleaned segments have gaps.
+   tombstone whose batch's delete horizon has passed, or an aborted transaction wrote it
+   (see below). Batches that keep tombstones get a horizon (now + delete.retention.ms)
+   the first time they are cleaned (Kafka's attribute bit 6). Offsets never change:
+   cleaned segments have gaps.
 3. **Swap.** Each group is written to ``<base>.log.cleaned`` (indexes beside it), fsynced,
    and swapped in by ``PartitionLog.replace_segments`` (``.cleaned`` -> ``.swap`` ->
    live names, replaced segments -> ``.deleted`` -> removed; the .log's ``.swap`` rename
@@ -36,9 +40,20 @@ dirty ratio (cleanable bytes / clean + cleanable bytes) at or above
 min.cleanable.dirty.ratio, or one whose oldest dirty record passed max.compaction.lag.ms,
 or one holding tombstones whose delete horizon has passed.
 
-What is not done yet: transactions (issue 7) will add "never clean past the last stable
-offset", dropping aborted records and keeping markers as Kafka does; control batches are
-kept as they are until then.
+Transactions, as Kafka's LogCleaner treats them:
+
+- nothing at or past the last stable offset is cleaned (it bounds the first uncleanable
+  offset), so every transaction the cleaner sees is decided;
+- batches of aborted transactions (``PartitionLog.aborted_transactions`` of the range,
+  judged per batch in C: native/txn.c) put no key in the map, whatever their keys (an
+  aborted later value must never make the filter drop the committed value before it),
+  and lose every record in the filter pass;
+- control batches (the COMMIT and ABORT markers) are kept (see native/cleaner.c for why
+  they are not dropped once their transaction is gone, as Kafka eventually does);
+- a producer pass over the batch headers of the range finds each producer id's last data
+  batch, which the filter pass keeps even when it loses every record, as a header
+  without records (Kafka's empty batch: same offsets, sequence and epoch), so producer
+  state can be rebuilt from the log; older empty batches of a producer go.
 """
 
 from __future__ import annotations
@@ -52,9 +67,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from logkernel import _binding, errors
-from logkernel._binding import OffsetMap, Segment
+from logkernel._binding import NO_ABORTED, AbortedList, OffsetMap, Segment
 from logkernel.config import INT_MAX
 from logkernel.log.checkpoint import CleanerCheckpoint, fsync_directory
 from logkernel.log.partition import (
@@ -72,6 +88,32 @@ from logkernel.records import decompressed_batch, recompressed_record_set
 log = logging.getLogger("logkernel.cleaner")
 
 INT64_MAX = 2**63 - 1
+
+# Memory of the producer pass's map (producer id -> last offset of its last batch), 24
+# bytes a producer: room for ~40,000 producer ids in the range cleaned before it is
+# redone with four times as much. Its table starts small and grows inside the buffer, and
+# pages never touched cost nothing, so a log of few producers pays a few KiB.
+PRODUCER_MAP_BYTES = 1024 * 1024
+
+
+class AbortedTransaction(Protocol):
+    """What the cleaner needs of an aborted transaction (the partition log's AbortedTxn):
+    the producer's transactional batches with base offsets in [first_offset, last_offset]
+    are aborted."""
+
+    @property
+    def producer_id(self) -> int: ...
+
+    @property
+    def first_offset(self) -> int: ...
+
+    @property
+    def last_offset(self) -> int: ...
+
+
+# (start, end) -> the aborted transactions with records in [start, end): the partition
+# log's aborted_transactions.
+AbortedLookup = Callable[[int, int], Iterable[AbortedTransaction]]
 
 
 class CleaningAborted(errors.LogkernelError):
@@ -123,6 +165,8 @@ class CleanResult:
     segments_before: int       # segments the filter pass rewrote
     segments_after: int
     dirty_ratio_before: float
+    aborted_dropped: int = 0   # records of aborted transactions removed
+    empty_batches_kept: int = 0  # producers' last batches kept without records
 
 
 @dataclass
@@ -159,33 +203,44 @@ def _now_ms() -> int:
 
 # ---- assessing -------------------------------------------------------------------------
 
-def first_uncleanable(partition_log: PartitionLog, view: CleaningView, now_ms: int) -> int:
-    """The active segment's base, or the base of the first dirty segment holding a record
-    younger than min.compaction.lag.ms, whichever comes first."""
+def first_uncleanable(partition_log: PartitionLog, view: CleaningView, now_ms: int,
+                      last_stable_offset: int) -> int:
+    """The first of: the active segment's base, the base of the first dirty segment holding
+    a record younger than min.compaction.lag.ms, and the last stable offset (nothing at or
+    past it is decided: an open transaction's records may still be aborted)."""
     lag = view.config["min.compaction.lag.ms"]
     if lag > 0:
         for s in view.sealed:
             if s.end <= view.first_dirty:
                 continue
+            if s.base >= last_stable_offset:
+                break
             _, largest = partition_log.segment_timestamps(s.base)
             if largest > now_ms - lag:
-                return s.base
-    return view.active_base
+                return min(s.base, last_stable_offset)
+    return min(view.active_base, last_stable_offset)
 
 
 def assess(partition_log: PartitionLog, now_ms: int | None = None,
-           view: CleaningView | None = None) -> DirtyState:
-    """The partition's dirty ratio and whether it is due for cleaning."""
+           view: CleaningView | None = None, *,
+           last_stable_offset: int | None = None) -> DirtyState:
+    """The partition's dirty ratio and whether it is due for cleaning. The last stable
+    offset is the partition log's unless given (read it before ``view``: it only grows)."""
     now = _now_ms() if now_ms is None else now_ms
+    if last_stable_offset is None:
+        last_stable_offset = partition_log.last_stable_offset
     view = view or partition_log.cleaning_view()
     c = view.config
-    limit = first_uncleanable(partition_log, view, now)
+    limit = first_uncleanable(partition_log, view, now, last_stable_offset)
     clean = dirty = 0
     first_dirty_segment: SealedSegment | None = None
     for s in view.sealed:
         if s.end <= view.first_dirty:
             clean += s.size
-        elif s.base < limit:
+        elif s.base < limit and view.first_dirty < limit:
+            # (With the LSO inside a segment, first dirty may reach it there: then nothing
+            # is cleanable until the transaction ends, and a "due" here would have the
+            # cleaner threads pick this log again and again for nothing.)
             dirty += s.size
             if first_dirty_segment is None:
                 first_dirty_segment = s
@@ -242,6 +297,18 @@ class _Reader:
                 data = self._seg.read(position, size)
         return data
 
+    def producers(self, producers: OffsetMap, result: object) -> bool:
+        """The producer pass over the whole segment, in place (batch headers only).
+        False when ``producers`` filled up."""
+        step = _binding.cleaner_producers(producers, self._seg, self.segment.size, result,
+                                          context=f"walking the batches of {self.segment.path}")
+        if step.stop == _binding.CLEAN_FULL:
+            return False
+        if step.position != self.segment.size:
+            raise errors.CleanerError(f"{self.segment.path}: a batch is cut at byte "
+                                      f"{step.position} of {self.segment.size}")
+        return True
+
     def whole_batch(self, position: int) -> bytes:
         head = self._seg.read(position, 12)
         return self._seg.read(position, int.from_bytes(head[8:12], "big", signed=True) + 12)
@@ -296,9 +363,11 @@ class _Pass:
 
 
 def _map_pass(view: CleaningView, limit: int, offset_map: OffsetMap, chunk: int,
-              counters: _Pass) -> tuple[int, bool]:
-    """Records the latest offset of every key in [first dirty, limit). Returns (the first
-    offset not recorded, whether the map filled before ``limit``)."""
+              counters: _Pass, aborted: AbortedList = NO_ABORTED) -> tuple[int, bool]:
+    """Records the latest offset of every key in [first dirty, limit), but for the records
+    of the ``aborted`` transactions (which must never hide a committed value of their
+    key). Returns (the first offset not recorded, whether the map filled before
+    ``limit``)."""
     result = _binding.new_map_result()
     start = view.first_dirty
     context = f"building the cleaner's key map of {view.sealed[0].path if view.sealed else ''}"
@@ -313,12 +382,13 @@ def _map_pass(view: CleaningView, limit: int, offset_map: OffsetMap, chunk: int,
             while position < s.size:
                 data = reader.read(position)
                 step = _binding.cleaner_map(offset_map, data, start, limit, result,
-                                            context=context)
+                                            aborted=aborted, context=context)
                 if step.stop == _binding.CLEAN_COMPRESSED:
                     at = position + step.position
                     batch = reader.whole_batch(at)
                     inner = _binding.cleaner_map(offset_map, decompressed_batch(batch), start,
-                                                 limit, result, context=context)
+                                                 limit, result, aborted=aborted,
+                                                 context=context)
                     if inner.stop == _binding.CLEAN_FULL:
                         return inner.next_offset, True
                     if inner.stop == _binding.CLEAN_LIMIT:
@@ -338,6 +408,28 @@ def _map_pass(view: CleaningView, limit: int, offset_map: OffsetMap, chunk: int,
         finally:
             reader.close()
     return limit, False
+
+
+def _producer_pass(segments: list[SealedSegment], chunk: int) -> OffsetMap:
+    """The last offset of every producer's last data batch in ``segments`` (the range
+    about to be cleaned), for the filter pass to keep those batches. Batch headers only,
+    read in place: O(batches)."""
+    memory = PRODUCER_MAP_BYTES
+    while True:
+        producers = OffsetMap(memory)
+        result = _binding.new_map_result()
+        for s in segments:
+            if s.size == 0:
+                continue
+            reader = _Reader(s, chunk)
+            try:
+                if not reader.producers(producers, result):
+                    break
+            finally:
+                reader.close()
+        else:
+            return producers
+        memory *= 4
 
 
 def _write_all(fd: int, data: memoryview) -> None:
@@ -365,11 +457,16 @@ def _filter_segment(reader: _Reader, fd: int, offset_map: OffsetMap, now_ms: int
             plain = decompressed_batch(batch)
             _, kept, _ = _binding.cleaner_filter(offset_map, plain, now_ms, horizon_ms, buffers,
                                                  result, map_end=map_end, context=context)
-            if kept:
+            # A producer's last batch left without records stays a bare header, never
+            # compressed (Kafka's empty batches are not).
+            if kept and _binding.parse_header(buffers.out[:kept]).record_count:
                 codec = _binding.parse_header(batch).compression
                 out = recompressed_record_set(bytes(buffers.out[:kept]), codec)
                 _write_all(fd, memoryview(out if out is not None else buffers.out[:kept]))
                 counters.written += len(out) if out is not None else kept
+            elif kept:
+                _write_all(fd, memoryview(buffers.out)[:kept])
+                counters.written += kept
             consumed = at + len(batch) - position
         elif consumed == 0 and stop != _binding.CLEAN_FULL:
             raise errors.CleanerError(f"{s.path}: no whole batch at byte {position}")
@@ -381,10 +478,13 @@ def _filter_segment(reader: _Reader, fd: int, offset_map: OffsetMap, now_ms: int
 def _write_group(partition_log: PartitionLog, group: tuple[SealedSegment, ...],
                  offset_map: OffsetMap, now_ms: int, horizon_ms: int, map_end: int,
                  buffers: _binding.FilterBuffers, result: object, counters: _Pass,
-                 chunk: int) -> int:
+                 chunk: int, aborted: AbortedList = NO_ABORTED,
+                 producers: OffsetMap | None = None) -> int:
     """Writes the cleaned group to ``<base>.*.cleaned`` (fsynced, indexed); returns its
-    size."""
+    size. Batches of the ``aborted`` transactions below ``map_end`` lose their records;
+    with ``producers`` (the producer pass's map) each producer's last batch stays."""
     c = partition_log.config
+    buffers.set_transactions(aborted, producers)
     stem = os.path.join(partition_log.directory, segment_name(group[0].base))
     log_path = stem + LOG_SUFFIX + CLEANED_SUFFIX
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
@@ -476,11 +576,35 @@ def clean_partition(partition_log: PartitionLog, offset_map: OffsetMap,
     CleanerError / CorruptRecordError / StorageError when it cannot go on; the log is
     then as it was before the group being written. Replaced files go to ``remove``.
     ``max_bytes_per_second`` caps bytes read plus written (Kafka's
-    log.cleaner.io.max.bytes.per.second)."""
+    log.cleaner.io.max.bytes.per.second). Transactions: see ``clean_partition_with``,
+    given the partition log's last stable offset (read first: it only grows, so every
+    transaction below it is decided) and its aborted transactions."""
+    return clean_partition_with(
+        partition_log, offset_map, buffers, last_stable_offset=partition_log.last_stable_offset,
+        aborted_transactions=partition_log.aborted_transactions, now_ms=now_ms,
+        chunk_bytes=chunk_bytes, should_stop=should_stop, progress=progress, remove=remove,
+        max_bytes_per_second=max_bytes_per_second)
+
+
+def clean_partition_with(partition_log: PartitionLog, offset_map: OffsetMap,
+                         buffers: _binding.FilterBuffers, *, last_stable_offset: int,
+                         aborted_transactions: AbortedLookup, now_ms: int | None = None,
+                         chunk_bytes: int = 512 * 1024,
+                         should_stop: Callable[[], bool] = lambda: False,
+                         progress: Callable[[int, int], None] | None = None,
+                         remove: Callable[[list[str]], None] = remove_files,
+                         max_bytes_per_second: float = float("inf")) -> CleanResult | None:
+    """``clean_partition`` with the transaction state given, as Kafka's cleaner uses it:
+    nothing at or past ``last_stable_offset`` is cleaned (it bounds the first uncleanable
+    offset); batches of the transactions ``aborted_transactions(start, end)`` returns for
+    a range lose every record and put no key in the map; markers stay; and each producer
+    id's last data batch in the range cleaned stays, as a header without records if it
+    loses them all. The lookup must list every aborted transaction with records in the
+    range asked for (it is asked for the map pass's range, then for each group's)."""
     now = _now_ms() if now_ms is None else now_ms
     started = time.perf_counter()
     view = partition_log.cleaning_view()
-    state = assess(partition_log, now, view)
+    state = assess(partition_log, now, view, last_stable_offset=last_stable_offset)
     limit = state.first_uncleanable
     horizon_due = 0 <= view.next_horizon_ms <= now
     if not view.sealed or (view.first_dirty >= limit and not horizon_due):
@@ -489,7 +613,7 @@ def clean_partition(partition_log: PartitionLog, offset_map: OffsetMap,
     counters = _Pass(should_stop, progress, state.dirty_bytes + below, max_bytes_per_second)
     try:
         return _clean(partition_log, offset_map, buffers, now, started, view, state, chunk_bytes,
-                      counters, remove)
+                      counters, remove, aborted_transactions)
     except _SegmentsChanged as exc:
         log.info("%s: %s went away during cleaning (retention or delete_records); cleaning "
                  "again later", partition_log.name, exc)
@@ -499,32 +623,50 @@ def clean_partition(partition_log: PartitionLog, offset_map: OffsetMap,
 def _clean(partition_log: PartitionLog, offset_map: OffsetMap,
            buffers: _binding.FilterBuffers, now: int, started: float, view: CleaningView,
            state: DirtyState, chunk_bytes: int, counters: _Pass,
-           remove: Callable[[list[str]], None]) -> CleanResult | None:
+           remove: Callable[[list[str]], None],
+           aborted_transactions: AbortedLookup) -> CleanResult | None:
+    try:
+        return _clean_groups(partition_log, offset_map, buffers, now, started, view, state,
+                             chunk_bytes, counters, remove, aborted_transactions)
+    finally:
+        buffers.set_transactions()  # let go of this cleaning's producer map
+
+
+def _clean_groups(partition_log: PartitionLog, offset_map: OffsetMap,
+                  buffers: _binding.FilterBuffers, now: int, started: float,
+                  view: CleaningView, state: DirtyState, chunk_bytes: int, counters: _Pass,
+                  remove: Callable[[list[str]], None],
+                  aborted_transactions: AbortedLookup) -> CleanResult | None:
     limit = state.first_uncleanable
     c = view.config
     end, full = view.first_dirty, False  # with nothing dirty: only expired tombstones to drop
     offset_map.reset(0)  # never filter with keys of an earlier cleaning (or another log)
     if view.first_dirty < limit:
+        aborted = AbortedList(aborted_transactions(view.first_dirty, limit))
         # The map's table starts small and grows, so few keys stay in cache. Growing
         # needs room beside the table, so it stops at about half the buffer; if the map
         # fills there, the pass starts again with the whole buffer (reading that part of
         # the dirty section twice) rather than cleaning in more passes than needed.
-        end, full = _map_pass(view, limit, offset_map, chunk_bytes, counters)
+        end, full = _map_pass(view, limit, offset_map, chunk_bytes, counters, aborted)
         if full and not offset_map.whole:
             offset_map.reset(None)
-            end, full = _map_pass(view, limit, offset_map, chunk_bytes, counters)
+            end, full = _map_pass(view, limit, offset_map, chunk_bytes, counters, aborted)
     keys = offset_map.entries
+    map_end = max(end, view.first_dirty)
 
     horizon_ms = min(now + c["delete.retention.ms"], INT64_MAX)
     result = _binding.new_clean_result()
-    to_clean = [s for s in view.sealed if s.base < max(end, view.first_dirty)]
+    to_clean = [s for s in view.sealed if s.base < map_end]
+    producers = _producer_pass(to_clean, chunk_bytes)
     before = len(to_clean)
     after = 0
     max_index_entries = c.segment_index_bytes // 12
     for group in _groups(to_clean, c.segment_bytes, max_index_entries, c.index_interval_bytes):
+        group_end = min(group[-1].end, map_end)
+        group_aborted = AbortedList(aborted_transactions(group[0].base, group_end))
         try:
-            _write_group(partition_log, group, offset_map, now, horizon_ms,
-                         max(end, view.first_dirty), buffers, result, counters, chunk_bytes)
+            _write_group(partition_log, group, offset_map, now, horizon_ms, map_end, buffers,
+                         result, counters, chunk_bytes, group_aborted, producers)
             replaced = partition_log.replace_segments(group)
         except BaseException:
             _remove_cleaned(partition_log, group[0].base)
@@ -539,16 +681,17 @@ def _clean(partition_log: PartitionLog, offset_map: OffsetMap,
 
     next_horizon = int(result.next_horizon_ms)
     partition_log.set_cleaner_checkpoint(CleanerCheckpoint(
-        max(end, view.first_dirty), next_horizon if next_horizon != INT64_MAX else -1))
+        map_end, next_horizon if next_horizon != INT64_MAX else -1))
     outcome = CleanResult(
         partition_log.topic, partition_log.partition, now, time.perf_counter() - started,
-        view.first_dirty, max(end, view.first_dirty), limit, full, keys, counters.read,
+        view.first_dirty, map_end, limit, full, keys, counters.read,
         counters.written, int(result.records_read), int(result.records_kept),
         int(result.tombstones_dropped), int(result.keyless_dropped), before, after,
-        state.dirty_ratio)
-    log.info("%s: cleaned %d segments into %d: %d of %d records kept, %d keys, %.1f MB read "
-             "in %.2f s%s", partition_log.name, before, after, outcome.records_kept,
-             outcome.records_read, keys, outcome.bytes_read / 1e6, outcome.seconds,
+        state.dirty_ratio, int(result.aborted_dropped), int(result.empty_batches_kept))
+    log.info("%s: cleaned %d segments into %d: %d of %d records kept (%d aborted dropped), "
+             "%d keys, %.1f MB read in %.2f s%s", partition_log.name, before, after,
+             outcome.records_kept, outcome.records_read, outcome.aborted_dropped, keys,
+             outcome.bytes_read / 1e6, outcome.seconds,
              "; the key map filled, more passes follow" if full else "")
     return outcome
 
