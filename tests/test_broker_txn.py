@@ -6,6 +6,10 @@ Apache Kafka documents and does.
   read_committed consumer sees exactly the committed records, in order per partition, and a
   read_uncommitted one sees them all, the aborted ones included. Each transaction leaves one
   control record (its marker) in every partition it touched. Both producers, both consumers.
+  Also: two producers' transactions interleaved batch by batch in one partition; aborted
+  transactions spanning several segments, read from inside them, across a clean restart
+  and a SIGKILL; offsets sent in a transaction (send_offsets_to_transaction) committed or
+  dropped with it, pending in between (UNSTABLE_OFFSET_COMMIT for require_stable fetches).
 - Consume-transform-produce is exactly once across crashes: a worker process
   (tests/txn_workers.py) reads an input topic in a consumer group and writes one output
   record per input record in transactions that also commit the consumer's offsets. It is
@@ -325,10 +329,10 @@ def wait_settled(bootstrap: str, partitions: Sequence[tuple[str, int]],
 
 # ---- topics, producers, readers ------------------------------------------------------------------
 
-def create_topics(bootstrap: str, topics: Mapping[str, int]) -> None:
+def create_topics(bootstrap: str, topics: Mapping[str, int], config: Mapping[str, str] | None = None) -> None:
     admin = confluent_kafka.admin.AdminClient(support.Confluent.base_config(bootstrap))
-    futures = admin.create_topics([confluent_kafka.admin.NewTopic(t, n, 1) for t, n in topics.items()],
-                                  request_timeout=support.CLIENT_TIMEOUT_S)
+    futures = admin.create_topics([confluent_kafka.admin.NewTopic(t, n, 1, config=dict(config or {}))
+                                   for t, n in topics.items()], request_timeout=support.CLIENT_TIMEOUT_S)
     for future in futures.values():
         future.result(timeout=support.CLIENT_TIMEOUT_S)
 
@@ -370,9 +374,10 @@ Read = dict[tuple[str, int], list[tuple[int, bytes | None]]]   # (topic, partiti
 ISOLATIONS = ("read_committed", "read_uncommitted")
 
 
-def confluent_read(bootstrap: str, ends: Mapping[tuple[str, int], int], isolation: str) -> Read:
-    """Everything an assign()ed confluent-kafka consumer with ``isolation`` gets from offset 0
-    until it reports the end of each partition (partition EOF) at ``ends``."""
+def confluent_read(bootstrap: str, ends: Mapping[tuple[str, int], int], isolation: str,
+                   start: Mapping[tuple[str, int], int] | None = None) -> Read:
+    """Everything an assign()ed confluent-kafka consumer with ``isolation`` gets from ``start``
+    (default 0) until it reports the end of each partition (partition EOF) at ``ends``."""
     consumer = confluent_kafka.Consumer({
         **support.Confluent.base_config(bootstrap), "group.id": "txn-tests-reader",
         "isolation.level": isolation, "enable.partition.eof": True, "enable.auto.commit": False,
@@ -380,7 +385,7 @@ def confluent_read(bootstrap: str, ends: Mapping[tuple[str, int], int], isolatio
     got: Read = {tp: [] for tp in ends}
     eof: dict[tuple[str, int], int] = {}
     try:
-        consumer.assign([confluent_kafka.TopicPartition(t, p, 0) for t, p in ends])
+        consumer.assign([confluent_kafka.TopicPartition(t, p, (start or {}).get((t, p), 0)) for t, p in ends])
         deadline = time.monotonic() + support.CONSUME_TIMEOUT_S
         while any(eof.get(tp) != end for tp, end in ends.items()):
             if time.monotonic() > deadline:
@@ -399,9 +404,10 @@ def confluent_read(bootstrap: str, ends: Mapping[tuple[str, int], int], isolatio
     return got
 
 
-def kafka_python_read(bootstrap: str, ends: Mapping[tuple[str, int], int], isolation: str) -> Read:
-    """Everything an assign()ed kafka-python consumer with ``isolation`` gets from offset 0
-    until its position reaches ``ends`` (past markers and aborted records too)."""
+def kafka_python_read(bootstrap: str, ends: Mapping[tuple[str, int], int], isolation: str,
+                      start: Mapping[tuple[str, int], int] | None = None) -> Read:
+    """Everything an assign()ed kafka-python consumer with ``isolation`` gets from ``start``
+    (default 0) until its position reaches ``ends`` (past markers and aborted records too)."""
     consumer = kafka.KafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
         isolation_level=isolation, auto_offset_reset="earliest", fetch_max_wait_ms=100,
@@ -410,8 +416,8 @@ def kafka_python_read(bootstrap: str, ends: Mapping[tuple[str, int], int], isola
     try:
         tps = {kafka.TopicPartition(t, p): (t, p) for t, p in ends}
         consumer.assign(list(tps))
-        for tp in tps:
-            consumer.seek(tp, 0)
+        for tp, key in tps.items():
+            consumer.seek(tp, (start or {}).get(key, 0))
         deadline = time.monotonic() + support.CONSUME_TIMEOUT_S
 
         def positions() -> dict[tuple[str, int], int]:
@@ -429,7 +435,7 @@ def kafka_python_read(bootstrap: str, ends: Mapping[tuple[str, int], int], isola
     return got
 
 
-READERS: dict[str, Callable[[str, Mapping[tuple[str, int], int], str], Read]] = {
+READERS: dict[str, Callable[..., Read]] = {
     "confluent-kafka": confluent_read, "kafka-python": kafka_python_read}
 
 
@@ -446,11 +452,13 @@ def values(read: Read) -> dict[tuple[str, int], list[bytes | None]]:
 def check_reads(bootstrap: str, ends: Mapping[tuple[str, int], int],
                 committed: Mapping[tuple[str, int], Sequence[bytes]],
                 everything: Mapping[tuple[str, int], Sequence[bytes]],
-                readers: Sequence[str] = tuple(READERS)) -> None:
-    """Each reader, read_committed, gets exactly ``committed``; read_uncommitted, ``everything``."""
+                readers: Sequence[str] = tuple(READERS),
+                start: Mapping[tuple[str, int], int] | None = None) -> None:
+    """Each reader, read_committed, gets exactly ``committed``; read_uncommitted, ``everything``
+    (reading from ``start``, default 0)."""
     for reader in readers:
         for isolation, want in (("read_committed", committed), ("read_uncommitted", everything)):
-            got = values(READERS[reader](bootstrap, ends, isolation))
+            got = values(READERS[reader](bootstrap, ends, isolation, start))
             want = {tp: list(want.get(tp, [])) for tp in ends}
             assert got == want, f"{reader} {isolation} read:\n{got}\nwant:\n{want}"
 
@@ -639,6 +647,76 @@ def test_offsets_sent_in_a_transaction_commit_and_abort_with_it(tmp_path: Path, 
         ends = wait_settled(bootstrap, [(sink, 0)])
         check_reads(bootstrap, ends, {(sink, 0): [b"first", b"second"]},
                     {(sink, 0): [b"first", b"aborted", b"second"]}, readers=[library])
+        assert serve.terminate() == 0, serve.log_tail()
+
+
+# Small segments: a transaction of 200-byte records spans several of them.
+TINY_SEGMENT_BYTES = 1024
+
+
+def test_aborted_transactions_across_segments_survive_restarts(tmp_path: Path) -> None:
+    """Interleaved transactions whose batches span several segments (segment.bytes 1 KiB), one
+    aborted: read_committed drops all of the aborted one's records in every segment, before
+    and after a clean restart and after a SIGKILL (the aborted transactions are found again
+    from the files: Kafka's .txnindex and producer snapshots)."""
+    topic = "rolled"
+    tp = (topic, 0)
+    aborted = [b"aborted %02d " % i + b"a" * 190 for i in range(12)]
+    kept = [b"kept %02d " % i + b"k" * 190 for i in range(8)]
+    later = [b"later %02d " % i + b"l" * 190 for i in range(4)]
+    data, serve_log = tmp_path / "data", tmp_path / "serve.log"
+    with contextlib.ExitStack() as stack:
+        serve = stack.enter_context(support.ServeProcess(data, serve_log, settings=broker_settings()))
+        bootstrap = serve.bootstrap
+        create_topics(bootstrap, {topic: 1}, {"segment.bytes": str(TINY_SEGMENT_BYTES)})
+        aborting = confluent_txn_producer(bootstrap, "rolling-aborter")
+        committing = confluent_txn_producer(bootstrap, "rolling-committer")
+        for producer in (aborting, committing):
+            producer.init_transactions(TXN_CALL_TIMEOUT_S)
+            producer.begin_transaction()
+        log: list[tuple[int, bytes, bool]] = []  # (offset, value, committed), markers left out
+        for i in range(len(aborted)):
+            pairs = [(aborting, aborted[i], False)] + ([(committing, kept[i], True)] if i < len(kept) else [])
+            for producer, value, commits in pairs:
+                producer.produce(topic, value=value, partition=0)
+                confluent_flush(producer)
+                log.append((len(log), value, commits))
+        aborting.abort_transaction(TXN_CALL_TIMEOUT_S)
+        committing.commit_transaction(TXN_CALL_TIMEOUT_S)
+        wait_settled(bootstrap, [tp])  # both markers written before the next transaction
+        aborting.begin_transaction()
+        for value in later:
+            aborting.produce(topic, value=value, partition=0)
+        aborting.commit_transaction(TXN_CALL_TIMEOUT_S)
+        log += [(len(log) + 2 + i, value, True) for i, value in enumerate(later)]  # after 2 markers
+        ends = wait_settled(bootstrap, [tp])
+        assert ends == {tp: len(log) + 3}, "the records and three markers"
+        segments = list((data / f"{topic}-0").glob("*.log"))
+        assert len(segments) >= 4, f"the transactions should span several segments: {segments}"
+
+        def check(start: int) -> None:
+            """Reads from offset ``start``: a consumer resuming inside the aborted transaction
+            still needs to know it was aborted (Fetch lists it as it began before ``start``)."""
+            committed = [v for o, v, commits in log if o >= start and commits]
+            everything = [v for o, v, _ in log if o >= start]
+            check_reads(bootstrap, ends, {tp: committed}, {tp: everything}, start={tp: start})
+
+        check(0)
+        check(9)
+
+        assert serve.terminate() == 0, serve.log_tail()
+        serve = stack.enter_context(support.ServeProcess(data, serve_log, listen=bootstrap,
+                                                         settings=broker_settings()))
+        assert end_offsets(bootstrap, [tp]) == (ends, ends)
+        check(0)
+        check(13)
+
+        serve.kill()
+        serve = stack.enter_context(support.ServeProcess(data, serve_log, listen=bootstrap,
+                                                         settings=broker_settings()))
+        assert end_offsets(bootstrap, [tp]) == (ends, ends)
+        check(0)
+        check(5)
         assert serve.terminate() == 0, serve.log_tail()
 
 
