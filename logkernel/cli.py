@@ -520,7 +520,7 @@ def transactions(args: argparse.Namespace) -> int:
                        if meta.start_ms >= 0 else "-")
             rows.append((meta.transactional_id, meta.producer_id, meta.producer_epoch,
                          meta.state_name, meta.timeout_ms, started,
-                         describe_partitions(sorted(meta.partitions)) or "-"))
+                         describe_partitions(sorted(meta.open_partitions)) or "-"))
         print(format_table(("TRANSACTIONAL-ID", "PRODUCER-ID", "EPOCH", "STATE", "TIMEOUT-MS",
                             "STARTED", "PARTITIONS"), rows))
         return 0

@@ -1248,11 +1248,6 @@ def test_list_transactions_and_describe_producers(tmp_path: Path) -> None:
         assert (after.producer_epoch, after.current_transaction_start_offset) == (active.producer_epoch, -1)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "DescribeTransactions v0 fails inside the broker (UNKNOWN_SERVER_ERROR, connection closed): "
-    "handle_describe_transactions sets 'transaction_start_time_ms', kio's field is the datetime "
-    "'transaction_start_time'; behind that, a completed transaction keeps listing its partitions "
-    "(Kafka's prepareComplete empties them)"))
 def test_describe_transactions(tmp_path: Path) -> None:
     topic, transactional_id = "receipts", "receipter"
     TransactionState = kafka.admin.TransactionState

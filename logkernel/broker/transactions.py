@@ -22,6 +22,7 @@ from logkernel.protocol.apis import (
     INIT_PRODUCER_ID,
     LIST_TRANSACTIONS,
     TXN_OFFSET_COMMIT,
+    api_name,
 )
 from logkernel.protocol.frames import RequestHeader
 
@@ -45,8 +46,8 @@ def _refused(header: RequestHeader, exc: BaseException) -> int:
     if isinstance(exc, errors.ClosedError):
         return error_codes.COORDINATOR_NOT_AVAILABLE
     code = _code(exc, header)
-    log.info("%s v%d from %r refused: %s", type(exc).__name__, header.api_version,
-             header.client_id, exc)
+    log.info("%s v%d from %r refused (%s): %s", api_name(header.api_key), header.api_version,
+             header.client_id, type(exc).__name__, exc)
     return code
 
 
@@ -183,15 +184,15 @@ def handle_describe_transactions(server: Any, header: RequestHeader, body: memor
         if meta is None:
             out.append({"error_code": error_codes.TRANSACTIONAL_ID_NOT_FOUND,
                         "transactional_id": txn_id, "transaction_state": "",
-                        "transaction_timeout": 0, "transaction_start_time_ms": -1,
+                        "transaction_timeout": 0, "transaction_start_time": -1,
                         "producer_id": -1, "producer_epoch": -1, "topics": []})
             continue
         by_topic: dict[str, list[int]] = {}
-        for topic, partition in sorted(meta.partitions):
+        for topic, partition in sorted(meta.open_partitions):
             by_topic.setdefault(topic, []).append(partition)
         out.append({"error_code": error_codes.NONE, "transactional_id": txn_id,
                     "transaction_state": meta.state_name, "transaction_timeout": meta.timeout_ms,
-                    "transaction_start_time_ms": meta.start_ms, "producer_id": meta.producer_id,
+                    "transaction_start_time": meta.start_ms, "producer_id": meta.producer_id,
                     "producer_epoch": meta.producer_epoch,
                     "topics": [{"topic": t, "partitions": ps} for t, ps in by_topic.items()]})
     return [schema.encode_response(DESCRIBE_TRANSACTIONS, header.api_version,

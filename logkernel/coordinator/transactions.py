@@ -94,6 +94,12 @@ class TransactionMetadata:
     def state_name(self) -> str:
         return STATE_NAMES.get(self.state, "Unknown")
 
+    @property
+    def open_partitions(self) -> set[TopicPartition]:
+        """The partitions of the transaction in progress (none once it is complete; the
+        stored record keeps them for recovery only)."""
+        return self.partitions if self.state in (ONGOING, PREPARE_COMMIT, PREPARE_ABORT) else set()
+
 
 @dataclass(frozen=True)
 class TransactionListing:

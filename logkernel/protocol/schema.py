@@ -36,6 +36,7 @@ from kio.serial.errors import SerialError
 from logkernel.protocol.primitives import MalformedMessage, read_uvarint, skip_tagged_fields
 
 Entity = Any  # kio's generated dataclasses share no base class
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 
 @cache
@@ -251,6 +252,9 @@ def _converter(hint: Any) -> tuple[Callable[[Any], Any], Any]:
         target: Any = hint
         return (lambda v: build(target, v)), dataclasses.MISSING
     if isinstance(hint, type):
+        if issubclass(hint, datetime.datetime):  # milliseconds since the epoch (-1: none)
+            return (lambda v: v if isinstance(v, datetime.datetime)
+                    else _EPOCH + datetime.timedelta(milliseconds=v)), _EPOCH
         if issubclass(hint, datetime.timedelta):
             return (lambda v: v if isinstance(v, datetime.timedelta)
                     else datetime.timedelta(milliseconds=v)), datetime.timedelta(0)
