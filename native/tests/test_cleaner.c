@@ -15,9 +15,15 @@
  *      empty, compressed-flag, delete-horizon and LogAppendTime batches, gapped offsets)
  *      checked against a model of compaction, driven through FULL, COMPRESSED and
  *      BUFFER_TOO_SMALL as logkernel's cleaner drives it, whatever the buffer sizes.
+ *      Transactions: fixed cases (aborted batches, compressed or not, out of the map and
+ *      the output; producers' last batches kept as bare headers; map_end; the producer
+ *      pass; bad aborted lists), and in the model: batches of a few producer ids, some
+ *      transactional, under random aborted lists, with and without the producer map; the
+ *      producer pass against the model.
  *   5. Robustness: random logs mutated (flipped bytes, every cut of small logs, hostile
  *      lengths, counts, offsets, attributes and varints, the CRC fixed or not) through
- *      lk_cleaner_map, lk_cleaner_filter and lk_records_first_keyless. Under `make
+ *      lk_cleaner_map, lk_cleaner_producers, lk_cleaner_filter (with and without aborted
+ *      lists and producer maps) and lk_records_first_keyless. Under `make
  *      test-asan` this is the fuzz target: no access outside the buffers (out and keep
  *      are also followed by canaries), no hang (an alarm), only documented codes, every
  *      batch the filter writes is whole with a good CRC, and its records validate too
@@ -2252,6 +2258,215 @@ static void test_filter_buffers(void)
     free(out.p);
 }
 
+/* ------------------------------------------------------------------------------------
+ * 4c. Transactions: fixed cases
+ * --------------------------------------------------------------------------------- */
+
+static int expect_copy(const uint8_t *out, size_t out_len, size_t *q, const uint8_t *batch,
+                       size_t size);
+
+/* Gives the batch at b another producer id (CRC redone). */
+static void set_producer(uint8_t *b, int64_t producer_id)
+{
+    set64(b + OFF_PRODUCER, (uint64_t)producer_id);
+    CHECK_EQ(lk_batch_update_crc(b, size_at(b), NULL), LK_OK);
+}
+
+/* T: T0 @0 producer 1000, transactional (k0 k1) | T1 marker @2 | T2 @3 producer 1000,
+ * transactional, gzip by the flag (k0 k2), aborted | T3 marker @5 | T4 @6 producer 2000
+ * (k1) | T5 @7 producer 3000, transactional (k3), aborted. */
+enum { T0, T1, T2, T3, T4, T5 };
+static void build_txn_log(fixed_log *f)
+{
+    static const rspec A[] = {{"k0", "a0", 0, 1000}, {"k1", "a1", 1, 1001}};
+    static const rspec B[] = {{"k0", "b3", 0, 2000}, {"k2", "b4", 1, 2001}};
+    static const rspec C[] = {{"k1", "c6", 0, 3000}};
+    static const rspec D[] = {{"k3", "d7", 0, 4000}};
+    memset(f, 0, sizeof *f);
+    fl_added(f, enc_batch_ex(f->buf + f->len, sizeof f->buf - f->len, 0, LK_ATTR_TRANSACTIONAL,
+                             NO_HORIZON, A, 2, -1, INT64_MIN));
+    fl_added(f, enc_control(f->buf + f->len, sizeof f->buf - f->len, 2));
+    fl_added(f, enc_batch_ex(f->buf + f->len, sizeof f->buf - f->len, 3, LK_ATTR_TRANSACTIONAL,
+                             NO_HORIZON, B, 2, -1, INT64_MIN));
+    set_attributes(f->buf + f->pos[T2], LK_ATTR_TRANSACTIONAL | 1);
+    fl_added(f, enc_control(f->buf + f->len, sizeof f->buf - f->len, 5));
+    fl_added(f, enc_batch(f->buf + f->len, sizeof f->buf - f->len, 6, C, 1));
+    set_producer(f->buf + f->pos[T4], 2000);
+    fl_added(f, enc_batch_ex(f->buf + f->len, sizeof f->buf - f->len, 7, LK_ATTR_TRANSACTIONAL,
+                             NO_HORIZON, D, 1, -1, INT64_MIN));
+    set_producer(f->buf + f->pos[T5], 3000);
+}
+
+static const lk_aborted_txn TXN_ABORTED[] = {{1000, 3, 5}, {3000, 7, 7}};
+
+static void test_transactions_fixed(void)
+{
+    static fixed_log L;
+    build_txn_log(&L);
+    const size_t *pos = L.pos;
+    lk_offset_map m;
+    lk_error err;
+
+    /* Map pass: the aborted batches put no key (k2, k3 absent; k0 stays at 0), and the
+     * compressed one is passed over without a COMPRESSED stop. */
+    roomy_map(&m);
+    lk_map_result mr = new_map_result();
+    CHECK_EQ(lk_cleaner_map(&m, L.buf, L.len, 0, INT64_MAX, TXN_ABORTED, 2, &mr, &err), LK_OK);
+    CHECK_EQ(mr.stop, LK_CLEAN_END);
+    CHECK_EQ(mr.next_offset, 8);
+    CHECK_EQ(mr.records, 3);
+    CHECK_EQ(get_str(&m, "k0"), 0);
+    CHECK_EQ(get_str(&m, "k1"), 6);
+    CHECK_EQ(get_str(&m, "k2"), -1);
+    CHECK_EQ(get_str(&m, "k3"), -1);
+    /* Without the list: the compressed batch stops the pass, as any other. */
+    lk_offset_map m2;
+    static uint64_t mem2[3 * 64];
+    REQUIRE_OK(lk_offset_map_init(&m2, mem2, sizeof mem2, 0.9, 0));
+    lk_map_result mr2 = new_map_result();
+    CHECK_EQ(lk_cleaner_map(&m2, L.buf, L.len, 0, INT64_MAX, NULL, 0, &mr2, &err), LK_OK);
+    CHECK_EQ(mr2.stop, LK_CLEAN_COMPRESSED);
+    CHECK_EQ(mr2.position, pos[T2]);
+
+    /* The producer pass: each producer's last data batch (markers are not data). */
+    static uint64_t pmem[3 * 64];
+    lk_offset_map pm;
+    REQUIRE_OK(lk_offset_map_init(&pm, pmem, sizeof pmem, 0.9, 0));
+    lk_map_result pr = new_map_result();
+    CHECK_EQ(lk_cleaner_producers(&pm, L.buf, L.len, &pr, &err), LK_OK);
+    CHECK_EQ(pr.stop, LK_CLEAN_END);
+    CHECK_EQ(pr.position, L.len);
+    CHECK_EQ(pr.records, 4);
+    CHECK_EQ(pr.next_offset, 8);
+    uint8_t key[8];
+    set64(key, 1000);
+    CHECK_EQ(lk_offset_map_get(&pm, key, 8), 4);
+    set64(key, 2000);
+    CHECK_EQ(lk_offset_map_get(&pm, key, 8), 6);
+    set64(key, 3000);
+    CHECK_EQ(lk_offset_map_get(&pm, key, 8), 7);
+
+    /* Filter: T0 loses k1@1; T2 (aborted, 1000's last) and T5 (aborted, 3000's last) become
+     * bare headers; markers and T4 are copied. */
+    lk_clean_params pp = {0, 10000000, 8, TXN_ABORTED, 2, &pm};
+    lk_clean_result res = new_clean_result();
+    byte_buf out = {0};
+    CHECK_EQ(filter_call(&m, L.buf, L.len, &pp, 1 << 14, 64, &res, &out, &err), LK_OK);
+    CHECK_EQ(res.stop, LK_CLEAN_END);
+    CHECK_EQ(res.aborted_dropped, 3);
+    CHECK_EQ(res.empty_batches_kept, 2);
+    CHECK_EQ(res.records_read, 6);
+    CHECK_EQ(res.records_kept, 2);
+    CHECK_EQ(res.batches_kept, 6);
+    size_t q = 0;
+    out_batch o;
+    size_t n = read_batch(out.p, out.len, &o);
+    CHECK(n > 0 && o.n == 1 && strcmp(o.key[0], "k0") == 0 && o.offset[0] == 0);
+    q += n;
+    CHECK(expect_copy(out.p, out.len, &q, L.buf + pos[T1], L.size[T1]));
+    lk_batch_header h;
+    CHECK_EQ(lk_batch_validate(out.p + q, out.len - q, 0, LK_VALIDATE_CRC | LK_VALIDATE_RECORDS, &h,
+                               NULL), LK_OK);
+    CHECK(h.batch_length + LK_LOG_OVERHEAD == HDR && h.record_count == 0 && h.base_offset == 3 &&
+          h.last_offset_delta == 1 && h.attributes == LK_ATTR_TRANSACTIONAL &&
+          h.base_timestamp == -1 && h.max_timestamp == 2001 && h.producer_id == 1000 &&
+          h.producer_epoch == PRODUCER_EPOCH && h.base_sequence == BASE_SEQUENCE);
+    q += HDR;
+    CHECK(expect_copy(out.p, out.len, &q, L.buf + pos[T3], L.size[T3]));
+    CHECK(expect_copy(out.p, out.len, &q, L.buf + pos[T4], L.size[T4]));
+    CHECK_EQ(lk_batch_validate(out.p + q, out.len - q, 0, LK_VALIDATE_CRC, &h, NULL), LK_OK);
+    CHECK(h.record_count == 0 && h.base_offset == 7 && h.producer_id == 3000);
+    q += HDR;
+    CHECK_EQ(q, out.len);
+    /* Cleaning that again changes nothing. */
+    lk_clean_result res2 = new_clean_result();
+    byte_buf out2 = {0};
+    CHECK_EQ(filter_call(&m, out.p, out.len, &pp, 1 << 14, 64, &res2, &out2, &err), LK_OK);
+    CHECK(out2.len == out.len && memcmp(out2.p, out.p, out.len) == 0);
+    free(out2.p);
+    free(out.p);
+
+    /* No producer map: the aborted batches just go. */
+    lk_clean_params pp_none = {0, 10000000, 8, TXN_ABORTED, 2, NULL};
+    res = new_clean_result();
+    out = (byte_buf){0};
+    CHECK_EQ(filter_call(&m, L.buf, L.len, &pp_none, 1 << 14, 64, &res, &out, &err), LK_OK);
+    CHECK_EQ(res.empty_batches_kept, 0);
+    CHECK_EQ(out.len, n + L.size[T1] + L.size[T3] + L.size[T4]);
+    free(out.p);
+
+    /* map_end 7: T5 (base 7) is past it, so it stays as it is, aborted or not. */
+    lk_clean_params pp7 = {0, 10000000, 7, TXN_ABORTED, 2, &pm};
+    res = new_clean_result();
+    out = (byte_buf){0};
+    CHECK_EQ(filter_call(&m, L.buf, L.len, &pp7, 1 << 14, 64, &res, &out, &err), LK_OK);
+    CHECK(out.len >= L.size[T5] &&
+          memcmp(out.p + out.len - L.size[T5], L.buf + pos[T5], L.size[T5]) == 0);
+    CHECK_EQ(res.aborted_dropped, 2);
+    free(out.p);
+
+    /* Aborted batches need no keep scratch: from T1 with room for one record's flag, T2's
+     * two records are no reason to stop. */
+    res = new_clean_result();
+    CHECK_EQ(filter_call(&m, L.buf + pos[T1], L.len - pos[T1], &pp, 1 << 14, 1, &res, NULL, &err),
+             LK_OK);
+    CHECK_EQ(res.stop, LK_CLEAN_END);
+    CHECK_EQ(res.position, L.len - pos[T1]);
+    res = new_clean_result();
+    CHECK_EQ(filter_call(&m, L.buf + pos[T1], L.len - pos[T1], &pp_none, 1 << 14, 1, &res, NULL,
+                         &err), LK_OK);
+    CHECK_EQ(res.stop, LK_CLEAN_END);
+
+    /* A list not sorted by producer, or one producer's transactions overlapping: refused,
+     * with nothing written. */
+    const lk_aborted_txn unsorted[] = {{3000, 7, 7}, {1000, 3, 5}};
+    const lk_aborted_txn overlapping[] = {{1000, 3, 5}, {1000, 5, 9}};
+    memset(&err, 0, sizeof err);
+    mr = new_map_result();
+    CHECK_EQ(lk_cleaner_map(&m2, L.buf, L.len, 0, INT64_MAX, unsorted, 2, &mr, &err),
+             LK_ERR_ARGUMENT);
+    CHECK(err.code == LK_ERR_ARGUMENT && err.what != NULL);
+    CHECK_EQ(lk_cleaner_map(&m2, L.buf, L.len, 0, INT64_MAX, NULL, 1, &mr, NULL), LK_ERR_ARGUMENT);
+    lk_clean_params bad = {0, 10000000, 8, overlapping, 2, &pm};
+    res = new_clean_result();
+    CHECK_EQ(filter_call(&m, L.buf, L.len, &bad, 1 << 14, 64, &res, NULL, &err), LK_ERR_ARGUMENT);
+    CHECK_EQ(res.batches_read, 0);
+
+    /* The producer pass: a full map (room for one producer) stops at the batch of the
+     * second; offsets going back, a bad magic and the arguments are errors; a cut batch
+     * ends the walk before it. */
+    static uint64_t tiny[3 * 2];
+    lk_offset_map one;
+    REQUIRE_OK(lk_offset_map_init(&one, tiny, sizeof tiny, 0.9, 0));
+    pr = new_map_result();
+    CHECK_EQ(lk_cleaner_producers(&one, L.buf, L.len, &pr, &err), LK_OK);
+    CHECK_EQ(pr.stop, LK_CLEAN_FULL);
+    CHECK_EQ(pr.position, pos[T4]);
+    CHECK_EQ(pr.records, 2);
+    pr = new_map_result();
+    CHECK_EQ(lk_cleaner_producers(&pm, L.buf, L.len - 1, &pr, &err), LK_OK);
+    CHECK_EQ(pr.stop, LK_CLEAN_END);
+    CHECK_EQ(pr.position, pos[T5]);
+    uint8_t *twice = malloc(L.len * 2);
+    memcpy(twice, L.buf, L.len);
+    memcpy(twice + L.len, L.buf, L.len);
+    pr = new_map_result();
+    CHECK_EQ(lk_cleaner_producers(&pm, twice, L.len * 2, &pr, &err), LK_ERR_CORRUPT_RECORD);
+    CHECK_EQ(err.position, L.len);
+    CHECK_EQ(pr.position, L.len);
+    twice[pos[T2] + OFF_MAGIC] = 1;
+    pr = new_map_result();
+    CHECK_EQ(lk_cleaner_producers(&pm, twice, L.len, &pr, &err), LK_ERR_BAD_MAGIC);
+    CHECK_EQ(err.position, pos[T2] + OFF_MAGIC);
+    free(twice);
+    CHECK_EQ(lk_cleaner_producers(NULL, L.buf, L.len, &pr, &err), LK_ERR_ARGUMENT);
+    CHECK_EQ(lk_cleaner_producers(&pm, L.buf, L.len, NULL, &err), LK_ERR_ARGUMENT);
+    CHECK_EQ(lk_cleaner_producers(&pm, NULL, 5, &pr, &err), LK_ERR_ARGUMENT);
+    pr = new_map_result();
+    CHECK_EQ(lk_cleaner_producers(&pm, NULL, 0, &pr, &err), LK_OK);
+    CHECK_EQ(pr.position, 0);
+}
+
 static void test_first_keyless(void)
 {
     static fixed_log L;
@@ -2329,8 +2544,11 @@ typedef struct {
     int64_t base, last, base_ts, max_ts;
     int16_t attrs;
     int32_t count;
+    int64_t pid; /* producer id, -1 for none */
     mrec *r;
 } mbatch;
+
+enum { PRODUCER_POOL = 4, MAX_ABORTED = 64 };
 
 typedef struct {
     uint8_t buf[LOG_CAP];
@@ -2340,6 +2558,10 @@ typedef struct {
     mrec recs[MAX_BATCHES * MAX_RECS];
     int nr;
     int64_t t0;
+    /* Aborted transactions, sorted by producer then first offset (the list the passes are
+     * given; naborted 0 when a test gives none). */
+    lk_aborted_txn aborted[MAX_ABORTED];
+    size_t naborted;
 } mlog;
 
 static void random_record(mrec *r, uint32_t keyspace, uint32_t null_pct, uint32_t tomb_pct)
@@ -2435,7 +2657,10 @@ static const int64_t NOW_CHOICES[] = {-1000000, 0, 6000, 20000000};
 /* A random log: data batches (null and empty keys, tombstones, headers, contiguous or
  * gapped offset deltas, lastOffsetDelta sometimes past the last record, CreateTime or
  * LogAppendTime, some with a delete horizon), control batches, empty batches, batches
- * flagged compressed; offset gaps between batches. */
+ * flagged compressed; offset gaps between batches. Half the batches carry one of
+ * PRODUCER_POOL producer ids, and some of those are transactional; then a random list of
+ * aborted transactions of those producers (apart per producer, as lk_aborted_txns_check
+ * wants), which the rule applies to whatever batches they cover. */
 static void gen_log(mlog *m, int nbatches, int max_recs, uint32_t keyspace, uint32_t null_pct,
                     uint32_t tomb_pct)
 {
@@ -2452,14 +2677,16 @@ static void gen_log(mlog *m, int nbatches, int max_recs, uint32_t keyspace, uint
         int64_t t = m->t0 + bi * 1000;
         uint32_t k = rnd_below(100);
         int idem = rnd_below(2);
+        int16_t txn = idem && rnd_below(2) ? LK_ATTR_TRANSACTIONAL : 0;
         lk_batch_params p;
         p.base_offset = off;
         p.partition_leader_epoch = (int32_t)rnd_below(10);
         p.attributes = 0;
         p.base_timestamp = t;
-        p.producer_id = idem ? 4000 + bi : -1;
+        p.producer_id = idem ? 4000 + (int64_t)rnd_below(PRODUCER_POOL) : -1;
         p.producer_epoch = (int16_t)(idem ? 3 : -1);
         p.base_sequence = idem ? 100 * bi : -1;
+        b->pid = p.producer_id;
         size_t len = 0;
         if (k < 8) {
             b->kind = K_CONTROL;
@@ -2471,6 +2698,8 @@ static void gen_log(mlog *m, int nbatches, int max_recs, uint32_t keyspace, uint
             b->kind = K_EMPTY;
             int32_t ld = (int32_t)rnd_below(3);
             b->last = off + ld;
+            b->attrs = txn;
+            p.attributes = txn;
             REQUIRE_OK(lk_batch_frame(&p, 0, ld, t, NULL, 0, m->buf + m->len, LOG_CAP - m->len,
                                       &len, NULL));
         } else {
@@ -2496,7 +2725,7 @@ static void gen_log(mlog *m, int nbatches, int max_recs, uint32_t keyspace, uint
                            (rnd_below(4) == 0 ? (int32_t)rnd_below(3) : 0);
             b->attrs = (int16_t)((b->kind == K_COMPRESSED ? 1 + (int)rnd_below(4) : 0) |
                                  (horizon ? LK_ATTR_DELETE_HORIZON : 0) |
-                                 (lat ? LK_ATTR_LOG_APPEND_TIME : 0));
+                                 (lat ? LK_ATTR_LOG_APPEND_TIME : 0) | txn);
             b->base_ts = horizon ? m->t0 + HORIZON_CHOICES[rnd_below(3)] : b->r[0].ts;
             b->max_ts = lat ? t + 5000 : largest;
             b->last = off + last;
@@ -2508,6 +2737,38 @@ static void gen_log(mlog *m, int nbatches, int max_recs, uint32_t keyspace, uint
         m->len += len;
         off = b->last + 1 + (rnd_below(4) == 0 ? (int64_t)rnd_below(5) : 0);
     }
+    m->naborted = 0;
+    for (int64_t pid = 4000; pid < 4000 + PRODUCER_POOL; pid++) {
+        int64_t at = (int64_t)rnd_below(10);
+        while (rnd_below(3) && at < off && m->naborted < MAX_ABORTED) {
+            int64_t first = at + (int64_t)rnd_below(15), last = first + (int64_t)rnd_below(25);
+            m->aborted[m->naborted++] = (lk_aborted_txn){pid, first, last};
+            at = last + 1;
+        }
+    }
+}
+
+/* 1 if the rule (lk_batch_aborted with the log's list) makes the batch aborted data. */
+static int model_aborted(const mlog *m, const mbatch *b)
+{
+    if (b->kind == K_CONTROL || !(b->attrs & LK_ATTR_TRANSACTIONAL) || b->pid < 0)
+        return 0;
+    for (size_t i = 0; i < m->naborted; i++)
+        if (m->aborted[i].producer_id == b->pid && m->aborted[i].first_offset <= b->base &&
+            b->base <= m->aborted[i].last_offset)
+            return 1;
+    return 0;
+}
+
+/* 1 if b is the last data (non-control) batch of its producer in the log. */
+static int model_producer_last(const mlog *m, const mbatch *b)
+{
+    if (b->kind == K_CONTROL || b->pid < 0)
+        return 0;
+    for (int i = m->nb - 1; i >= 0; i--)
+        if (m->b[i].kind != K_CONTROL && m->b[i].pid == b->pid)
+            return &m->b[i] == b;
+    return 0;
 }
 
 static int is_data(const mbatch *b) { return b->kind == K_DATA || b->kind == K_COMPRESSED; }
@@ -2518,7 +2779,7 @@ static int64_t model_latest(const mlog *m, const uint8_t *key, int32_t key_len, 
     int64_t best = -1;
     for (int bi = 0; bi < m->nb; bi++) {
         const mbatch *b = &m->b[bi];
-        if (!is_data(b))
+        if (!is_data(b) || model_aborted(m, b))
             continue;
         for (int32_t i = 0; i < b->count; i++) {
             const mrec *r = &b->r[i];
@@ -2542,7 +2803,7 @@ static int64_t model_map_end(const mlog *m, int64_t from, int64_t stop)
             return e < stop ? stop : e;
         if (next <= from)
             continue;
-        if (!is_data(b)) {
+        if (!is_data(b) || model_aborted(m, b)) {
             if (next > e)
                 e = next < stop ? next : stop;
             continue;
@@ -2558,12 +2819,13 @@ static int64_t model_map_end(const mlog *m, int64_t from, int64_t stop)
 /* The map pass as logkernel's cleaner drives it: a compressed batch is handed over again
  * decompressed (here: with the flag cleared), then the pass goes on after it. */
 static int run_map(lk_offset_map *map, const uint8_t *buf, size_t len, int64_t from, int64_t stop,
-                   lk_map_result *res, int64_t *map_end, lk_error *err)
+                   const lk_aborted_txn *aborted, size_t naborted, lk_map_result *res,
+                   int64_t *map_end, lk_error *err)
 {
     size_t pos = 0;
     *map_end = from;
     while (pos < len) {
-        int rc = lk_cleaner_map(map, buf + pos, len - pos, from, stop, NULL, 0, res, err);
+        int rc = lk_cleaner_map(map, buf + pos, len - pos, from, stop, aborted, naborted, res, err);
         if (rc != LK_OK)
             return rc;
         CHECK(res->position >= 0 && (uint64_t)res->position <= len - pos);
@@ -2573,7 +2835,7 @@ static int run_map(lk_offset_map *map, const uint8_t *buf, size_t len, int64_t f
         pos += (size_t)res->position;
         size_t size = size_at(buf + pos);
         uint8_t *plain = plain_copy(buf + pos, size);
-        rc = lk_cleaner_map(map, plain, size, from, stop, NULL, 0, res, err);
+        rc = lk_cleaner_map(map, plain, size, from, stop, aborted, naborted, res, err);
         free(plain);
         if (rc != LK_OK)
             return rc;
@@ -2664,20 +2926,74 @@ static int expect_copy(const uint8_t *out, size_t out_len, size_t *q, const uint
     return ok;
 }
 
+/* Expects at out + *q the batch at orig (the model's b) as a header without records:
+ * Kafka's empty batch, field by field. */
+static int expect_empty(const uint8_t *out, size_t out_len, size_t *q, const mbatch *b,
+                        const uint8_t *orig)
+{
+    lk_batch_header h;
+    int ok = *q + HDR <= out_len &&
+             lk_batch_validate(out + *q, out_len - *q, 0, LK_VALIDATE_CRC | LK_VALIDATE_RECORDS,
+                               &h, NULL) == LK_OK;
+    CHECK(ok);
+    if (!ok)
+        return 0;
+    CHECK_EQ(h.batch_length + LK_LOG_OVERHEAD, HDR);
+    CHECK_EQ(h.record_count, 0);
+    CHECK_EQ(h.base_offset, b->base);
+    CHECK_EQ(h.base_offset + h.last_offset_delta, b->last);
+    CHECK_EQ(h.base_timestamp, -1);
+    CHECK_EQ(h.max_timestamp, (int64_t)get64(orig + OFF_MAX_TS));
+    CHECK_EQ(h.attributes,
+             get16(orig + OFF_ATTRS) & ~(LK_ATTR_COMPRESSION_MASK | LK_ATTR_DELETE_HORIZON));
+    CHECK(memcmp(out + *q + OFF_PRODUCER, orig + OFF_PRODUCER, 14) == 0);
+    CHECK(memcmp(out + *q + OFF_EPOCH, orig + OFF_EPOCH, 4) == 0);
+    *q += HDR;
+    return 1;
+}
+
 /* The filter's output and totals against the model: which records stay, byte-for-byte
- * copies, rewritten batches field by field. */
+ * copies, rewritten batches field by field; below map_end, aborted batches (the log's
+ * list, if pp has it) keep nothing and, with pp->producers (the producer pass over the
+ * whole log), each producer's last batch stays, empty if need be, and its older empty
+ * batches go. */
 static void verify_filter(const mlog *m, int64_t from, const lk_clean_params *pp, const uint8_t *out,
                           size_t out_len, const lk_clean_result *res)
 {
     size_t q = 0;
     int64_t batches_kept = 0, records_read = 0, records_kept = 0, tombstones = 0, keyless = 0;
+    int64_t aborted_dropped = 0, empties = 0;
     int64_t horizon_min = INT64_MAX;
     static lk_record_span spans[MAX_RECS];
     for (int bi = 0; bi < m->nb; bi++) {
         const mbatch *b = &m->b[bi];
-        if (!is_data(b)) {
+        const uint8_t *orig = m->buf + b->pos;
+        int below = b->base < pp->map_end;
+        int producers = pp->producers && below && b->kind != K_CONTROL && b->pid >= 0;
+        int last = producers && model_producer_last(m, b);
+        if (b->kind == K_CONTROL) {
             batches_kept++;
-            if (!expect_copy(out, out_len, &q, m->buf + b->pos, b->size))
+            if (!expect_copy(out, out_len, &q, orig, b->size))
+                return;
+            continue;
+        }
+        if (below && pp->aborted_count && model_aborted(m, b)) {
+            records_read += b->count;
+            aborted_dropped += b->count;
+            if (last) {
+                batches_kept++;
+                empties++;
+                if (!expect_empty(out, out_len, &q, b, orig))
+                    return;
+            }
+            continue;
+        }
+        if (b->kind == K_EMPTY) {
+            if (producers && !last)
+                continue;
+            batches_kept++;
+            empties += last;
+            if (!expect_copy(out, out_len, &q, orig, b->size))
                 return;
             continue;
         }
@@ -2718,6 +3034,12 @@ static void verify_filter(const mlog *m, int64_t from, const lk_clean_params *pp
         records_kept += kept;
         if (kept == 0) {
             free(plain);
+            if (last) {
+                batches_kept++;
+                empties++;
+                if (!expect_empty(out, out_len, &q, b, orig))
+                    return;
+            }
             continue;
         }
         batches_kept++;
@@ -2781,6 +3103,33 @@ static void verify_filter(const mlog *m, int64_t from, const lk_clean_params *pp
     CHECK_EQ(res->keyless_dropped, keyless);
     CHECK_EQ(res->next_horizon_ms, horizon_min);
     CHECK_EQ(res->last_offset, m->nb ? m->b[m->nb - 1].last : -1);
+    CHECK_EQ(res->aborted_dropped, aborted_dropped);
+    CHECK_EQ(res->empty_batches_kept, empties);
+}
+
+/* The producer pass over the log m against the model (every producer of the pool maps to
+ * its last data batch's last offset, or is absent); returns the map it filled. */
+static void check_producer_pass(const mlog *m, lk_offset_map *pm)
+{
+    lk_map_result pr = new_map_result();
+    lk_error err;
+    CHECK_EQ(lk_cleaner_producers(pm, m->buf, m->len, &pr, &err), LK_OK);
+    CHECK_EQ(pr.stop, LK_CLEAN_END);
+    CHECK_EQ(pr.position, m->len);
+    int64_t batches = 0;
+    for (int bi = 0; bi < m->nb; bi++)
+        batches += m->b[bi].kind != K_CONTROL && m->b[bi].pid >= 0;
+    CHECK_EQ(pr.records, batches);
+    CHECK_EQ(pr.last_offset, m->nb ? m->b[m->nb - 1].last : -1);
+    for (int64_t pid = 4000; pid < 4000 + PRODUCER_POOL; pid++) {
+        int64_t want = -1;
+        for (int bi = 0; bi < m->nb; bi++)
+            if (m->b[bi].kind != K_CONTROL && m->b[bi].pid == pid)
+                want = m->b[bi].last;
+        uint8_t key[8];
+        set64(key, (uint64_t)pid);
+        CHECK_EQ(lk_offset_map_get(pm, key, 8), want);
+    }
 }
 
 /* First keyless record by decoding every batch (an independent walk). */
@@ -2835,7 +3184,13 @@ static void test_filter_model(int rounds)
         lk_map_result mr = new_map_result();
         int64_t map_end = 0;
         lk_error err;
-        CHECK_EQ(run_map(&map, m->buf, m->len, from, stop, &mr, &map_end, &err), LK_OK);
+        /* A third of the rounds without transactions: no aborted list, no producers. */
+        int transactions = rnd_below(3) != 0;
+        if (!transactions)
+            m->naborted = 0;
+        CHECK_EQ(lk_aborted_txns_check(m->aborted, m->naborted), LK_OK);
+        CHECK_EQ(run_map(&map, m->buf, m->len, from, stop, m->aborted, m->naborted, &mr, &map_end,
+                         &err), LK_OK);
         int64_t model_end = model_map_end(m, from, stop);
         if (mr.stop == LK_CLEAN_FULL)
             CHECK(map_end <= model_end && map_end >= from);
@@ -2851,7 +3206,8 @@ static void test_filter_model(int rounds)
                 const mrec *r = &b->r[i];
                 if (r->key_len < 0)
                     continue;
-                keyed += r->offset >= from && r->offset < map_end;
+                /* An aborted record's key too: it maps to its latest committed record. */
+                keyed += !model_aborted(m, b) && r->offset >= from && r->offset < map_end;
                 CHECK_EQ(lk_offset_map_get(&map, r->key, (size_t)r->key_len),
                          model_latest(m, r->key, r->key_len, from, map_end));
             }
@@ -2860,7 +3216,13 @@ static void test_filter_model(int rounds)
         CHECK_EQ(get_str(&map, "absent"), -1);
 
         int64_t now = m->t0 + NOW_CHOICES[rnd_below(4)];
-        lk_clean_params pp = {now, now + 1 + (int64_t)rnd_below(10000000), map_end, NULL, 0, NULL};
+        static uint64_t producer_mem[3 * 64];
+        lk_offset_map pm;
+        REQUIRE_OK(lk_offset_map_init(&pm, producer_mem, sizeof producer_mem, 0.9, rnd_below(8)));
+        check_producer_pass(m, &pm);
+        lk_clean_params pp = {now, now + 1 + (int64_t)rnd_below(10000000), map_end,
+                              m->naborted ? m->aborted : NULL, m->naborted,
+                              transactions ? &pm : NULL};
         filter_caps caps = {rnd_below(3) == 0 ? 1 + rnd_below(600) : 1 << 16,
                             rnd_below(3) == 0 ? rnd_below(45) : 64};
         lk_clean_result res = new_clean_result();
@@ -2981,11 +3343,19 @@ static int all_batches_valid(const uint8_t *buf, size_t len)
     return 1;
 }
 
-/* Runs the three functions on buf[0:len) (copied to an exact allocation). good_map is the
- * map of the undamaged log, map_end its end. */
+static const int PRODUCER_CODES[] = {LK_OK, LK_ERR_CORRUPT_RECORD, LK_ERR_BAD_LENGTH,
+                                     LK_ERR_BAD_MAGIC};
+
+/* Runs the four functions on buf[0:len) (copied to an exact allocation). good_map is the
+ * map of the undamaged log, map_end its end; aborted its aborted transactions, and
+ * producers its producer pass's map (NULL: none), given to the passes half the time. */
 static void run_all(const uint8_t *src, size_t len, lk_offset_map *good_map, int64_t map_end,
-                    int64_t t0)
+                    int64_t t0, const lk_aborted_txn *aborted_list, size_t aborted_count,
+                    lk_offset_map *producers)
 {
+    int transactions = rnd_below(2);
+    const lk_aborted_txn *aborted = transactions ? aborted_list : NULL;
+    size_t naborted = transactions ? aborted_count : 0;
     if (!known_bugs_mode && extreme_values(src, len)) {
         fuzz_skipped++;
         return;
@@ -3002,7 +3372,7 @@ static void run_all(const uint8_t *src, size_t len, lk_offset_map *good_map, int
     /* The map pass, one call. */
     lk_map_result mr = new_map_result();
     memset(&err, 0, sizeof err);
-    int rc = lk_cleaner_map(&sm, buf, len, from, stop, NULL, 0, &mr, &err);
+    int rc = lk_cleaner_map(&sm, buf, len, from, stop, aborted, naborted, &mr, &err);
     CHECK(in_set(rc, MAP_CODES, N_CODES(MAP_CODES)));
     if (rc == LK_OK) {
         CHECK(mr.position >= 0 && (uint64_t)mr.position <= len);
@@ -3018,19 +3388,37 @@ static void run_all(const uint8_t *src, size_t len, lk_offset_map *good_map, int
     lk_offset_map_clear(&sm);
     mr = new_map_result();
     int64_t me = 0;
-    rc = run_map(&sm, buf, len, from, stop, &mr, &me, &err);
+    rc = run_map(&sm, buf, len, from, stop, aborted, naborted, &mr, &me, &err);
     CHECK(in_set(rc, MAP_CODES, N_CODES(MAP_CODES)));
     /* ...and from INT64_MIN, so that no batch is passed over unread: then it reads what
      * the filter pass reads, and must find the same batches sound. */
     lk_offset_map_clear(&sm);
     mr = new_map_result();
-    int rc_map = run_map(&sm, buf, len, INT64_MIN, INT64_MAX, &mr, &me, &err);
+    int rc_map = run_map(&sm, buf, len, INT64_MIN, INT64_MAX, aborted, naborted, &mr, &me, &err);
     CHECK(in_set(rc_map, MAP_CODES, N_CODES(MAP_CODES)));
     CHECK(rc_map != LK_OK || mr.stop != LK_CLEAN_FULL);
 
-    /* The filter pass with the undamaged log's map, through FULL, COMPRESSED and growth. */
+    /* The producer pass: only documented codes, positions inside the buffer. */
+    lk_offset_map spm;
+    lk_map_result pr = new_map_result();
+    REQUIRE_OK(lk_offset_map_init(&spm, scratch_mem, sizeof scratch_mem, 0.9, rnd_below(4)));
+    memset(&err, 0, sizeof err);
+    rc = lk_cleaner_producers(&spm, buf, len, &pr, &err);
+    CHECK(in_set(rc, PRODUCER_CODES, N_CODES(PRODUCER_CODES)));
+    CHECK(pr.position >= 0 && (uint64_t)pr.position <= len);
+    if (rc != LK_OK) {
+        CHECK_EQ(err.code, rc);
+        CHECK(err.position >= 0 && (uint64_t)err.position <= len);
+    }
+
+    /* The filter pass with the undamaged log's map, through FULL, COMPRESSED and growth.
+     * With transactions, below map_end INT64_MAX so that the filter skips the records of
+     * exactly the batches the map pass from INT64_MIN skipped (both then agree on which
+     * batches are sound). */
     int64_t now = t0 + NOW_CHOICES[rnd_below(4)];
-    lk_clean_params pp = {now, now + 1 + (int64_t)rnd_below(10000000), map_end, NULL, 0, NULL};
+    lk_clean_params pp = {now, now + 1 + (int64_t)rnd_below(10000000),
+                          transactions ? INT64_MAX : map_end, aborted, naborted,
+                          transactions ? producers : NULL};
     filter_caps caps = {rnd_below(3) == 0 ? rnd_below(500) : 1 << 15, rnd_below(3) == 0 ? rnd_below(30) : 64};
     lk_clean_result res = new_clean_result();
     byte_buf out = {0};
@@ -3211,28 +3599,33 @@ static size_t mutate(uint8_t *buf, size_t len, size_t cap, const mlog *m)
 static void test_fuzz(int logs, int mutations)
 {
     static uint8_t work[LOG_CAP * 2];
-    static uint64_t good_mem[3 * 4096];
+    static uint64_t good_mem[3 * 4096], producer_mem[3 * 64];
     for (int l = 0; l < logs; l++) {
         mlog *m = &LOG;
         gen_log(m, 1 + (int)rnd_below(6), 1 + (int)rnd_below(12), 1 + rnd_below(10), 20, 20);
-        lk_offset_map good;
+        lk_offset_map good, producers;
         REQUIRE_OK(lk_offset_map_init(&good, good_mem, sizeof good_mem, 0.9, 0));
-        lk_map_result mr = new_map_result();
+        REQUIRE_OK(lk_offset_map_init(&producers, producer_mem, sizeof producer_mem, 0.9, 0));
+        lk_map_result mr = new_map_result(), pr = new_map_result();
         int64_t map_end = 0;
-        CHECK_EQ(run_map(&good, m->buf, m->len, 0, INT64_MAX, &mr, &map_end, NULL), LK_OK);
+        CHECK_EQ(run_map(&good, m->buf, m->len, 0, INT64_MAX, m->aborted, m->naborted, &mr, &map_end,
+                         NULL), LK_OK);
+        CHECK_EQ(lk_cleaner_producers(&producers, m->buf, m->len, &pr, NULL), LK_OK);
+        const lk_aborted_txn *a = m->aborted;
+        size_t na = m->naborted;
         for (int k = 0; k < mutations; k++) {
             memcpy(work, m->buf, m->len);
             size_t len = mutate(work, m->len, sizeof work, m);
-            run_all(work, len, &good, map_end, m->t0);
+            run_all(work, len, &good, map_end, m->t0, a, na, &producers);
         }
         /* Every cut of a small log, whole and with one mutation. */
         if (m->len <= 600 && l % 3 == 0) {
             for (size_t cut = 0; cut <= m->len; cut++)
-                run_all(m->buf, cut, &good, map_end, m->t0);
+                run_all(m->buf, cut, &good, map_end, m->t0, a, na, &producers);
             memcpy(work, m->buf, m->len);
             size_t len = mutate(work, m->len, sizeof work, m);
             for (size_t cut = 0; cut <= len; cut += 1 + rnd_below(3))
-                run_all(work, cut, &good, map_end, m->t0);
+                run_all(work, cut, &good, map_end, m->t0, a, na, &producers);
         }
     }
     /* Garbage shaped like batches: plausible lengths and magic, random everything else. */
@@ -3254,9 +3647,13 @@ static void test_fuzz(int logs, int mutations)
                 (void)lk_batch_update_crc(work + pos, size, NULL);
             pos += size;
         }
-        lk_offset_map good;
+        lk_offset_map good, producers;
         REQUIRE_OK(lk_offset_map_init(&good, good_mem, sizeof good_mem, 0.9, 0));
-        run_all(work, len, &good, INT64_MAX, 1700000000000LL);
+        REQUIRE_OK(lk_offset_map_init(&producers, producer_mem, sizeof producer_mem, 0.9, 0));
+        lk_map_result pr = new_map_result();
+        (void)lk_cleaner_producers(&producers, work, len, &pr, NULL);
+        static const lk_aborted_txn garbage_aborted[] = {{0, 0, 500}, {7, 3, 900}};
+        run_all(work, len, &good, INT64_MAX, 1700000000000LL, garbage_aborted, 2, &producers);
     }
     CHECK(fuzz_filter_ok > fuzz_runs / 20);
     if (getenv("TEST_CLEANER_VERBOSE"))
@@ -3528,6 +3925,7 @@ int main(void)
     test_filter_fixed();
     test_tombstones();
     test_filter_buffers();
+    test_transactions_fixed();
     test_first_keyless();
     test_filter_model(2000);
     test_fuzz(2500, 80);
