@@ -184,3 +184,69 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
                 cells.append(f"{_shown(rate, unit)}{ratio}")
             tag = b.extra_info.get("tag") or ("peer" if b.extra_info.get("peer") else "ours")
             write(f"  {b.name:<42} {tag:<4} best {cells[0]}  | median {cells[1]}")
+
+
+# bench/bench_txn.py's summary: its own hook (pluggy's specname), after the others (trylast).
+import pytest  # noqa: E402 - needed only by the hook below
+
+
+@pytest.hookimpl(specname="pytest_terminal_summary", trylast=True)
+def pytest_terminal_summary_transactions(terminalreporter: Any, exitstatus: int, config: Any) -> None:
+    """bench/bench_txn.py: per broker, produce rates idempotent and plain and the ratio
+    (target >= 0.9x), the broker's CPU per million messages for each; committed
+    transactions per second (target >= 1,000/s) with ratios to tansu and to librdkafka's
+    mock (the client's ceiling). Median round, then best. Peers skipped for lack of
+    support are named."""
+    session = getattr(config, "_benchmarksession", None)
+    benches = [] if session is None else [
+        b for b in session.benchmarks
+        if "txn_bench" in b.extra_info and b.stats is not None and b.stats.data]
+    try:
+        from bench.bench_txn import UNSUPPORTED
+    except ImportError:
+        UNSUPPORTED = {}
+    if not benches and not UNSUPPORTED:
+        return
+    write = terminalreporter.write_line
+    write("")
+    write("idempotence and transactions (bench_txn.py; same client, same run; mock = librdkafka's "
+          "mock cluster, the client's ceiling): median round | best round")
+
+    def cpu(bench: Any) -> str:
+        per_million = _broker_cpu_per_million(bench)
+        return "" if per_million is None else f", broker CPU {per_million:5.2f} s/M msgs"
+
+    produce = {(b.extra_info["broker"], b.extra_info["idempotent"]): b for b in benches
+               if b.extra_info["txn_bench"] == "produce"}
+    if produce:
+        any_bench = next(iter(produce.values()))
+        write(f"[produce {any_bench.extra_info['messages']:,} x 100 B, acks=all, 1 partition]")
+        for broker in dict.fromkeys(name for name, _ in produce):
+            plain, idempotent = produce.get((broker, False)), produce.get((broker, True))
+            for label, bench in (("plain", plain), ("idempotent", idempotent)):
+                if bench is not None:
+                    messages = bench.extra_info["messages"]
+                    write(f"  {broker:<10} {label:<10} {_shown(messages / bench.stats.median, 'msg')} | "
+                          f"{_shown(messages / bench.stats.min, 'msg')}{cpu(bench)}")
+            if plain is not None and idempotent is not None:
+                write(f"  {broker:<10} idempotent/plain {plain.stats.median / idempotent.stats.median:5.2f}x "
+                      f"median | {plain.stats.min / idempotent.stats.min:5.2f}x best"
+                      + (" (target >= 0.90x)" if broker == "logkernel" else ""))
+    transactions = {b.extra_info["broker"]: b for b in benches
+                    if b.extra_info["txn_bench"] == "transactions"}
+    if transactions:
+        count = next(iter(transactions.values())).extra_info["transactions"]
+        write(f"[committed transactions of 100 x 100 B, one transactional producer, {count:,} per round]")
+        for broker, bench in transactions.items():
+            count = bench.extra_info["transactions"]
+            ratios = []
+            for other in ("tansu", "mock"):
+                reference = transactions.get(other)
+                if reference is not None and reference is not bench:
+                    ratios.append(f"{reference.stats.median / bench.stats.median:4.2f}x {other} median, "
+                                  f"{reference.stats.min / bench.stats.min:4.2f}x best")
+            target = " (target >= 1,000/s)" if broker == "logkernel" else ""
+            write(f"  {broker:<10} {count / bench.stats.median:7,.0f} | {count / bench.stats.min:7,.0f} "
+                  f"transactions/s{target}{cpu(bench)}" + (f"; {'; '.join(ratios)}" if ratios else ""))
+    for (broker, what), reason in UNSUPPORTED.items():
+        write(f"  {broker}: not measured, it does not support {what}: {reason}")
