@@ -49,6 +49,7 @@ from logkernel.log.checkpoint import write_atomically
 # A client keeps at most this many requests in flight per partition with idempotence on.
 BATCHES_TO_RETAIN = 5
 SEQUENCE_MAX = 2**31 - 1
+_SEQUENCES = SEQUENCE_MAX + 1
 NO_SEQUENCE = -1
 
 SNAPSHOT_SUFFIX = ".snapshot"
@@ -57,6 +58,8 @@ SNAPSHOTS_KEPT = 2
 
 CONTROL_ABORT = 0
 CONTROL_COMMIT = 1
+_TRANSACTIONAL = 0x10   # batch attribute bits
+_CONTROL = 0x20
 
 # ProducerSnapshot v1: version int16 | crc uint32 (CRC-32C of what follows) | count int32 |
 # count x (ProducerId int64, Epoch int16, LastSequence int32, LastOffset int64,
@@ -125,7 +128,7 @@ class ProducerEntry:
 
 def next_sequence(sequence: int, increment: int = 1) -> int:
     """``sequence + increment``, wrapping past 2^31-1 to 0 as Kafka's producers do."""
-    return (sequence + increment) % (SEQUENCE_MAX + 1)
+    return (sequence + increment) % _SEQUENCES
 
 
 def _in_sequence(last_seq: int, next_seq: int) -> bool:
@@ -161,11 +164,11 @@ class ProducerStateManager:
         for h in headers:
             pid = h.producer_id
             if pid < 0:
-                if h.is_transactional:
+                if h.attributes & _TRANSACTIONAL:
                     raise errors.InvalidRecordError(
                         "a transactional batch must carry a producer id; nothing was written")
                 continue
-            if h.is_control:
+            if h.attributes & _CONTROL:
                 raise errors.InvalidRecordError(
                     "control batches (transaction markers) are written by the transaction "
                     "coordinator, not by producers; nothing was written")
@@ -173,7 +176,7 @@ class ProducerStateManager:
                 raise errors.InvalidRecordError(
                     f"a batch of producer {pid} carries epoch {h.producer_epoch} and base "
                     f"sequence {h.base_sequence}; idempotent batches need both >= 0")
-            last_seq = next_sequence(h.base_sequence, h.last_offset_delta)
+            last_seq = (h.base_sequence + h.last_offset_delta) % _SEQUENCES
             entry = self.producers.get(pid)
             if pid in pending:
                 epoch, current_last = pending[pid]
@@ -201,7 +204,7 @@ class ProducerStateManager:
                     f"producer {pid} (epoch {epoch}) sent sequence {h.base_sequence} to "
                     f"{self.name}, but the last one written was {current_last}: a batch is "
                     "missing. Nothing was written.")
-            if entry is not None and pid not in pending and not h.is_transactional \
+            if entry is not None and pid not in pending and not h.attributes & _TRANSACTIONAL \
                     and entry.current_txn_first_offset >= 0:
                 raise errors.InvalidTxnStateError(
                     f"producer {pid} has an open transaction on {self.name} (since offset "
@@ -218,13 +221,14 @@ class ProducerStateManager:
             entry = self.producers[pid] = ProducerEntry(pid, header.producer_epoch)
         else:
             entry.set_epoch(max(entry.epoch, header.producer_epoch))
+        delta = header.last_offset_delta
         if header.base_sequence >= 0:  # a coordinator's transactional write has none
             entry.batches.append(BatchMetadata(
-                header.base_sequence, next_sequence(header.base_sequence, header.last_offset_delta),
-                base_offset + header.last_offset_delta, header.last_offset_delta,
-                header.max_timestamp))
-        entry.last_timestamp = max(entry.last_timestamp, header.max_timestamp)
-        if header.is_transactional and entry.current_txn_first_offset < 0:
+                header.base_sequence, (header.base_sequence + delta) % _SEQUENCES,
+                base_offset + delta, delta, header.max_timestamp))
+        if header.max_timestamp > entry.last_timestamp:
+            entry.last_timestamp = header.max_timestamp
+        if header.attributes & _TRANSACTIONAL and entry.current_txn_first_offset < 0:
             entry.current_txn_first_offset = base_offset
             self.ongoing[pid] = base_offset
 
@@ -271,7 +275,7 @@ class ProducerStateManager:
         return True
 
     def first_unstable_offset(self) -> int | None:
-        return min(self.ongoing.values(), default=None)
+        return min(self.ongoing.values()) if self.ongoing else None
 
     def aborted_between(self, start: int, end: int) -> list[AbortedTxn]:
         """Aborted transactions with records in [start, end): last offset >= start and
