@@ -12,7 +12,8 @@ twice. The rules are Kafka's (ProducerStateManager / ProducerAppendInfo):
 - a producer the partition has no state for (never seen, or expired after
   producer.id.expiration.ms of silence) may start at any sequence;
 - InitProducerId v3+ naming a transactional id's current producer id and epoch bumps the
-  epoch (same id, epoch + 1).
+  epoch (same id, epoch + 1); naming the epoch before the last bump is a retry, answered
+  with the current epoch (KIP-360); anything else is fenced.
 
 What is tested:
 
@@ -22,11 +23,16 @@ What is tested:
    batches the broker stored and must send them again. The broker advertises the proxy's
    address, so every connection goes through it. Afterwards the log on disk holds every
    record exactly once, in send order per partition, at the offset the client was told.
-2. The rules above, request by request, with batches built by tests/reference_codec.py.
+2. The rules above, request by request, with batches built by tests/reference_codec.py;
+   also two partitions of one request judged apart, and the same batch arriving on two
+   connections at once (written once, both answered with its offset).
 3. The producer state survives a clean stop (SIGTERM) and a crash (SIGKILL, with
-   flush.messages=1 so what was acknowledged is on disk), also when the log rolled several
-   times (state from a snapshot plus a scan): the last batch is still a duplicate with its
-   original offset, a gap and the old epoch are still refused.
+   log.flush.interval.messages=1 so what was acknowledged is on disk), also when the log
+   rolled several times (state from a snapshot plus a scan): the last batch is still a
+   duplicate with its original offset (after a crash with no snapshot, each of the last 5,
+   as Kafka's scan rebuilds them), a gap and the old epoch are still refused. A batch torn
+   by the crash is not counted as written; batches the broker re-compresses
+   (compression.type) keep their producer fields.
 4. producer.id.expiration.ms: an idle producer's state is dropped, so it may start again at
    any sequence.
 
@@ -82,6 +88,7 @@ PRODUCER_FENCED = 90
 COORDINATOR_RETRIABLE = {14, 15, 51}  # COORDINATOR_LOAD_IN_PROGRESS, _NOT_AVAILABLE, CONCURRENT_TRANSACTIONS
 
 SEQUENCE_MAX = 2**31 - 1
+ZSTD = 4  # a batch's compression codec (attributes & 7)
 # Kafka keeps the sequence ranges of a producer's last 5 batches per partition
 # (ProducerStateEntry.NUM_BATCHES_TO_RETAIN): a client has at most 5 requests in flight.
 BATCHES_RETAINED = 5
@@ -207,6 +214,7 @@ class Stored:
     epoch: int
     base_sequence: int
     values: tuple[bytes | None, ...]
+    compression: int
 
 
 def fetch_body(topic: str, partition: int, offset: int) -> bytes:
@@ -236,7 +244,7 @@ def read_partition(client: RawClient, topic: str, partition: int) -> list[Stored
                 continue
             assert not batch.is_control, h
             out.append(Stored(h.base_offset, h.producer_id, h.producer_epoch, h.base_sequence,
-                              tuple(batch.values())))
+                              tuple(batch.values()), h.compression))
             offset = h.last_offset + 1
         if offset >= answer.high_watermark:
             return out
@@ -326,8 +334,8 @@ def test_a_retry_of_each_of_the_last_five_batches_gets_its_original_offset(
     retained = batches[-BATCHES_RETAINED:]
     for batch in [*reversed(retained), *retained]:
         partition.duplicate(batch)
-    # Older than the last 5: not recognised, and not the next sequence (Kafka: 45, not a
-    # DUPLICATE_SEQUENCE_NUMBER, which no broker since Kafka 1.0 returns).
+    # Older than the last 5: not a duplicate the broker can answer, and not the next
+    # sequence (Kafka's ProducerAppendInfo.checkSequence: 45).
     for batch in batches[:-BATCHES_RETAINED]:
         partition.refused(batch, OUT_OF_ORDER_SEQUENCE_NUMBER)
     # The producer goes on where it was: the retries wrote nothing.
@@ -635,6 +643,43 @@ def test_a_torn_batch_is_not_taken_for_a_written_one(tmp_path: Path, rolled: boo
             log.append(torn)
             log.duplicate(torn)
             log.duplicate(log.expected[-2])
+            log.check()
+        finally:
+            client.close()
+        assert served.terminate() == 0, served.log_tail()
+
+
+def test_recompressed_batches_keep_their_producer_state(tmp_path: Path) -> None:
+    """compression.type=zstd: the broker stores every batch re-compressed (Kafka does the
+    same), with the producer id, epoch and base sequence of the batch the client sent. The
+    duplicates are recognised before and after a crash, whose state comes from scanning the
+    re-compressed batches."""
+    data_dir = tmp_path / "data"
+    settings = ["num.partitions=1", "log.flush.interval.messages=1", "compression.type=zstd"]
+    topic = "recompressed"
+    with ServeProcess(data_dir, tmp_path / "serve.log", settings=settings) as served:
+        client = RawClient(served.bootstrap)
+        try:
+            create_topic(client, topic)
+            log = Partition(client, topic)
+            producer_id, epoch = new_producer(client)
+            for i in range(BATCHES_RETAINED + 1):
+                log.append(make_batch(producer_id, epoch, 5 * i, 5))
+            log.duplicate(log.expected[-2])
+            codecs = {s.compression for s in read_partition(client, topic, 0)}
+            assert codecs == {ZSTD}, f"the broker stored batches with codecs {codecs}, not zstd"
+        finally:
+            client.close()
+        served.kill()
+    with ServeProcess(data_dir, tmp_path / "serve.log", settings=settings) as served:
+        client = RawClient(served.bootstrap)
+        try:
+            log.client = client
+            for batch in log.expected[-BATCHES_RETAINED:]:
+                log.duplicate(batch)
+            log.refused(make_batch(producer_id, epoch, 5 * len(log.expected) + 1, 1),
+                        OUT_OF_ORDER_SEQUENCE_NUMBER)
+            log.append(make_batch(producer_id, epoch, 5 * len(log.expected), 1))
             log.check()
         finally:
             client.close()
