@@ -476,7 +476,8 @@ def test_init_producer_id_bumps_a_transactional_producers_epoch(
     """InitProducerId v3+ with a transactional id and its current (id, epoch): the same id at
     epoch + 1 (Kafka's TransactionCoordinator, KIP-360); the old epoch is refused on a
     partition once the new one wrote there. An (id, epoch) that is neither the current one
-    nor the one just before the last bump is PRODUCER_FENCED."""
+    nor the one just before the last bump is fenced: PRODUCER_FENCED from v4 (KIP-588),
+    INVALID_PRODUCER_EPOCH before."""
     transactional_id = f"bump-{request.node.name}"
     error, producer_id, epoch = init_producer_id(partition.client, transactional_id=transactional_id,
                                                  version=version)
