@@ -332,8 +332,7 @@ class Producer:
             if isinstance(exc, errors.ProducerFencedError):
                 raise
             raise errors.ProducerFencedError(
-                f"{exc} This producer is fenced: if its transaction timed out, "
-                "init_transactions() recovers it; otherwise close it.") from exc
+                f"{exc} This producer is fenced: close it and create a new one.") from exc
 
     def _require_state(self, state: str, what: str) -> None:
         if self.transactional_id is None:
@@ -344,7 +343,7 @@ class Producer:
             raise errors.ProducerFencedError(
                 f"{what}: this producer was fenced (another producer initialised "
                 f"transactional id {self.transactional_id!r}, or its transaction timed out "
-                "and was aborted: then init_transactions() recovers it)")
+                "and was aborted); close it and create a new one")
         if self._txn_state != state:
             hint = {"uninitialized": "call init_transactions() first",
                     "ready": "call begin_transaction() first",
@@ -353,9 +352,10 @@ class Producer:
 
     def init_transactions(self) -> None:
         """Registers the transactional id: gets its producer id at a new epoch, fencing
-        any earlier producer with the id and aborting the transaction it left open. After
-        this producer's transaction timed out (ProducerFencedError), calling it again
-        recovers; after another producer took the id, it raises ProducerFencedError."""
+        any earlier producer with the id and aborting the transaction it left open. Called
+        again, it bumps this producer's epoch; once this producer has been fenced (another
+        producer took the id, or its transaction timed out and was aborted, as in Kafka) it
+        raises ProducerFencedError: close it and create a new one."""
         if self._closed:
             raise errors.ClosedError("this producer is closed")
         if self.transactional_id is None:
@@ -365,8 +365,8 @@ class Producer:
             if self._txn_state == "in_transaction":
                 raise errors.InvalidTxnStateError(
                     "init_transactions: commit or abort the open transaction first")
-            # Again after a fencing answer (KIP-360): the coordinator bumps the epoch if this
-            # producer was only timed out, and refuses if a newer producer took the id.
+            # Called again, it names this producer's id and epoch (KIP-360): the coordinator
+            # bumps the epoch, or refuses if this producer has been fenced meanwhile.
             self._producer_id, self._epoch = self._call(
                 self._engine.transactions.init_producer_id, self.transactional_id,
                 self._transaction_timeout_ms, self._producer_id, self._epoch)

@@ -85,9 +85,10 @@ class TransactionMetadata:
     partitions: set[TopicPartition] = field(default_factory=set)
     start_ms: int = -1
     update_ms: int = -1
-    # The epoch before the last bump, when the producer at that epoch may still bump it
-    # (KIP-360): after a timeout aborted its transaction, or a bump it asked for itself.
-    # Kept in memory only (Kafka's v0 value has no field for it).
+    # The epoch before the last bump that its producer asked for itself (InitProducerId
+    # naming its id and epoch, KIP-360): the same request again is a retry whose answer was
+    # lost, and gets the current epoch unchanged. -1 after a fresh instance or a fencing
+    # bump (Kafka's lastProducerEpoch). Kept in memory only (Kafka's v0 value has no field).
     last_producer_epoch: int = -1
 
     @property
@@ -300,7 +301,9 @@ class TransactionCoordinator:
         epoch 0 (or, given one, the same id at the next epoch). With one: the id's producer
         at its next epoch, after aborting a transaction it left open (fencing the old
         producer). ``producer_id``/``producer_epoch`` (KIP-360) must then name the current
-        producer or the one just before the last bump."""
+        producer (bumped) or the epoch it bumped from (a retry: the current epoch, unchanged);
+        anything else is fenced. As in Kafka, a producer whose transaction timed out was
+        fenced by the abort's epoch bump and stays fenced."""
         if transactional_id is None:
             if producer_id >= 0 and 0 <= producer_epoch < MAX_EPOCH:
                 return producer_id, producer_epoch + 1
@@ -325,13 +328,15 @@ class TransactionCoordinator:
                 log.info("transactional id %r: producer id %d, epoch 0", transactional_id,
                          meta.producer_id)
                 return meta.producer_id, 0
-            if producer_id >= 0 and not (
-                    producer_id == meta.producer_id
-                    and producer_epoch in (meta.producer_epoch, meta.last_producer_epoch)):
-                raise errors.ProducerFencedError(
-                    f"producer {producer_id} epoch {producer_epoch} of {transactional_id!r} "
-                    f"was fenced: the id is now at producer {meta.producer_id} epoch "
-                    f"{meta.producer_epoch}")
+            if producer_id >= 0:
+                if producer_id == meta.producer_id and producer_epoch == meta.last_producer_epoch \
+                        and meta.state not in (ONGOING, PREPARE_COMMIT, PREPARE_ABORT):
+                    return meta.producer_id, meta.producer_epoch  # a retry of that bump
+                if producer_id != meta.producer_id or producer_epoch != meta.producer_epoch:
+                    raise errors.ProducerFencedError(
+                        f"producer {producer_id} epoch {producer_epoch} of {transactional_id!r} "
+                        f"was fenced: the id is now at producer {meta.producer_id} epoch "
+                        f"{meta.producer_epoch}")
             if meta.state in (PREPARE_COMMIT, PREPARE_ABORT, PREPARE_EPOCH_FENCE):
                 raise errors.ConcurrentTransactionsError(
                     f"the previous transaction of {transactional_id!r} is still completing; retry")
@@ -445,7 +450,7 @@ class TransactionCoordinator:
         prepared = dataclasses.replace(meta, producer_epoch=epoch, update_ms=now,
                                        state=PREPARE_COMMIT if commit else PREPARE_ABORT)
         if epoch != meta.producer_epoch:
-            prepared.last_producer_epoch = meta.producer_epoch
+            prepared.last_producer_epoch = -1  # fenced for good
         self._store(prepared)
         self._write_markers(meta.producer_id, epoch, prepared.partitions, commit)
         done = dataclasses.replace(prepared, state=COMPLETE_COMMIT if commit else COMPLETE_ABORT,
