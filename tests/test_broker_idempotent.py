@@ -500,9 +500,6 @@ def test_init_producer_id_bumps_a_transactional_producers_epoch(
     partition.check()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "TransactionCoordinator.init_producer_id accepts the last epoch (KIP-360 retry) but bumps "
-    "again (epoch + 2) instead of answering the current epoch unchanged as Kafka does"))
 def test_a_retried_epoch_bump_answers_the_epoch_it_gave(
         partition: Partition, request: pytest.FixtureRequest) -> None:
     """A client whose InitProducerId answer was lost sends it again, still naming the epoch
