@@ -577,10 +577,12 @@ class Consumer:
         if not aborted:
             return data, stable
         buffer = bytearray(data)
-        kept = _binding.drop_aborted(buffer, aborted)
-        if kept == 0:  # everything read was aborted: move past it
+        kept = bytes(memoryview(buffer)[:_binding.drop_aborted(buffer, aborted)])
+        if _next_offset_after(kept) < 0:
+            # Every whole batch read was aborted (what is left, if anything, is the part
+            # of a batch the byte limit cut): move past them.
             return b"", _next_offset_after(data)
-        return bytes(memoryview(buffer)[:kept]), stable
+        return kept, stable
 
     def _has_data(self) -> bool:
         return any(p is None or p < self._end(self._logs[tp]) or tp in self._pending_error

@@ -151,6 +151,7 @@ class Producer:
         # "uninitialized" -> "ready" <-> "in_transaction"; "fenced" is final
         self._txn_state = "uninitialized"
         self._txn_partitions: set[tuple[str, int]] = set()
+        self._txn_offsets_sent = False
         if self._idempotent and transactional_id is None:
             self._producer_id, self._epoch = engine.transactions.init_producer_id(None, 0)
 
@@ -377,6 +378,7 @@ class Producer:
         with self._lock:
             self._require_state("ready", "begin_transaction")
             self._txn_partitions = set()
+            self._txn_offsets_sent = False
             self._txn_state = "in_transaction"
 
     def send_offsets_to_transaction(self, offsets: Mapping[tuple[str, int], int],
@@ -403,6 +405,7 @@ class Producer:
             transactions = self._engine.transactions
             self._call(transactions.add_offsets, self.transactional_id, self._producer_id,
                        self._epoch, group_id)
+            self._txn_offsets_sent = True
             self._call(transactions.txn_offset_commit, self.transactional_id, group_id,
                        self._producer_id, self._epoch, commits, member_id=member_id,
                        instance_id=instance_id, generation=generation)
@@ -420,8 +423,9 @@ class Producer:
         with self._lock:
             self._require_state("in_transaction", "commit_transaction" if commit
                                 else "abort_transaction")
-            self._call(self._engine.transactions.end_txn, self.transactional_id,
-                       self._producer_id, self._epoch, commit)
+            if self._txn_partitions or self._txn_offsets_sent:  # else it ends here, as in Kafka
+                self._call(self._engine.transactions.end_txn, self.transactional_id,
+                           self._producer_id, self._epoch, commit)
             self._txn_state = "ready"
             self._txn_partitions = set()
 

@@ -345,7 +345,9 @@ class PartitionLog:
         """Offsets below this are decided: no open transaction has records there. The
         first offset of the earliest open transaction, or the high watermark."""
         first = self._first_unstable
-        return first if first >= 0 else self._next_offset
+        # Kafka's updateFirstUnstableOffset: never below the log start (retention or
+        # delete_records may remove the start of an open transaction).
+        return max(first, self._log_start_offset) if first >= 0 else self._next_offset
 
     @property
     def recovery_point(self) -> int:
@@ -616,9 +618,11 @@ class PartitionLog:
             path = os.path.join(self.directory, name)
             entries = producer_state.read_txn_index(path)
             if int(name[:20]) in bases:
-                for aborted in entries:
-                    if aborted.last_offset < self._next_offset:
-                        self._producers.add_aborted(aborted)
+                kept = [a for a in entries if a.last_offset < self._next_offset]
+                if len(kept) < len(entries):  # recovery cut the log below their markers
+                    producer_state.write_txn_index(path, kept)
+                for aborted in kept:
+                    self._producers.add_aborted(aborted)
             else:  # its segment was merged by the cleaner or truncated away
                 stray += entries
                 os.unlink(path)
@@ -675,7 +679,7 @@ class PartitionLog:
                         if header.is_control:
                             control_type, coordinator_epoch = _control_of(view[at:at + size])
                         aborted = self._producers.replay(header, header.base_offset, control_type,
-                                                         coordinator_epoch, self._next_offset)
+                                                         coordinator_epoch)
                         if aborted is not None:
                             found.append(aborted)
                     at += size
@@ -794,7 +798,8 @@ class PartitionLog:
         with self._lock:
             self._live()
             c = self._config
-            largest = max(batch_sizes(view))
+            sizes = batch_sizes(view)
+            largest = max(sizes)
             if largest > c.max_message_bytes:
                 raise errors.RecordTooLargeError(
                     f"a record batch of {largest} bytes exceeds max.message.bytes="
@@ -802,6 +807,11 @@ class PartitionLog:
             if producer_batches and not coordinator:
                 duplicate = self._producers.check([h for h, _ in producer_batches])
                 if duplicate is not None:
+                    if len(sizes) > 1:  # Kafka's produce carries one batch: cannot happen there
+                        raise errors.InvalidRecordError(
+                            f"a record set for {self.name} holds a retried batch (offsets "
+                            f"{duplicate.first_offset}..{duplicate.last_offset}) beside other "
+                            "batches; nothing was written. Send each producer batch alone.")
                     return self._answer_duplicate(duplicate)
             append_time = -1
             if c.log_append_time:
@@ -1401,8 +1411,7 @@ class PartitionLog:
                 assert sinfo.next_offset <= self._bases[i + 1], (base, sinfo.next_offset)
             on_disk = sorted(int(n[:20]) for n in os.listdir(self.directory) if n.endswith(LOG_SUFFIX))
             assert on_disk == self._bases, (on_disk, self._bases)
-            assert self._log_start_offset <= self.last_stable_offset <= self._next_offset or (
-                self._first_unstable < self._log_start_offset)
+            assert self._log_start_offset <= self.last_stable_offset <= self._next_offset
             ongoing = self._producers.first_unstable_offset()
             assert self._first_unstable == (-1 if ongoing is None else ongoing)
             assert CHECKPOINT_FILE in os.listdir(self.directory)

@@ -290,8 +290,9 @@ class ProducerStateManager:
         return out
 
     def replay(self, header: _binding.BatchHeader, base_offset: int, control_type: int,
-               coordinator_epoch: int, high_watermark: int) -> AbortedTxn | None:
-        """Rebuilds state from one batch of the log (recovery)."""
+               coordinator_epoch: int) -> AbortedTxn | None:
+        """Rebuilds state from one batch of the log (recovery), as it was when the batch
+        was appended (a marker's LSO is computed with the log ending right after it)."""
         if header.producer_id < 0:
             return None
         if header.is_control:
@@ -299,7 +300,7 @@ class ProducerStateManager:
                 return None
             return self.apply_marker(header.producer_id, header.producer_epoch, coordinator_epoch,
                                      control_type == CONTROL_COMMIT, base_offset,
-                                     header.max_timestamp, high_watermark)
+                                     header.max_timestamp, base_offset + 1)
         self.apply(header, base_offset)
         return None
 
