@@ -1469,7 +1469,7 @@ def test_bad_transactional_requests_raise_their_errors_and_the_coordinator_goes_
         good.begin_transaction()
         with pytest.raises(errors.InvalidTxnStateError):
             good.begin_transaction()
-        coordinator.add_partitions("good", pid, epoch, [("orders", 1)])
+        good.send("orders", b"aborted", partition=1)
         with pytest.raises(errors.InvalidTxnStateError):   # not added to this transaction
             coordinator.txn_offset_commit("good", "g", pid, epoch, {})
         good.abort_transaction()
