@@ -3,7 +3,8 @@ pick instead for an embedded append-only log in Python: LMDB (``lmdb``) and SQLi
 (``sqlite3``), in the same run, on N records of 100 bytes.
 
 N is 1,000,000 unless ``LOGKERNEL_BENCH_RECORDS`` says otherwise; the durable sends use
-``LOGKERNEL_BENCH_DURABLE`` (default 2,000). The 1 GiB recovery benchmark runs when the
+``LOGKERNEL_BENCH_DURABLE`` (default 2,000), the transactions ``LOGKERNEL_BENCH_TRANSACTIONS``
+(default 2,000). The 1 GiB recovery benchmark runs when the
 temporary directory has 3 GiB free; ``LOGKERNEL_BENCH_BIG=0`` skips it, ``=1`` runs it
 regardless of the free-space check.
 
@@ -38,6 +39,11 @@ the option that is faster for it (or no slower, where this VM could not tell the
 - Durable sends: flush.messages=1 (``send`` returns after fsync; concurrent senders share
   one fsync). SQLite: WAL, ``synchronous=FULL``, one transaction per insert. LMDB:
   ``sync=True, metasync=True``, one write transaction per put.
+- Transactions of 100 records committed one after another, none fsynced (each system's
+  default or its no-sync setting): logkernel's transactional producer (begin, one
+  ``send_batch`` or 100 ``send``, commit: two transaction-state records and a COMMIT marker
+  per commit); SQLite: WAL, ``synchronous=NORMAL``, BEGIN, ``executemany`` of 100 rows,
+  COMMIT; LMDB: ``sync=False``, one write transaction of 100 appended puts.
 
 Every writing round gets a fresh directory (rounds never see each other's data; the
 read benchmarks share one data set per system and only read it), and every benchmark
@@ -564,6 +570,101 @@ def test_durable_lmdb_sync(benchmark: Any, rounds: Rounds) -> None:
         return env
 
     _check_lmdb(_run(benchmark, put_each, setup, DURABLE_ROUNDS), N_DURABLE)
+
+
+# ---- 4b. transactions ---------------------------------------------------------------------
+
+N_TXN = int(os.environ.get("LOGKERNEL_BENCH_TRANSACTIONS", "2000"))
+TXN_RECORDS = 100
+TXN_ROUNDS = 3
+GROUP_TXN = f"transactions of {TXN_RECORDS} x 100 B, {N_TXN:,} committed one after another"
+TXN_VALUES = [_value(i) for i in range(TXN_RECORDS)]
+
+
+@pytest.mark.parametrize("how", ["send_batch", "send"])
+def test_transactions_logkernel(benchmark: Any, rounds: Rounds, how: str) -> None:
+    """One transactional producer (default config: no fsync, like the peers' settings
+    here): begin, 100 records (one send_batch, or 100 sends), commit. Each commit stores the
+    transaction's state twice and writes a COMMIT marker. Checked: a read_committed
+    consumer reads every record, the markers between them."""
+    _mark(benchmark, GROUP_TXN, peer=False, items=N_TXN, unit="txn",
+          tag=None if how == "send_batch" else "ours (send)")
+    engines: list[Any] = []
+
+    def setup() -> Any:
+        engines[:] = [_logkernel_topic(rounds)]
+        producer = engines[0].producer(transactional_id="bench")
+        producer.init_transactions()
+        return (producer,), {}
+
+    def transact(producer: Any) -> Any:
+        for _ in range(N_TXN):
+            producer.begin_transaction()
+            if how == "send_batch":
+                producer.send_batch(TOPIC, TXN_VALUES, partition=0)
+            else:
+                for value in TXN_VALUES:
+                    producer.send(TOPIC, value, partition=0)
+            producer.commit_transaction()
+        return producer
+
+    _run(benchmark, transact, setup, TXN_ROUNDS)
+    engine = engines[0]
+    total = N_TXN * TXN_RECORDS
+    assert engine.end_offset(TOPIC, 0) == total + N_TXN  # one marker per transaction
+    assert engine.partition_log(TOPIC, 0).last_stable_offset == total + N_TXN
+    consumer = engine.consumer(auto_offset_reset="earliest", isolation_level="read_committed",
+                               max_poll_records=100_000)
+    consumer.assign([(TOPIC, 0)])
+    read = 0
+    while batch := consumer.poll_batch(max_records=100_000):
+        read += len(batch)
+    consumer.close()
+    assert read == total
+
+
+def test_transactions_sqlite(benchmark: Any, rounds: Rounds) -> None:
+    """BEGIN, executemany of 100 rows, COMMIT (WAL, synchronous=NORMAL: no fsync per
+    commit, as logkernel's default)."""
+    _mark(benchmark, GROUP_TXN, peer=True, items=N_TXN, unit="txn")
+
+    def setup() -> Any:
+        return (rounds.keep(_sqlite(rounds.fresh_dir(), "NORMAL")),), {}
+
+    def transact(con: sqlite3.Connection) -> sqlite3.Connection:
+        execute, executemany = con.execute, con.executemany
+        for t in range(N_TXN):
+            execute("BEGIN")
+            executemany('INSERT INTO t ("offset", value) VALUES (?, ?)',
+                        zip(range(t * TXN_RECORDS, (t + 1) * TXN_RECORDS), TXN_VALUES))
+            execute("COMMIT")
+        return con
+
+    con = _run(benchmark, transact, setup, TXN_ROUNDS)
+    total = N_TXN * TXN_RECORDS
+    assert con.execute('SELECT count(*), max("offset") FROM t').fetchone() == (total, total - 1)
+    last = con.execute('SELECT value FROM t WHERE "offset" = ?', (total - 1,)).fetchone()[0]
+    assert last == TXN_VALUES[-1]
+
+
+def test_transactions_lmdb(benchmark: Any, rounds: Rounds) -> None:
+    """One write transaction of 100 appended puts per commit (sync=False)."""
+    _mark(benchmark, GROUP_TXN, peer=False, items=N_TXN, unit="txn", tag="peer")
+
+    def setup() -> Any:
+        return (rounds.keep(_lmdb_env(rounds.fresh_dir())),), {}
+
+    def transact(env: Any) -> Any:
+        for t in range(N_TXN):
+            with env.begin(write=True) as txn:
+                put = txn.put
+                for i, value in enumerate(TXN_VALUES):
+                    put(_key(t * TXN_RECORDS + i), value, append=True)
+        return env
+
+    env = _run(benchmark, transact, setup, TXN_ROUNDS)
+    with env.begin() as txn:
+        assert txn.stat()["entries"] == N_TXN * TXN_RECORDS
 
 
 # ---- 5. opening a data directory ---------------------------------------------------------
