@@ -636,7 +636,7 @@ def test_transactions_sqlite(benchmark: Any, rounds: Rounds) -> None:
         for t in range(N_TXN):
             execute("BEGIN")
             executemany('INSERT INTO t ("offset", value) VALUES (?, ?)',
-                        zip(range(t * TXN_RECORDS, (t + 1) * TXN_RECORDS), TXN_VALUES))
+                        zip(range(t * TXN_RECORDS, (t + 1) * TXN_RECORDS), TXN_VALUES, strict=True))
             execute("COMMIT")
         return con
 
