@@ -2,7 +2,9 @@
 never hide committed values of their keys, markers stay, nothing at or past the last
 stable offset is cleaned, and each producer's last batch survives, as a bare header when
 it loses every record. Plus the read_committed drop of aborted batches
-(``_binding.drop_aborted``), and the rest of logkernel reading what the cleaner leaves.
+(``_binding.drop_aborted``), and the rest of logkernel (validator, decoders, segment
+recovery, embedded consumers, producer state) and real Kafka clients over the wire
+reading what the cleaner leaves.
 
 Logs are written through ``PartitionLog.append`` (batches built with
 ``logkernel.records.encode_batch`` and producer fields) and ``append_marker``; a small
@@ -551,6 +553,40 @@ def test_empty_batches_pass_every_reader(tmp_path: Path) -> None:
         w.send([(b"a", b"4")], 5)
         with pytest.raises(logkernel.errors.OutOfOrderSequenceError):
             Writer(pl, sequences={5: 9}).send([(b"a", b"5")], 5)
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka", "aiokafka"])
+def test_real_clients_read_a_cleaned_transactional_log(tmp_path: Path, client: str) -> None:
+    """Over the wire: a cleaned log with producers' empty batches, markers and aborted
+    transactions removed reads as the model says (confluent-kafka reads read_committed by
+    default, the others read_uncommitted: after cleaning, with every transaction decided,
+    both see the same records)."""
+    from tests import broker_support as support
+
+    reader = next(c for c in support.CLIENTS if c.name == client)
+    broker_dir = tmp_path / "broker"
+    gen = support.in_process_broker(broker_dir, {"log.cleaner.enable": False})
+    broker = next(gen)
+    try:
+        broker.engine.create_topic("t", config={"cleanup.policy": "compact"})
+        pl = broker.engine.partition_log("t", 0)
+        w = Writer(pl)
+        w.send([(b"k1", b"superseded")], 30)  # producer 30's last batch: left empty
+        w.send([(b"zz", b"aborted")], 31, transactional=True)  # 31's last, aborted
+        w.end(31, commit=False)
+        random_log(w, random.Random(5), 60, roll_every=10)
+        for pid in list(w.open):
+            w.end(pid, commit=True)
+        w.send([(b"k1", b"last")])
+        pl.roll()
+        clean_fully(pl)
+        empty = [h.producer_id for h, _ in batches_of(pl) if h.record_count == 0]
+        assert empty[:2] == [30, 31]
+        want = w.expected(pl.cleaner_checkpoint.first_dirty)
+        got = reader.consume(broker.bootstrap, "t", 1, len(want))
+        assert [(g.offset, g.key, g.value) for g in got] == want
+    finally:
+        gen.close()
 
 
 # ---- drop_aborted ------------------------------------------------------------------------
