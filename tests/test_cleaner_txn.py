@@ -15,6 +15,7 @@ lists as well as through ``clean_partition``, which reads them from the partitio
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -564,12 +565,12 @@ def test_real_clients_read_a_cleaned_transactional_log(tmp_path: Path, client: s
     from tests import broker_support as support
 
     reader = next(c for c in support.CLIENTS if c.name == client)
-    broker_dir = tmp_path / "broker"
-    gen = support.in_process_broker(broker_dir, {"log.cleaner.enable": False})
-    broker = next(gen)
-    try:
-        broker.engine.create_topic("t", config={"cleanup.policy": "compact"})
-        pl = broker.engine.partition_log("t", 0)
+    serving = contextlib.contextmanager(support.in_process_broker)
+    with serving(tmp_path / "broker", {"log.cleaner.enable": False}) as broker:
+        engine = broker.engine
+        assert engine is not None
+        engine.create_topic("t", config={"cleanup.policy": "compact"})
+        pl = engine.partition_log("t", 0)
         w = Writer(pl)
         w.send([(b"k1", b"superseded")], 30)  # producer 30's last batch: left empty
         w.send([(b"zz", b"aborted")], 31, transactional=True)  # 31's last, aborted
@@ -585,8 +586,6 @@ def test_real_clients_read_a_cleaned_transactional_log(tmp_path: Path, client: s
         want = w.expected(pl.cleaner_checkpoint.first_dirty)
         got = reader.consume(broker.bootstrap, "t", 1, len(want))
         assert [(g.offset, g.key, g.value) for g in got] == want
-    finally:
-        gen.close()
 
 
 # ---- drop_aborted ------------------------------------------------------------------------
