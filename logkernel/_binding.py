@@ -996,7 +996,8 @@ class Segment:
 
     def append_record(self, offset: int, timestamp: int, attributes: int,
                       partition_leader_epoch: int, key: bytes | None, value: bytes | None,
-                      headers: bytes | None = None, headers_count: int = 0) -> int:
+                      headers: bytes | None = None, headers_count: int = 0,
+                      producer: tuple[int, int, int] | None = None) -> int:
         """Appends one record as its own batch at ``offset`` and returns the segment's new
         size (the end of the batch); the producer's per-record path (see
         lk_segment_append_record).
@@ -1010,10 +1011,26 @@ class Segment:
         Raises SegmentFullError (roll), OffsetOrderError, CorruptRecordError (the batch
         is larger than max_batch_size), NoSpaceError/StorageError, NeedsRecoveryError,
         ClosedError, ValueError (attributes, lengths or headers the contract refuses),
-        TypeError (key, value or headers not bytes). Nothing is written when it raises."""
+        TypeError (key, value or headers not bytes). Nothing is written when it raises.
+
+        ``producer``: (producer id, epoch, base sequence) of an idempotent producer, stamped
+        on the batch (lk_segment_append_producer_record); ``attributes`` may then also have
+        the transactional bit (16)."""
         handle = self._handle
         if handle is None:
             raise errors.ClosedError(f"segment {self.path} is closed")
+        if producer is not None:
+            key, value, headers = (_record_bytes(key, "key"), _record_bytes(value, "value"),
+                                   _record_bytes(headers, "headers"))
+            rc = lib.lk_segment_append_producer_record(
+                handle, offset, timestamp, attributes, partition_leader_epoch, *producer,
+                _NULL if key is None else key, -1 if key is None else len(key),
+                _NULL if value is None else value, -1 if value is None else len(value),
+                _NULL if headers is None else headers, headers_count,
+                0 if headers is None else len(headers))
+            if rc < 0:
+                self._append_record_failed(int(rc), offset, attributes, headers_count)
+            return rc
         try:
             rc = _append_record(
                 handle, offset, timestamp, attributes, partition_leader_epoch,

@@ -28,8 +28,8 @@ Idempotence and transactions, as Kafka's producer has them:
   transaction's records only once it commits, never an aborted one. Another producer
   initialising the same transactional id fences this one (ProducerFencedError), aborting
   its open transaction; a transaction open past ``transaction_timeout_ms`` is aborted by
-  the engine. Idempotent sends encode a batch in Python (~5 us a send) instead of the C
-  single-record path: use ``send_batch`` for throughput.
+  the engine. An idempotent ``send`` is still one C call, after a check of the
+  partition's producer state in Python.
 """
 
 from __future__ import annotations
@@ -193,10 +193,12 @@ class Producer:
             timestamp_ms = time.time_ns() // 1_000_000
         elif type(timestamp_ms) is not int or timestamp_ms < 0:
             raise ValueError(f"timestamp_ms must be a non-negative int, got {timestamp_ms!r}")
-        if self._idempotent or self._codec or \
-                t.config.compression_type not in ("producer", "uncompressed"):
+        if self._codec or t.config.compression_type not in ("producer", "uncompressed"):
             first, stored = self._append_batch(t, partition, [value], [key], [headers], timestamp_ms)
             return _make_metadata((topic, partition, first, stored))
+        if self._idempotent:
+            offset, stored = self._send_idempotent(t, partition, key, value, headers, timestamp_ms)
+            return _make_metadata((topic, partition, offset, stored))
         if headers:
             blob, count = _binding.encode_headers(headers)
         else:
@@ -293,12 +295,7 @@ class Producer:
         transaction: added to it first). The lock keeps sequences in append order."""
         tp = (t.name, partition)
         with self._lock:
-            if self.transactional_id is not None:
-                self._require_state("in_transaction", "send")
-                if tp not in self._txn_partitions:
-                    self._call(self._engine.transactions.add_partitions, self.transactional_id,
-                               self._producer_id, self._epoch, [tp])
-                    self._txn_partitions.add(tp)
+            self._join_transaction(tp)
             sequence = self._sequences.get(tp, 0)
             batch = encode_batch(values, keys=keys, headers=headers, timestamps=timestamp_ms,
                                  compression_type=codec, compression_level=self._level,
@@ -313,6 +310,37 @@ class Producer:
                 raise errors.UnknownTopicError(f"topic {t.name!r} was deleted") from None
             self._sequences[tp] = (sequence + len(values)) % SEQUENCE_MODULUS
         return first, append_time if append_time >= 0 else timestamp_ms
+
+    def _send_idempotent(self, t: Topic, partition: int, key: bytes | None, value: bytes | None,
+                         headers: Sequence[Header] | None, timestamp_ms: int) -> tuple[int, int]:
+        """One record with this producer's id, epoch and the partition's next sequence,
+        encoded in C straight into the segment (as ``send``'s plain path)."""
+        blob, count = _binding.encode_headers(headers) if headers else (None, 0)
+        tp = (t.name, partition)
+        with self._lock:
+            self._join_transaction(tp)
+            sequence = self._sequences.get(tp, 0)
+            try:
+                offset, stored = self._call(
+                    t.partitions[partition].append_record, _as_bytes(key, "key"),
+                    _as_bytes(value, "value"), timestamp_ms, blob, count,
+                    producer=(self._producer_id, self._epoch, sequence),
+                    transactional=self.transactional_id is not None)
+            except errors.ClosedError:
+                self._engine._live()
+                raise errors.UnknownTopicError(f"topic {t.name!r} was deleted") from None
+            self._sequences[tp] = (sequence + 1) % SEQUENCE_MODULUS
+        return offset, stored
+
+    def _join_transaction(self, tp: tuple[str, int]) -> None:
+        """In a transaction, adds the partition to it before the first write there."""
+        if self.transactional_id is None:
+            return
+        self._require_state("in_transaction", "send")
+        if tp not in self._txn_partitions:
+            self._call(self._engine.transactions.add_partitions, self.transactional_id,
+                       self._producer_id, self._epoch, [tp])
+            self._txn_partitions.add(tp)
 
     # ---- transactions --------------------------------------------------------------
 

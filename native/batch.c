@@ -829,8 +829,12 @@ int64_t lk_one_record_batch_size(const lk_one_record *r)
         (!r->key && r->key_len > 0) || (!r->value && r->value_len > 0) ||
         (!r->headers && r->headers_len > 0))
         return LK_ERR_ARGUMENT;
-    if (r->attributes & ~LK_ATTR_LOG_APPEND_TIME)
+    if (r->attributes & ~(LK_ATTR_LOG_APPEND_TIME | LK_ATTR_TRANSACTIONAL))
         return LK_ERR_ARGUMENT;
+    if (r->producer_id < 0 ? (r->attributes & LK_ATTR_TRANSACTIONAL) != 0 ||
+                                 r->producer_epoch != -1 || r->base_sequence != -1
+                           : r->producer_epoch < 0 || r->base_sequence < 0)
+        return LK_ERR_ARGUMENT; /* producer fields all unset, or all set */
     if (r->headers_count > 0 && !headers_well_formed(r->headers, r->headers_len, r->headers_count))
         return LK_ERR_ARGUMENT;
     if (r->headers_count == 0 && r->headers_len != 0)
@@ -863,7 +867,8 @@ void lk_one_record_batch_write(const lk_one_record *r, int64_t size, uint8_t *ou
     if (r->headers_len > 0)
         memcpy(p, r->headers, (size_t)r->headers_len);
     lk_batch_params params = {r->offset, r->partition_leader_epoch, r->attributes,
-                              r->timestamp, -1, -1, -1};
+                              r->timestamp, r->producer_id, r->producer_epoch,
+                              r->base_sequence};
     write_header(out, &params, r->timestamp, 1, 0, r->timestamp, (size_t)size);
 }
 

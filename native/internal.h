@@ -203,6 +203,9 @@ typedef struct {
     const uint8_t *headers;
     int32_t headers_count;
     int32_t headers_len;
+    int64_t producer_id;    /* -1, or an idempotent producer's (then epoch and sequence) */
+    int16_t producer_epoch;
+    int32_t base_sequence;
 } lk_one_record;
 
 /* Checks the record's fields (the ARGUMENT cases of lk_segment_append_record) and returns

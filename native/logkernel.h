@@ -601,6 +601,19 @@ int64_t lk_segment_append_record(lk_segment *seg, int64_t offset, int64_t timest
                                  int32_t value_len, const char *headers, int32_t headers_count,
                                  int32_t headers_len);
 
+/* lk_segment_append_record for an idempotent producer's record: the batch carries
+ * producer_id (>= 0), producer_epoch (>= 0) and base_sequence (>= 0), and attributes may
+ * also have LK_ATTR_TRANSACTIONAL. Checking the sequence is the caller's (the partition's
+ * producer state). Same results, same costs; ARGUMENT also for producer fields out of
+ * range (and lk_segment_append_record refuses LK_ATTR_TRANSACTIONAL). */
+int64_t lk_segment_append_producer_record(lk_segment *seg, int64_t offset, int64_t timestamp,
+                                          int16_t attributes, int32_t partition_leader_epoch,
+                                          int64_t producer_id, int16_t producer_epoch,
+                                          int32_t base_sequence, const char *key,
+                                          int32_t key_len, const char *value, int32_t value_len,
+                                          const char *headers, int32_t headers_count,
+                                          int32_t headers_len);
+
 /* Makes everything appended so far durable: msync of the dirty range of the log and
  * indexes, then fdatasync, in the order log, time index, offset index; the first flush
  * after this handle created a file also fsyncs the directory. O(dirty bytes).

@@ -1412,17 +1412,43 @@ int lk_segment_append(lk_segment *seg, const uint8_t *record_set, size_t len,
     return LK_OK;
 }
 
+static int64_t append_one(lk_segment *seg, const lk_one_record *record);
+
 int64_t lk_segment_append_record(lk_segment *seg, int64_t offset, int64_t timestamp,
                                  int16_t attributes, int32_t partition_leader_epoch,
                                  const char *key, int32_t key_len, const char *value,
                                  int32_t value_len, const char *headers, int32_t headers_count,
                                  int32_t headers_len)
 {
-    if (!seg)
+    lk_one_record r = {offset, timestamp, attributes, partition_leader_epoch,
+                       (const uint8_t *)key, key_len, (const uint8_t *)value, value_len,
+                       (const uint8_t *)headers, headers_count, headers_len, -1, -1, -1};
+    return append_one(seg, &r);
+}
+
+int64_t lk_segment_append_producer_record(lk_segment *seg, int64_t offset, int64_t timestamp,
+                                          int16_t attributes, int32_t partition_leader_epoch,
+                                          int64_t producer_id, int16_t producer_epoch,
+                                          int32_t base_sequence, const char *key,
+                                          int32_t key_len, const char *value, int32_t value_len,
+                                          const char *headers, int32_t headers_count,
+                                          int32_t headers_len)
+{
+    if (producer_id < 0)
         return LK_ERR_ARGUMENT;
     lk_one_record r = {offset, timestamp, attributes, partition_leader_epoch,
                        (const uint8_t *)key, key_len, (const uint8_t *)value, value_len,
-                       (const uint8_t *)headers, headers_count, headers_len};
+                       (const uint8_t *)headers, headers_count, headers_len, producer_id,
+                       producer_epoch, base_sequence};
+    return append_one(seg, &r);
+}
+
+static int64_t append_one(lk_segment *seg, const lk_one_record *record)
+{
+    if (!seg)
+        return LK_ERR_ARGUMENT;
+    const lk_one_record r = *record;
+    int64_t offset = r.offset, timestamp = r.timestamp;
     int64_t size = lk_one_record_batch_size(&r);
     if (size < 0)
         return size;

@@ -129,6 +129,7 @@ _BASE_OFFSET = struct.Struct(">q")   # baseOffset at byte 0
 _LENGTH = struct.Struct(">i")        # batchLength at byte 8
 _MAX_TIMESTAMP = struct.Struct(">q")  # maxTimestamp at byte 35
 _BATCH_HEADER = struct.Struct(">qiibIhiqqqhii")  # the whole 61-byte header, in field order
+_TRANSACTIONAL = 0x10               # attribute bit 4
 _TRANSACTIONAL_OR_CONTROL = 0x30    # attribute bits 4 and 5
 
 
@@ -689,13 +690,17 @@ class PartitionLog:
     # ---- appending -----------------------------------------------------------------
 
     def append_record(self, key: bytes | None, value: bytes | None, timestamp: int,
-                      headers: bytes | None = None, headers_count: int = 0) -> tuple[int, int]:
+                      headers: bytes | None = None, headers_count: int = 0, *,
+                      producer: tuple[int, int, int] | None = None,
+                      transactional: bool = False) -> tuple[int, int]:
         """Appends one record as its own batch; returns (offset, timestamp stored).
 
         ``headers`` is the encoded headers section (``_binding.encode_headers``). O(record
         size): the batch is encoded straight into the segment's map. Durable on return only
         when flush.messages says so (then it returns after fsync, sharing it with
-        concurrent appenders)."""
+        concurrent appenders). ``producer``: (producer id, epoch, sequence) of an idempotent
+        producer, checked against the producer state as ``append`` checks batches (a
+        retry answers with the offset it got), ``transactional`` for its transactions."""
         key_len = -1 if key is None else len(key)
         value_len = -1 if value is None else len(value)
         headers_len = 0 if headers is None else len(headers)
@@ -712,6 +717,15 @@ class PartitionLog:
             if c.log_append_time:
                 timestamp = _now_ms()
                 attributes = ATTRIBUTE_LOG_APPEND_TIME
+            header = None
+            if producer is not None:
+                if transactional:
+                    attributes |= _TRANSACTIONAL
+                header = _binding.BatchHeader(0, 0, LEADER_EPOCH, 2, 0, attributes, 0, timestamp,
+                                              timestamp, *producer, 1)
+                duplicate = self._producers.check([header])
+                if duplicate is not None:
+                    return duplicate.first_offset, duplicate.timestamp
             if upper > c.max_message_bytes:
                 size = single_record_batch_size(key_len, value_len, headers_len, headers_count)
                 if size > c.max_message_bytes:
@@ -726,17 +740,23 @@ class PartitionLog:
                 self._roll_locked()
                 size = 0
             offset = self._next_offset
-            try:
-                end = self._appender(offset, timestamp, attributes, LEADER_EPOCH,
-                                     NULL if key is None else key, key_len,
-                                     NULL if value is None else value, value_len,
-                                     NULL if headers is None else headers, headers_count,
-                                     headers_len)
-            except TypeError:
-                end = -1  # not bytes: append_record converts bytes-likes or explains
-            if end < 0:
+            if header is not None:
                 end = self._append_record_slowly(offset, timestamp, attributes, key, value,
-                                                 headers, headers_count)
+                                                 headers, headers_count, producer)
+                self._producers.apply(header, offset)
+                self._producer_state_changed()
+            else:
+                try:
+                    end = self._appender(offset, timestamp, attributes, LEADER_EPOCH,
+                                         NULL if key is None else key, key_len,
+                                         NULL if value is None else value, value_len,
+                                         NULL if headers is None else headers, headers_count,
+                                         headers_len)
+                except TypeError:
+                    end = -1  # not bytes: append_record converts bytes-likes or explains
+                if end < 0:
+                    end = self._append_record_slowly(offset, timestamp, attributes, key, value,
+                                                     headers, headers_count)
             if not size:
                 self._active_first_timestamp = timestamp
             self._active_size = end
@@ -753,16 +773,18 @@ class PartitionLog:
 
     def _append_record_slowly(self, offset: int, timestamp: int, attributes: int,
                               key: bytes | None, value: bytes | None, headers: bytes | None,
-                              headers_count: int) -> int:
-        """The checked path, for what the fast call refused: it raises the exception that
-        says why, or rolls a full segment and appends to the new one."""
+                              headers_count: int,
+                              producer: tuple[int, int, int] | None = None) -> int:
+        """The checked path, for what the fast call refused (and for producer records): it
+        raises the exception that says why, or rolls a full segment and appends to the new
+        one."""
         try:
             return self._active.append_record(offset, timestamp, attributes, LEADER_EPOCH, key,
-                                              value, headers, headers_count)
+                                              value, headers, headers_count, producer)
         except errors.SegmentFullError:
             self._roll_locked()
             end = self._active.append_record(offset, timestamp, attributes, LEADER_EPOCH, key,
-                                             value, headers, headers_count)
+                                             value, headers, headers_count, producer)
             self._active_first_timestamp = timestamp
             return end
 

@@ -118,6 +118,10 @@ typedef struct {
     size_t header_data_size;
     uint8_t section[MAX_HEADERS * 50];
     int32_t section_len;
+    int producer; /* nonzero: an idempotent producer's record, with the fields below */
+    int64_t producer_id;
+    int16_t producer_epoch;
+    int32_t base_sequence;
 } record;
 
 static uint8_t *put_varint(uint8_t *p, int32_t v)
@@ -168,7 +172,10 @@ static size_t encode(const record *r, uint8_t *out, size_t cap)
     in.header_lengths_count = 2 * (size_t)r->headers_count;
     in.header_data = r->header_data;
     in.header_data_size = r->header_data_size;
-    lk_batch_params p = {r->offset, r->epoch, r->attributes, r->timestamp, -1, -1, -1};
+    lk_batch_params p = {r->offset, r->epoch, r->attributes, r->timestamp,
+                         r->producer ? r->producer_id : -1,
+                         r->producer ? r->producer_epoch : (int16_t)-1,
+                         r->producer ? r->base_sequence : -1};
     size_t n = 0;
     REQUIRE_OK(lk_batch_encode(&p, &in, out, cap, &n, NULL));
     return n;
@@ -176,6 +183,12 @@ static size_t encode(const record *r, uint8_t *out, size_t cap)
 
 static int64_t append_record(lk_segment *s, const record *r)
 {
+    if (r->producer)
+        return lk_segment_append_producer_record(
+            s, r->offset, r->timestamp, r->attributes, r->epoch, r->producer_id,
+            r->producer_epoch, r->base_sequence, r->key, r->key_len, r->value, r->value_len,
+            r->headers_count ? (const char *)r->section : NULL, r->headers_count,
+            r->section_len);
     return lk_segment_append_record(s, r->offset, r->timestamp, r->attributes, r->epoch, r->key,
                                     r->key_len, r->value, r->value_len,
                                     r->headers_count ? (const char *)r->section : NULL,
@@ -243,6 +256,14 @@ static void random_record(record *r, int64_t next_offset)
     r->timestamp = t == 0 ? -1 : t == 1 ? 0 : t == 2 ? INT64_MAX : 1700000000000LL + rnd();
     r->attributes = rnd_below(4) == 0 ? LK_ATTR_LOG_APPEND_TIME : 0;
     r->epoch = rnd_below(3) == 0 ? -1 : (int32_t)rnd_below(100);
+    if (rnd_below(3) == 0) { /* an idempotent producer's, maybe in a transaction */
+        r->producer = 1;
+        r->producer_id = rnd_below(2) ? (int64_t)rnd_below(1000) : INT64_MAX - rnd_below(3);
+        r->producer_epoch = (int16_t)rnd_below(32767);
+        r->base_sequence = rnd_below(2) ? (int32_t)rnd_below(1000) : INT32_MAX;
+        if (rnd_below(2))
+            r->attributes |= LK_ATTR_TRANSACTIONAL;
+    }
     int32_t *lengths[2] = {&r->key_len, &r->value_len};
     const char **data[2] = {&r->key, &r->value};
     const char *pool[2] = {keys, values};
@@ -357,6 +378,20 @@ static void test_errors(void)
              LK_ERR_ARGUMENT);
     CHECK_EQ(lk_segment_append_record(a, 101, 0, 0, -1, NULL, -1, NULL, -1, NULL, -1, 0),
              LK_ERR_ARGUMENT);
+    /* Producer fields: all set (id, epoch and sequence >= 0) or none; transactional only
+     * with them. */
+    CHECK_EQ(lk_segment_append_record(a, 101, 0, LK_ATTR_TRANSACTIONAL, -1, NULL, -1, NULL, -1,
+                                      NULL, 0, 0), LK_ERR_ARGUMENT);
+    CHECK_EQ(lk_segment_append_producer_record(NULL, 101, 0, 0, -1, 1, 0, 0, NULL, -1, NULL, -1,
+                                               NULL, 0, 0), LK_ERR_ARGUMENT);
+    CHECK_EQ(lk_segment_append_producer_record(a, 101, 0, 0, -1, -1, 0, 0, NULL, -1, NULL, -1,
+                                               NULL, 0, 0), LK_ERR_ARGUMENT);
+    CHECK_EQ(lk_segment_append_producer_record(a, 101, 0, 0, -1, 1, -1, 0, NULL, -1, NULL, -1,
+                                               NULL, 0, 0), LK_ERR_ARGUMENT);
+    CHECK_EQ(lk_segment_append_producer_record(a, 101, 0, 0, -1, 1, 0, -1, NULL, -1, NULL, -1,
+                                               NULL, 0, 0), LK_ERR_ARGUMENT);
+    CHECK_EQ(lk_segment_append_producer_record(a, 101, 0, LK_ATTR_CONTROL, -1, 1, 0, 0, NULL, -1,
+                                               NULL, -1, NULL, 0, 0), LK_ERR_ARGUMENT);
     CHECK_EQ(lk_segment_append_record(a, 101, 0, 0, -1, NULL, -1, NULL, -1, h, 1, -1),
              LK_ERR_ARGUMENT);
     CHECK_EQ(lk_segment_append_record(a, 101, 0, 0, -1, NULL, -1, NULL, -1, NULL, 1, 6),
@@ -570,7 +605,8 @@ static int run_bench(void)
 
         static uint8_t out[256];
         lk_one_record r = {0, 1700000000000LL, 0, -1, (const uint8_t *)"key-0001", 8,
-                           (const uint8_t *)value, (int32_t)sizeof value, NULL, 0, 0};
+                           (const uint8_t *)value, (int32_t)sizeof value, NULL, 0, 0,
+                           -1, -1, -1};
         int64_t size = lk_one_record_batch_size(&r);
         t = now_seconds();
         for (int64_t i = 0; i < RECORDS; i++) {
