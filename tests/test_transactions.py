@@ -354,12 +354,6 @@ def test_several_batches_of_a_producer_in_one_record_set(plog: PartitionLog) -> 
     assert plog.log_end_offset == 10
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "PartitionLog.append returns _answer_duplicate(...) for the whole record set when any "
-    "batch in it is a retry (ProducerStateManager.check returns at the first duplicate), so "
-    "the set's other batches are acknowledged at the retry's offsets and never written; "
-    "Kafka cannot get there (one batch per produce request since v3) and logkernel's "
-    "broker does not refuse such sets"))
 @pytest.mark.parametrize("first", ["plain", "new-producer"])
 def test_a_record_set_mixing_a_retry_with_new_batches_loses_nothing_silently(
         plog: PartitionLog, first: str) -> None:
@@ -525,10 +519,6 @@ def test_a_torn_tail_leaves_the_state_of_the_valid_prefix(scratch: Path) -> None
             pl.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "recovery truncates a torn .log but not its .txnindex: _load_producer_state skips "
-    "entries past the log end in memory only, so an ABORT marker lost with the tail comes "
-    "back as an aborted transaction once the offsets are written again (here: a commit)"))
 def test_an_abort_marker_lost_with_the_tail_is_not_remembered(scratch: Path) -> None:
     pl = open_log(scratch / "t-0")
     pl.append(plain(1))
@@ -558,11 +548,6 @@ def test_an_abort_marker_lost_with_the_tail_is_not_remembered(scratch: Path) -> 
         pl.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "PartitionLog._replay passes the log end as high_watermark to ProducerStateManager."
-    "replay, so an abort rebuilt by scanning records last_stable_offset = log end instead "
-    "of the offset after its marker; aborted_between then stops at it and misses later "
-    "aborted transactions, which read_committed readers then see"))
 def test_aborted_transactions_rebuilt_by_scanning_are_the_same(scratch: Path) -> None:
     pl = open_log(scratch / "t-0", overrides={})
     pl.append(batch(1, 0, 0, txn=True))
@@ -640,7 +625,6 @@ class Producer:
 class Derived:
     producers: dict[int, Producer]
     aborted: list[AbortedTxn]
-    closing_aborts: set[int]      # offsets of ABORT markers that closed a transaction
     end: int
 
     @property
@@ -665,7 +649,6 @@ def derive(written: list[Written]) -> Derived:
     """The producer state a log holding exactly ``written`` must have (Kafka's rules)."""
     producers: dict[int, Producer] = {}
     aborted: list[AbortedTxn] = []
-    closing: set[int] = set()
     for w in written:
         if w.pid < 0:
             continue
@@ -683,9 +666,8 @@ def derive(written: list[Written]) -> Derived:
             others = [o.open_first for pid, o in producers.items()
                       if pid != w.pid and o.open_first >= 0]
             aborted.append(AbortedTxn(w.pid, p.open_first, w.first, min(others, default=w.next)))
-            closing.add(w.first)
         p.open_first = -1
-    return Derived(producers, aborted, closing, written[-1].next if written else 0)
+    return Derived(producers, aborted, written[-1].next if written else 0)
 
 
 class ProducerStateModel(RuleBasedStateMachine):
@@ -693,9 +675,7 @@ class ProducerStateModel(RuleBasedStateMachine):
     wrap) and plain writes, against ``derive`` of what the log holds. After a reopen or a
     truncation, which retries are still recognised as duplicates depends on the snapshot
     used; the model only insists on each producer's last batch, and on any batch written
-    since, and accepts "duplicate" or "out of order" for the rest of the last five. Torn
-    tails never cut an ABORT marker that closed a transaction: that case is
-    test_an_abort_marker_lost_with_the_tail_is_not_remembered."""
+    since, and accepts "duplicate" or "out of order" for the rest of the last five."""
 
     PIDS = (1, 2, 3)
 
@@ -775,15 +755,6 @@ class ProducerStateModel(RuleBasedStateMachine):
             assert self.log.append(w.record_set) == (w.first, w.next, -1)
             assert self.log.log_end_offset == end
 
-    @rule(pid=st.sampled_from(PIDS))
-    def retry_from_an_older_epoch(self, pid: int) -> None:
-        """A zombie's retry: its sequences may match batches of the new epoch."""
-        p = self.derived().producers.get(pid)
-        old = [w for w in self.written if w.pid == pid and w.marker is None
-               and p is not None and w.epoch < p.epoch]
-        if old:
-            self.expect_refusal(old[0].record_set, errors.InvalidProducerEpochError)
-
     @rule(count=st.integers(1, 3))
     def send_plain(self, count: int) -> None:
         record_set = plain(count, b"plain-%d" % self.end)
@@ -791,6 +762,14 @@ class ProducerStateModel(RuleBasedStateMachine):
         assert (first, next_offset) == (self.end, self.end + count)
         self.written.append(Written(first, next_offset, record_set=record_set,
                                     values=tuple(decode_batch(record_set).values())))
+
+    @rule(pid=st.sampled_from(PIDS), counts=st.lists(st.integers(1, 3), min_size=1, max_size=4),
+          commit=st.booleans())
+    def transaction(self, pid: int, counts: list[int], commit: bool) -> None:
+        """A whole transaction of one producer, ended by the coordinator's marker."""
+        for count in counts:
+            self.send(pid, count, True)
+        self.marker(pid, commit, False)
 
     @precondition(lambda self: any(w.marker is None and w.pid >= 0 for w in self.written))
     @rule(data=st.data())
@@ -811,29 +790,39 @@ class ProducerStateModel(RuleBasedStateMachine):
         else:
             self.expect_refusal(w.record_set, errors.OutOfOrderSequenceError)
 
-    @rule(pid=st.sampled_from(PIDS), skip=st.integers(1, 3))
-    def gap(self, pid: int, skip: int) -> None:
-        p = self.derived().producers.get(pid)
-        epoch, seq = self.client[pid]
-        if p is None or not p.batches or epoch != p.epoch:
-            return  # no sequence to leave a gap after
-        self.expect_refusal(batch(pid, epoch, next_sequence(seq, skip), txn=p.open_first >= 0),
-                            errors.OutOfOrderSequenceError)
+    def known(self) -> list[int]:
+        return sorted(self.derived().producers)
 
-    @rule(pid=st.sampled_from(PIDS), seq=st.integers(1, 5))
-    def new_epoch_not_at_zero(self, pid: int, seq: int) -> None:
-        p = self.derived().producers.get(pid)
-        if p is None:
-            return  # an unknown producer may start anywhere
-        epoch = max(self.client[pid][0], p.epoch) + 1
-        self.expect_refusal(batch(pid, epoch, seq, txn=True), errors.OutOfOrderSequenceError)
-
-    @rule(pid=st.sampled_from(PIDS))
-    def old_epoch(self, pid: int) -> None:
-        p = self.derived().producers.get(pid)
-        if p is None or p.epoch == 0:
+    @precondition(lambda self: self.written)
+    @rule(data=st.data(), kind=st.sampled_from(
+        ["gap", "new epoch not at 0", "old epoch", "old epoch's retry", "stale marker"]),
+        skip=st.integers(1, 5))
+    def refused(self, data: st.DataObject, kind: str, skip: int) -> None:
+        """What a known producer's log must refuse, writing nothing."""
+        if not self.known():
             return
-        self.expect_refusal(batch(pid, p.epoch - 1, 0, txn=True), errors.InvalidProducerEpochError)
+        pid = data.draw(st.sampled_from(self.known()))
+        p = self.derived().producers[pid]
+        epoch, seq = self.client[pid]
+        if kind == "gap" and p.batches and epoch == p.epoch:
+            self.expect_refusal(batch(pid, epoch, next_sequence(seq, skip), txn=p.open_first >= 0),
+                                errors.OutOfOrderSequenceError)
+        elif kind == "new epoch not at 0":
+            self.expect_refusal(batch(pid, max(epoch, p.epoch) + 1, skip, txn=True),
+                                errors.OutOfOrderSequenceError)
+        elif kind == "old epoch" and p.epoch > 0:
+            self.expect_refusal(batch(pid, p.epoch - 1, 0, txn=True),
+                                errors.InvalidProducerEpochError)
+        elif kind == "old epoch's retry":
+            # a zombie's retry: its sequences may match batches of the new epoch
+            old = [w for w in self.written if w.pid == pid and w.marker is None and w.epoch < p.epoch]
+            if old:
+                self.expect_refusal(old[-1].record_set, errors.InvalidProducerEpochError)
+        elif kind == "stale marker" and p.epoch > 0:
+            end = self.log.log_end_offset
+            with pytest.raises(errors.InvalidProducerEpochError):
+                self.log.append_marker(pid, p.epoch - 1, False)
+            assert self.log.log_end_offset == end
 
     @rule(pid=st.sampled_from(PIDS))
     def bump_epoch(self, pid: int) -> None:
@@ -843,33 +832,27 @@ class ProducerStateModel(RuleBasedStateMachine):
             return
         self.client[pid] = [self.client[pid][0] + 1, 0]
 
-    @rule(pid=st.sampled_from(PIDS), commit=st.booleans(), fence=st.booleans())
+    @precondition(lambda self: self.written)
+    @rule(data=st.data(), commit=st.booleans(), fence=st.booleans())
+    def end_transaction(self, data: st.DataObject, commit: bool, fence: bool) -> None:
+        if self.known():
+            self.marker(data.draw(st.sampled_from(self.known())), commit, fence)
+
     def marker(self, pid: int, commit: bool, fence: bool) -> None:
-        """A COMMIT or ABORT from the coordinator; ``fence``: an abort with the epoch bumped
-        (a timeout, or a new producer instance), after which the client's epoch is the next."""
+        """A COMMIT or ABORT from the coordinator (with or without a transaction open);
+        ``fence``: an abort with the epoch bumped (a timeout, or a new producer instance),
+        after which the client's epoch is the next."""
         p = self.derived().producers.get(pid)
-        if p is None:
-            return
-        epoch = max(p.epoch, self.client[pid][0])
+        epoch = max(p.epoch if p is not None else 0, self.client[pid][0])
         if fence:
             commit = False
             epoch += 1
             self.client[pid] = [epoch + 1, 0]
         offset = self.log.append_marker(pid, epoch, commit)
         assert offset == self.end
-        if epoch > p.epoch:
+        if p is None or epoch > p.epoch:
             self.certain[pid] = []
         self.written.append(Written(offset, offset + 1, pid, epoch, txn=True, marker=commit))
-
-    @rule(pid=st.sampled_from(PIDS))
-    def stale_marker(self, pid: int) -> None:
-        p = self.derived().producers.get(pid)
-        if p is None or p.epoch == 0:
-            return
-        end = self.log.log_end_offset
-        with pytest.raises(errors.InvalidProducerEpochError):
-            self.log.append_marker(pid, p.epoch - 1, False)
-        assert self.log.log_end_offset == end
 
     # ---- the files ----
 
@@ -877,20 +860,20 @@ class ProducerStateModel(RuleBasedStateMachine):
     def roll(self) -> None:
         self.log.roll()
 
-    @rule(clean=st.booleans())
-    def reopen(self, clean: bool) -> None:
+    @rule(clean=st.booleans(), lose=st.sampled_from(
+        ["nothing", "snapshots", "garbled snapshots", "snapshots and aborted-transaction indexes"]))
+    def reopen(self, clean: bool, lose: str) -> None:
+        """Close (cleanly, or as a crash leaves it) and open again, having lost files: then
+        producer state (and aborted transactions) are rebuilt by scanning."""
         self.log.close(flush=clean)
-        self.log = open_log(self.dir, clean=clean)
-        self.reset_clients()
-
-    @rule(damage=st.sampled_from(["delete", "garble"]), clean=st.booleans())
-    def reopen_without_snapshots(self, damage: str, clean: bool) -> None:
-        self.log.close(flush=clean)
-        for path in self.dir.glob("*.snapshot"):
-            if damage == "delete":
-                path.unlink()
-            else:
+        doomed = [] if lose == "nothing" else list(self.dir.glob("*.snapshot"))
+        if lose.endswith("indexes"):
+            doomed += self.dir.glob("*.txnindex")
+        for path in doomed:
+            if lose == "garbled snapshots":
                 path.write_bytes(b"\x00\x01" + os.urandom(30))
+            else:
+                path.unlink()
         self.log = open_log(self.dir, clean=clean)
         self.reset_clients()
 
@@ -900,13 +883,11 @@ class ProducerStateModel(RuleBasedStateMachine):
         a batch), then an unclean open."""
         self.log.close(flush=False)
         segment, batches = active_batches(self.dir)
-        closing = self.derived().closing_aborts
-        # the first batch that may go: none at or after it is an abort that closed a txn
-        allowed = [i for i in range(len(batches))
-                   if not any(h.base_offset in closing for _, h in batches[i:])]
-        if allowed:
-            i = data.draw(st.sampled_from(allowed))
-            position, header = batches[i]
+        markers = [b for b in batches if b[1].is_control]
+        if markers and data.draw(st.booleans()):
+            batches = markers  # lose a marker (and all after it)
+        if batches:
+            position, header = data.draw(st.sampled_from(batches))
             cut = data.draw(st.integers(position, position + header.size - 1))
             with open(segment, "r+b") as f:
                 f.truncate(cut)
@@ -1054,11 +1035,6 @@ def test_read_committed_consumers_end_at_the_last_stable_offset(scratch: Path) -
         assert committed.position(("t", 0)) == 4
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "PartitionLog.last_stable_offset returns the open transaction's first offset even "
-    "below the log start offset (check() even allows it); Kafka's updateFirstUnstableOffset "
-    "takes max(first unstable, log start), so read_committed consumers get an end offset "
-    "below the log start and poll raises OffsetOutOfRangeError whatever auto_offset_reset"))
 def test_the_last_stable_offset_never_falls_below_the_log_start(scratch: Path) -> None:
     with logkernel.open(scratch / "data", ENGINE) as lk:
         lk.create_topic("t", 1)
@@ -1241,11 +1217,6 @@ def test_interleaved_transactions_of_several_producers(engine: logkernel.Engine)
     no_open_transactions(engine)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Consumer._read (consumer.py) handles only kept == 0 after drop_aborted: when a fetch "
-    "cut inside a batch keeps only that partial batch (every whole batch before it was "
-    "aborted), it returns those bytes, decoding makes no progress and poll spins forever "
-    "(_has_data stays true); any fetch limit can cut inside a big aborted transaction"))
 def test_read_committed_fetches_cut_inside_an_aborted_transaction_go_on(
         engine: logkernel.Engine) -> None:
     tx = engine.producer(transactional_id="big")
@@ -1268,11 +1239,6 @@ def test_read_committed_fetches_cut_inside_an_aborted_transaction_go_on(
         engine.close()  # ends a poll that is still spinning
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Producer._end calls TransactionCoordinator.end_txn even when the transaction added "
-    "no partition; the coordinator (state Empty, or the other Complete state) raises "
-    "InvalidTxnStateError, and the producer stays in_transaction with no way out "
-    "(Kafka's clients complete an empty transaction locally)"))
 @pytest.mark.parametrize("before", ["nothing", "a commit", "an abort"])
 def test_an_empty_transaction_commits_and_aborts(engine: logkernel.Engine, before: str) -> None:
     """A consume-transform-produce loop whose poll returned nothing still begins and
