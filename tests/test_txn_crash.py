@@ -203,6 +203,14 @@ def test_consume_transform_produce_is_exactly_once_across_sigkills(
                            default=0)
         now_done = check_exactly_once_prefix(data, final=False)
         assert now_done >= done + acknowledged, (kill_at, done, acknowledged, now_done)
+        # the transaction the kill interrupted: decided by its Prepare record, so aborted
+        # if killed before it (the next incarnation's init_transactions aborts it) and
+        # committed if killed after it (the next open finishes the commit)
+        phase = kill_at.split("/")[-1]
+        if phase in ("send:first", "send:last", "offsets", "commit", "prepare"):
+            assert now_done == done + acknowledged, (kill_at, done, acknowledged, now_done)
+        elif phase != "outside":
+            assert now_done > done + acknowledged, (kill_at, done, acknowledged, now_done)
         done = now_done
         assert done < total, "the input ran out before every kill point was tried"
     assert len(kills) >= len(workers.CtpKill.PHASES) + 1, kills
