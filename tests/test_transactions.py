@@ -1446,6 +1446,48 @@ def test_bad_transactional_requests_raise_their_errors_and_the_coordinator_goes_
         no_open_transactions(lk)
 
 
+@pytest.mark.parametrize("last", ["committed", "aborted"])
+def test_markers_lost_with_torn_tails_are_written_again_at_open(scratch: Path, last: str) -> None:
+    """Power lost after the coordinator's Complete record but before two partitions' last
+    marker reached the disk: the next open finds their transaction open, and closes it
+    with the outcome the coordinator stored (offsets included)."""
+    config = {**ENGINE, "transaction.state.log.num.partitions": 3}
+    data = scratch / "data"
+    with logkernel.open(data, config) as lk:
+        lk.create_topic("t", 3)
+        for i in range(5):
+            tx = lk.producer(transactional_id=f"id{i}")
+            tx.init_transactions()
+            tx.begin_transaction()
+            for p in range(3):
+                tx.send("t", b"v%d-%d" % (i, p), partition=p)
+            tx.send_offsets_to_transaction({("t", 0): i + 1}, "g")
+            commit = i % 2 == 0 if i < 4 else last == "committed"
+            tx.commit_transaction() if commit else tx.abort_transaction()
+    for directory in (data / "t-1", data / "__consumer_offsets-0"):
+        segment, batches = active_batches(directory)
+        assert batches[-1][1].is_control
+        with open(segment, "r+b") as f:
+            f.truncate(batches[-1][0])
+        for snapshot in directory.glob("*.snapshot"):
+            snapshot.unlink()
+    (data / ".clean-shutdown").unlink()
+    for _ in range(2):  # and the second open finds nothing left to do
+        with logkernel.open(data, config) as lk:
+            outcome = "CompleteCommit" if last == "committed" else "CompleteAbort"
+            assert [(t.transactional_id, t.state) for t in lk.transactions.list_transactions()] == [
+                ("id0", "CompleteCommit"), ("id1", "CompleteAbort"), ("id2", "CompleteCommit"),
+                ("id3", "CompleteAbort"), ("id4", outcome)]
+            no_open_transactions(lk)
+            shown = [0, 2, 4] if last == "committed" else [0, 2]
+            assert read_all(lk, "read_committed", ("t",)) == {
+                ("t", p): [b"v%d-%d" % (i, p) for i in shown] for p in range(3)}
+            assert lk.committed("g", "t", 0) == shown[-1] + 1
+            aborted = [i for i in range(5) if i not in shown]
+            assert [a.producer_id for a in lk.partition_log("t", 1).aborted_transactions(0, 100)] == [
+                lk.transactions.describe(f"id{i}").producer_id for i in aborted]
+
+
 def test_transactional_ids_expire(scratch: Path) -> None:
     config = {**ENGINE, "transactional.id.expiration.ms": 60_000}
     with logkernel.open(scratch / "data", config) as lk:
