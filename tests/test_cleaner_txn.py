@@ -370,6 +370,30 @@ def test_the_last_batch_of_each_producer_survives_empty(log_dir: str) -> None:
     pl.close()
 
 
+def test_an_expired_producers_last_batch_goes(log_dir: str) -> None:
+    """Kafka keeps the last batch of producers it still tracks only: once a producer has
+    expired (producer.id.expiration.ms), its emptied last batch is not kept, so producer
+    sessions that come and go leave no header behind each."""
+    pl = open_log(log_dir)
+    w = Writer(pl)
+    w.send([(b"a", b"old")], 5)            # producer 5's last batch, superseded below
+    w.send([(b"a", b"old")], 6)            # producer 6's, superseded too
+    w.send([(b"a", b"plain")])
+    pl.roll()
+    # Both expire (their batch timestamps are long past); then 6 writes again.
+    assert pl.expire_producers(T0 + 2 * HOUR, HOUR) == 2
+    w.send([(b"b", b"again")], 6)
+    pl.roll()
+    end = pl.log_end_offset
+    [result] = clean_with(pl, w, end)
+    headers = {h.base_offset: h for h, _ in batches_of(pl)}
+    assert 0 not in headers                # 5 expired: its emptied batch is gone
+    assert 1 not in headers                # 6's emptied batch: 6 wrote again since
+    assert result.empty_batches_kept == 0
+    assert records_of(pl) == w.expected(end)
+    pl.close()
+
+
 def test_a_compressed_last_batch_left_empty_is_written_uncompressed(log_dir: str) -> None:
     pl = open_log(log_dir)
     w = Writer(pl)

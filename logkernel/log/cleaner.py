@@ -51,9 +51,10 @@ Transactions, as Kafka's LogCleaner treats them:
 - control batches (the COMMIT and ABORT markers) are kept (see native/cleaner.c for why
   they are not dropped once their transaction is gone, as Kafka eventually does);
 - a producer pass over the batch headers of the range finds each producer id's last data
-  batch, which the filter pass keeps even when it loses every record, as a header
-  without records (Kafka's empty batch: same offsets, sequence and epoch), so producer
-  state can be rebuilt from the log; older empty batches of a producer go.
+  batch; for the producers the partition still tracks (not expired), the filter pass
+  keeps it even when it loses every record, as a header without records (Kafka's empty
+  batch: same offsets, sequence and epoch), so producer state can be rebuilt from the
+  log; older empty batches of a producer go, and so do an expired producer's.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from logkernel import _binding, errors
-from logkernel._binding import NO_ABORTED, AbortedList, OffsetMap, Segment
+from logkernel._binding import NO_ABORTED, OFFSET_MAP_ENTRY_BYTES, AbortedList, OffsetMap, Segment
 from logkernel.config import INT_MAX
 from logkernel.log.checkpoint import CleanerCheckpoint, fsync_directory
 from logkernel.log.partition import (
@@ -432,6 +433,20 @@ def _producer_pass(segments: list[SealedSegment], chunk: int) -> OffsetMap:
         memory *= 4
 
 
+def _live_only(producers: OffsetMap, live: list[int]) -> OffsetMap:
+    """The producer pass's map cut to the producers the partition still tracks, as Kafka
+    keeps only the last batch of active producers: an expired producer's last batch may go
+    (else every producer session ever would leave a header per partition)."""
+    kept = OffsetMap(max(OFFSET_MAP_ENTRY_BYTES * 2 * (len(live) + 1), 1024))
+    kept.reset(len(live))
+    for producer_id in live:
+        key = producer_id.to_bytes(8, "big", signed=True)
+        last = producers.get(key)
+        if last >= 0:
+            kept.put(key, last)
+    return kept
+
+
 def _write_all(fd: int, data: memoryview) -> None:
     while data:
         data = data[os.write(fd, data):]
@@ -657,7 +672,8 @@ def _clean_groups(partition_log: PartitionLog, offset_map: OffsetMap,
     horizon_ms = min(now + c["delete.retention.ms"], INT64_MAX)
     result = _binding.new_clean_result()
     to_clean = [s for s in view.sealed if s.base < map_end]
-    producers = _producer_pass(to_clean, chunk_bytes)
+    producers = _live_only(_producer_pass(to_clean, chunk_bytes),
+                           [e.producer_id for e in partition_log.producer_states()])
     before = len(to_clean)
     after = 0
     max_index_entries = c.segment_index_bytes // 12
