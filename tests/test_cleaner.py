@@ -372,7 +372,8 @@ def test_switching_to_compact_is_picked_up_by_the_background_cleaner(tmp_path: P
         time.sleep(0.1)
         assert len(read_all(lk)) == 2000  # the cleaner leaves a delete-policy topic alone
         lk.alter_topic_config("t", {"cleanup.policy": "compact"})
-        wait_for(lambda: len(read_all(lk)) == len(model))
+        # The swap makes the result readable a moment before the cleaning's stats are in.
+        wait_for(lambda: len(read_all(lk)) == len(model) and lk.cleaner_stats("t").cleanings)
         assert latest(read_all(lk)) == model
         stats = lk.cleaner_stats("t")
         assert stats.cleanings >= 1 and stats.partitions[0].last is not None
