@@ -631,16 +631,17 @@ class PartitionLog:
             if (self._bases[0] <= aborted.last_offset < self._next_offset
                     and self._producers.add_aborted(aborted)):
                 self._index_aborted(aborted)
-        start = self._producers.load_snapshot(self._next_offset)
+        start = self._producers.load_snapshot(self._next_offset, names)
         replay_from = max(start, self._bases[0]) if start >= 0 else self._bases[0]
         indexed = {a.last_offset for a in self._producers.aborted}
         for aborted in self._replay(replay_from):
             if aborted.last_offset not in indexed:  # its marker was not fsynced with it
                 self._index_aborted(aborted)
         self._producer_state_changed()
-        if start != self._next_offset and self._next_offset > self._bases[0]:
+        if replay_from < self._bases[-1]:
+            # More than the active segment was scanned (no snapshot at its roll, e.g. a
+            # log older than snapshots): save the next open that scan.
             self._producers.write_snapshot(self._next_offset)
-        self._producers.remove_snapshots_past(self._next_offset)
 
     def _index_aborted(self, aborted: AbortedTxn) -> None:
         i = bisect.bisect_right(self._bases, aborted.last_offset) - 1

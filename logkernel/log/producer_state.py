@@ -335,8 +335,9 @@ class ProducerStateManager:
 
     # ---- snapshots -----------------------------------------------------------------
 
-    def snapshot_offsets(self) -> list[int]:
-        return sorted(int(n[:20]) for n in os.listdir(self.directory)
+    def snapshot_offsets(self, names: Iterable[str] | None = None) -> list[int]:
+        """Offsets of the snapshots in the directory (or among ``names``, its listing)."""
+        return sorted(int(n[:20]) for n in (os.listdir(self.directory) if names is None else names)
                       if n.endswith(SNAPSHOT_SUFFIX) and len(n) == 29 and n[:20].isdigit())
 
     def snapshot_path(self, offset: int) -> str:
@@ -356,11 +357,12 @@ class ProducerStateManager:
         for old in self.snapshot_offsets()[:-SNAPSHOTS_KEPT]:
             self._remove(self.snapshot_path(old))
 
-    def load_snapshot(self, end_offset: int) -> int:
+    def load_snapshot(self, end_offset: int, names: Iterable[str] | None = None) -> int:
         """Loads the newest readable snapshot at or below ``end_offset`` and returns its
         offset (replay from there), or -1 when there is none. Snapshots past the end (the
-        log was truncated) and unreadable ones are deleted."""
-        for offset in reversed(self.snapshot_offsets()):
+        log was truncated) and unreadable ones are deleted. ``names``: the directory's
+        listing, if the caller has it."""
+        for offset in reversed(self.snapshot_offsets(names)):
             path = self.snapshot_path(offset)
             if offset > end_offset:
                 self._remove(path)
@@ -379,8 +381,8 @@ class ProducerStateManager:
         self.clear()
         return -1
 
-    def remove_snapshots_past(self, offset: int) -> None:
-        for old in self.snapshot_offsets():
+    def remove_snapshots_past(self, offset: int, names: Iterable[str] | None = None) -> None:
+        for old in self.snapshot_offsets(names):
             if old > offset:
                 self._remove(self.snapshot_path(old))
 
