@@ -158,38 +158,23 @@ class OffsetStore:
 
     def _load(self, partition_log: PartitionLog) -> None:
         pending: dict[int, list[tuple[bytes, bytes | None]]] = {}
-        offset = start = partition_log.log_start_offset
-        while offset < partition_log.log_end_offset:
-            data = partition_log.read(offset, LOAD_READ_BYTES)
-            if not data:
-                break
-            # A read ends inside its last batch when it hits the byte limit: decode the
-            # whole batches only, and read on from the offset after them.
-            view = memoryview(data)
-            position = 0
-            while position + 12 <= len(view):
-                size = int.from_bytes(view[position + 8:position + 12], "big", signed=True) + 12
-                if size < 12 or position + size > len(view):
-                    break
-                batch = decode_batch(view[position:position + size])
-                position += size
-                offset = batch.header.base_offset + batch.header.last_offset_delta + 1
-                producer_id = batch.header.producer_id
-                if batch.is_control:
-                    marker = batch.control_record()
-                    for key, value in pending.pop(producer_id, ()):
-                        if marker.control_type == CONTROL_COMMIT:
-                            self._apply(key, value)
+        start = partition_log.log_start_offset
+        for raw in partition_log.whole_batches(LOAD_READ_BYTES):
+            batch = decode_batch(raw)
+            producer_id = batch.header.producer_id
+            if batch.is_control:
+                marker = batch.control_record()
+                for key, value in pending.pop(producer_id, ()):
+                    if marker.control_type == CONTROL_COMMIT:
+                        self._apply(key, value)
+                continue
+            for record in batch.records():
+                if record.key is None or record.offset < start:
                     continue
-                for record in batch.records():
-                    if record.key is None or record.offset < start:
-                        continue
-                    if batch.header.is_transactional:
-                        pending.setdefault(producer_id, []).append((record.key, record.value))
-                    else:
-                        self._apply(record.key, record.value)
-            if position == 0:
-                break
+                if batch.header.is_transactional:
+                    pending.setdefault(producer_id, []).append((record.key, record.value))
+                else:
+                    self._apply(record.key, record.value)
         for producer_id, records in pending.items():  # transactions still open
             for key, value in records:
                 decoded = decode_key(key) if value is not None else None

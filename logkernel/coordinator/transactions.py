@@ -204,36 +204,23 @@ class TransactionCoordinator:
     # ---- the log -------------------------------------------------------------------
 
     def _load(self, partition_log: PartitionLog) -> None:
-        offset = partition_log.log_start_offset
-        while offset < partition_log.log_end_offset:
-            data = partition_log.read(offset, LOAD_READ_BYTES)
-            view = memoryview(data)
-            position = 0
-            while position + 12 <= len(view):
-                size = int.from_bytes(view[position + 8:position + 12], "big", signed=True) + 12
-                if size < 12 or position + size > len(view):
-                    break
-                batch = decode_batch(view[position:position + size])
-                position += size
-                offset = batch.header.last_offset + 1
-                if batch.is_control:
+        for raw in partition_log.whole_batches(LOAD_READ_BYTES):
+            batch = decode_batch(raw)
+            if batch.is_control:
+                continue
+            for record in batch.records():
+                if record.key is None:
                     continue
-                for record in batch.records():
-                    if record.key is None:
-                        continue
-                    try:
-                        txn_id = decode_key(record.key)
-                        if record.value is None:
-                            self._forget(txn_id)
-                        else:
-                            self._remember(decode_value(txn_id, record.value))
-                    except (ValueError, struct.error, UnicodeDecodeError) as exc:
-                        raise errors.StorageError(
-                            0, f"{TRANSACTION_STATE_TOPIC} holds a record that is not "
-                            f"transaction state ({exc}); the topic is reserved for it",
-                            None) from exc
-            if position == 0:
-                break
+                try:
+                    txn_id = decode_key(record.key)
+                    if record.value is None:
+                        self._forget(txn_id)
+                    else:
+                        self._remember(decode_value(txn_id, record.value))
+                except (ValueError, struct.error, UnicodeDecodeError) as exc:
+                    raise errors.StorageError(
+                        0, f"{TRANSACTION_STATE_TOPIC} holds a record that is not transaction "
+                        f"state ({exc}); the topic is reserved for it", None) from exc
 
     def _remember(self, meta: TransactionMetadata) -> None:
         old = self._txns.get(meta.transactional_id)

@@ -61,7 +61,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from logkernel import _binding, compression, errors
@@ -126,6 +126,7 @@ ATTRIBUTE_LOG_APPEND_TIME = 0x08
 
 # What a read needs from a batch header before the batch itself is in hand.
 _BASE_OFFSET = struct.Struct(">q")   # baseOffset at byte 0
+_LAST_DELTA = struct.Struct(">i")    # lastOffsetDelta at byte 23
 _LENGTH = struct.Struct(">i")        # batchLength at byte 8
 _MAX_TIMESTAMP = struct.Struct(">q")  # maxTimestamp at byte 35
 _BATCH_HEADER = struct.Struct(">qiibIhiqqqhii")  # the whole 61-byte header, in field order
@@ -1091,6 +1092,26 @@ class PartitionLog:
             first = _batch_size(seg.read(position, 12))
             return seg.read(position, min(end - position, max(max_bytes, first)))
         return b""
+
+    def whole_batches(self, read_bytes: int = 1024 * 1024) -> Iterator[memoryview]:
+        """Every batch from the log start to the log end, whole, read ``read_bytes`` at a
+        time (a batch larger than that is read whole): for loaders that replay a log, such
+        as the coordinators' internal topics. A read cut inside its last batch yields the
+        whole ones and reads on after them."""
+        offset = self.log_start_offset
+        while offset < self.log_end_offset:
+            view = memoryview(self.read(offset, read_bytes))
+            position = 0
+            while position + 12 <= len(view):
+                size = _batch_size(view[position:position + 12])
+                if size < 12 or position + size > len(view):
+                    break
+                batch = view[position:position + size]
+                position += size
+                offset = _BASE_OFFSET.unpack_from(batch)[0] + _LAST_DELTA.unpack_from(batch, 23)[0] + 1
+                yield batch
+            if position == 0:
+                return  # nothing at or after the offset (a gap at the log end)
 
     def max_timestamp(self) -> tuple[int, int] | None:
         """(offset, timestamp) of the record with the largest timestamp (ListOffsets'
