@@ -281,11 +281,13 @@ class ServeProcess:
     a failing test never leaves a broker behind."""
 
     def __init__(self, data_dir: Path, log_path: Path, *, listen: str = "127.0.0.1:0",
-                 settings: Sequence[str] = ()) -> None:
+                 settings: Sequence[str] = (), advertised: str | None = None) -> None:
         self.data_dir = data_dir
         self.log_path = log_path
         command = [*logkernel_command(), "serve", "--data-dir", str(data_dir), "--listen", listen,
                    "--log-level", "info"]
+        if advertised is not None:  # what clients are told to connect to (a proxy, say)
+            command += ["--advertised", advertised]
         for setting in settings:
             command += ["--set", setting]
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in _cleanup

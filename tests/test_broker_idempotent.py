@@ -42,10 +42,8 @@ Every wait is bounded (tests/broker_support.py's constants); nothing here measur
 from __future__ import annotations
 
 import contextlib
-import queue
 import socket
 import struct
-import subprocess
 import threading
 import time
 import warnings
@@ -65,7 +63,6 @@ from tests.broker_support import (
     CLIENT_TIMEOUT_S,
     CONSUME_TIMEOUT_S,
     ServeProcess,
-    logkernel_command,
     now_ms,
     topic_name,
     wait_until,
@@ -867,33 +864,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class ServeAdvertising(ServeProcess):
-    """``logkernel serve --listen LISTEN --advertised ADVERTISED``: clients are told (in
-    Metadata and the ready line) to connect to the proxy, not to the listener."""
-
-    def __init__(self, data_dir: Path, log_path: Path, *, listen: str, advertised: str,
-                 settings: Sequence[str] = ()) -> None:
-        # ServeProcess.__init__ with one more argument (it has no parameter for it).
-        self.data_dir = data_dir
-        self.log_path = log_path
-        command = [*logkernel_command(), "serve", "--data-dir", str(data_dir), "--listen", listen,
-                   "--advertised", advertised, "--log-level", "info"]
-        for setting in settings:
-            command += ["--set", setting]
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in _cleanup
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log,
-                                        stdin=subprocess.DEVNULL, text=True)
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read_stdout, daemon=True)
-        self._reader.start()
-        try:
-            self.bootstrap = self._wait_ready()
-        except BaseException:
-            self.kill()
-            raise
-        assert self.bootstrap == advertised, (self.bootstrap, advertised)
-
-
 def _values(partitions: int, per_partition: int) -> dict[int, list[bytes]]:
     return {p: [b"%d-%06d-" % (p, i) + VALUE_PADDING for i in range(per_partition)]
             for p in range(partitions)}
@@ -1005,9 +975,10 @@ def test_retries_after_cut_connections_are_written_once(tmp_path: Path, client: 
     data_dir = tmp_path / "data"
     with CuttingProxy(CUT_AFTER) as proxy:
         listen = f"127.0.0.1:{_free_port()}"
-        with ServeAdvertising(data_dir, tmp_path / "serve.log", listen=listen,
-                              advertised=proxy.address,
-                              settings=[f"num.partitions={PARTITIONS}"]) as served:
+        with ServeProcess(data_dir, tmp_path / "serve.log", listen=listen,
+                          advertised=proxy.address,
+                          settings=[f"num.partitions={PARTITIONS}"]) as served:
+            assert served.bootstrap == proxy.address  # clients are sent to the proxy
             proxy.forward_to(listen)
             direct = RawClient(listen)
             try:
