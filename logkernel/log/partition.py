@@ -127,6 +127,7 @@ ATTRIBUTE_LOG_APPEND_TIME = 0x08
 # What a read needs from a batch header before the batch itself is in hand.
 _BASE_OFFSET = struct.Struct(">q")   # baseOffset at byte 0
 _LAST_DELTA = struct.Struct(">i")    # lastOffsetDelta at byte 23
+_PRODUCER_ID = struct.Struct(">q")   # producerId at byte 43
 _LENGTH = struct.Struct(">i")        # batchLength at byte 8
 _MAX_TIMESTAMP = struct.Struct(">q")  # maxTimestamp at byte 35
 _BATCH_HEADER = struct.Struct(">qiibIhiqqqhii")  # the whole 61-byte header, in field order
@@ -676,6 +677,12 @@ class PartitionLog:
                             view = memoryview(seg.read(position, size))
                             continue
                         break
+                    if size >= _binding.BATCH_HEADER_SIZE and \
+                            _PRODUCER_ID.unpack_from(view, at + 43)[0] < 0:
+                        # Plain producers' batches (most logs) are skipped on two reads;
+                        # a damaged length is parse_header's to report.
+                        at += size
+                        continue
                     header = _binding.parse_header(view[at:at + size])
                     if header.producer_id >= 0 and header.last_offset >= from_offset:
                         control_type, coordinator_epoch = -1, -1
