@@ -38,7 +38,7 @@ import functools
 import itertools
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from logkernel import _binding, compression, errors
@@ -291,46 +291,47 @@ class Producer:
                            keys: Sequence[bytes | None] | None,
                            headers: Sequence[Sequence[Header] | None] | None, timestamp_ms: int,
                            codec: int) -> tuple[int, int]:
-        """One batch with this producer's id, epoch and the partition's next sequence (in a
-        transaction: added to it first). The lock keeps sequences in append order."""
-        tp = (t.name, partition)
-        with self._lock:
-            self._join_transaction(tp)
-            sequence = self._sequences.get(tp, 0)
+        """One batch with this producer's id, epoch and the partition's next sequence."""
+
+        def append(sequence: int) -> tuple[int, int]:
             batch = encode_batch(values, keys=keys, headers=headers, timestamps=timestamp_ms,
                                  compression_type=codec, compression_level=self._level,
                                  producer_id=self._producer_id, producer_epoch=self._epoch,
                                  base_sequence=sequence,
                                  transactional=self.transactional_id is not None)
-            try:
-                first, _, append_time = self._call(t.partitions[partition].append, batch,
-                                                   validated=True, max_timestamp=timestamp_ms)
-            except errors.ClosedError:
-                self._engine._live()
-                raise errors.UnknownTopicError(f"topic {t.name!r} was deleted") from None
-            self._sequences[tp] = (sequence + len(values)) % SEQUENCE_MODULUS
-        return first, append_time if append_time >= 0 else timestamp_ms
+            first, _, append_time = t.partitions[partition].append(
+                batch, validated=True, max_timestamp=timestamp_ms)
+            return first, append_time if append_time >= 0 else timestamp_ms
+
+        return self._in_sequence(t, partition, len(values), append)
 
     def _send_idempotent(self, t: Topic, partition: int, key: bytes | None, value: bytes | None,
                          headers: Sequence[Header] | None, timestamp_ms: int) -> tuple[int, int]:
         """One record with this producer's id, epoch and the partition's next sequence,
         encoded in C straight into the segment (as ``send``'s plain path)."""
         blob, count = _binding.encode_headers(headers) if headers else (None, 0)
+        key, value = _as_bytes(key, "key"), _as_bytes(value, "value")
+        return self._in_sequence(t, partition, 1, lambda sequence: t.partitions[partition].append_record(
+            key, value, timestamp_ms, blob, count,
+            producer=(self._producer_id, self._epoch, sequence),
+            transactional=self.transactional_id is not None))
+
+    def _in_sequence(self, t: Topic, partition: int, records: int,
+                     append: Callable[[int], tuple[int, int]]) -> tuple[int, int]:
+        """Calls ``append(sequence)`` with the partition's next sequence (in a transaction,
+        after adding the partition to it) and moves the sequence past ``records``. The lock
+        keeps sequences in append order."""
         tp = (t.name, partition)
         with self._lock:
             self._join_transaction(tp)
             sequence = self._sequences.get(tp, 0)
             try:
-                offset, stored = self._call(
-                    t.partitions[partition].append_record, _as_bytes(key, "key"),
-                    _as_bytes(value, "value"), timestamp_ms, blob, count,
-                    producer=(self._producer_id, self._epoch, sequence),
-                    transactional=self.transactional_id is not None)
+                result: tuple[int, int] = self._call(append, sequence)
             except errors.ClosedError:
                 self._engine._live()
                 raise errors.UnknownTopicError(f"topic {t.name!r} was deleted") from None
-            self._sequences[tp] = (sequence + 1) % SEQUENCE_MODULUS
-        return offset, stored
+            self._sequences[tp] = (sequence + records) % SEQUENCE_MODULUS
+        return result
 
     def _join_transaction(self, tp: tuple[str, int]) -> None:
         """In a transaction, adds the partition to it before the first write there."""

@@ -7,6 +7,7 @@ coordinator's (coordinator/transactions.py); these only translate requests and e
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from logkernel import errors
@@ -99,24 +100,25 @@ def handle_add_partitions_to_txn(server: Any, header: RequestHeader, body: memor
 
 def handle_add_offsets_to_txn(server: Any, header: RequestHeader, body: memoryview) -> list[Any]:
     request = schema.decode_request(ADD_OFFSETS_TO_TXN, header.api_version, body)
-    code = error_codes.NONE
-    try:
-        server.engine.transactions.add_offsets(request.transactional_id, request.producer_id,
-                                               request.producer_epoch, request.group_id)
-    except errors.LogkernelError as exc:
-        code = _refused(header, exc)
-    return [schema.encode_response(ADD_OFFSETS_TO_TXN, header.api_version, {"error_code": code})]
+    return _error_code_answer(header, lambda: server.engine.transactions.add_offsets(
+        request.transactional_id, request.producer_id, request.producer_epoch, request.group_id))
 
 
 def handle_end_txn(server: Any, header: RequestHeader, body: memoryview) -> list[Any]:
     request = schema.decode_request(END_TXN, header.api_version, body)
+    return _error_code_answer(header, lambda: server.engine.transactions.end_txn(
+        request.transactional_id, request.producer_id, request.producer_epoch, request.committed))
+
+
+def _error_code_answer(header: RequestHeader, call: Callable[[], None]) -> list[Any]:
+    """The response of an API whose only field is an error code: NONE if ``call`` went
+    through, else the code of its refusal."""
     code = error_codes.NONE
     try:
-        server.engine.transactions.end_txn(request.transactional_id, request.producer_id,
-                                           request.producer_epoch, request.committed)
+        call()
     except errors.LogkernelError as exc:
         code = _refused(header, exc)
-    return [schema.encode_response(END_TXN, header.api_version, {"error_code": code})]
+    return [schema.encode_response(header.api_key, header.api_version, {"error_code": code})]
 
 
 def handle_txn_offset_commit(server: Any, header: RequestHeader, body: memoryview) -> list[Any]:

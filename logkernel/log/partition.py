@@ -176,6 +176,18 @@ def _producer_batches(view: memoryview) -> list[tuple[_binding.BatchHeader, int]
     return out
 
 
+def _whole_batches_in(view: memoryview) -> Iterator[memoryview]:
+    """The whole batches at the start of ``view``, in order, by their length fields (a
+    read cut inside its last batch ends before it)."""
+    position = 0
+    while position + 12 <= len(view):
+        size = _batch_size(view[position:position + 12])
+        if size < 12 or position + size > len(view):
+            return
+        yield view[position:position + size]
+        position += size
+
+
 def _control_of(batch: memoryview) -> tuple[int, int]:
     """(control type, coordinator epoch) of a control batch; (-1, -1) if unreadable."""
     try:
@@ -633,17 +645,26 @@ class PartitionLog:
             if (self._bases[0] <= aborted.last_offset < self._next_offset
                     and self._producers.add_aborted(aborted)):
                 self._index_aborted(aborted)
-        start = self._producers.load_snapshot(self._next_offset, names)
-        replay_from = max(start, self._bases[0]) if start >= 0 else self._bases[0]
         indexed = {a.last_offset for a in self._producers.aborted}
-        for aborted in self._replay(replay_from):
+        replay_from, found = self._rebuild_producer_state(names)
+        for aborted in found:
             if aborted.last_offset not in indexed:  # its marker was not fsynced with it
                 self._index_aborted(aborted)
-        self._producer_state_changed()
         if replay_from < self._bases[-1]:
             # More than the active segment was scanned (no snapshot at its roll, e.g. a
             # log older than snapshots): save the next open that scan.
             self._producers.write_snapshot(self._next_offset)
+
+    def _rebuild_producer_state(self, names: list[str] | None = None
+                                ) -> tuple[int, list[AbortedTxn]]:
+        """Producer state as of the log end: the newest snapshot at or below it (those past
+        it are deleted), then the batches after it replayed. Returns where the replay
+        started and the aborted transactions whose markers it met."""
+        start = self._producers.load_snapshot(self._next_offset, names)
+        replay_from = max(start, self._bases[0]) if start >= 0 else self._bases[0]
+        found = self._replay(replay_from)
+        self._producer_state_changed()
+        return replay_from, found
 
     def _index_aborted(self, aborted: AbortedTxn) -> None:
         i = bisect.bisect_right(self._bases, aborted.last_offset) - 1
@@ -667,33 +688,26 @@ class PartitionLog:
                 except errors.OffsetOutOfRangeError:
                     continue
             while position + _binding.BATCH_HEADER_SIZE <= end:
-                chunk = seg.read(position, min(end - position, REPLAY_CHUNK_BYTES))
-                view = memoryview(chunk)
-                at = 0
-                while at + _binding.BATCH_HEADER_SIZE <= len(view):
-                    size = _batch_size(view[at:at + 12])
-                    if at + size > len(view):
-                        if at == 0:  # one batch bigger than a chunk
-                            view = memoryview(seg.read(position, size))
-                            continue
-                        break
-                    if size >= _binding.BATCH_HEADER_SIZE and \
-                            _PRODUCER_ID.unpack_from(view, at + 43)[0] < 0:
-                        # Plain producers' batches (most logs) are skipped on two reads;
-                        # a damaged length is parse_header's to report.
-                        at += size
-                        continue
-                    header = _binding.parse_header(view[at:at + size])
+                view = memoryview(seg.read(position, min(end - position, REPLAY_CHUNK_BYTES)))
+                if _batch_size(view[:12]) > len(view):  # one batch bigger than a chunk
+                    view = memoryview(seg.read(position, _batch_size(view[:12])))
+                before = position
+                for batch in _whole_batches_in(view):
+                    position += len(batch)
+                    if len(batch) >= _binding.BATCH_HEADER_SIZE and \
+                            _PRODUCER_ID.unpack_from(batch, 43)[0] < 0:
+                        continue  # plain producers' batches (most logs): two reads each
+                    header = _binding.parse_header(batch)  # a damaged length raises here
                     if header.producer_id >= 0 and header.last_offset >= from_offset:
                         control_type, coordinator_epoch = -1, -1
                         if header.is_control:
-                            control_type, coordinator_epoch = _control_of(view[at:at + size])
+                            control_type, coordinator_epoch = _control_of(batch)
                         aborted = self._producers.replay(header, header.base_offset, control_type,
                                                          coordinator_epoch)
                         if aborted is not None:
                             found.append(aborted)
-                    at += size
-                position += at
+                if position == before:
+                    break  # no whole batch here (recovery keeps only whole ones: never)
         return found
 
     # ---- appending -----------------------------------------------------------------
@@ -1107,17 +1121,11 @@ class PartitionLog:
         whole ones and reads on after them."""
         offset = self.log_start_offset
         while offset < self.log_end_offset:
-            view = memoryview(self.read(offset, read_bytes))
-            position = 0
-            while position + 12 <= len(view):
-                size = _batch_size(view[position:position + 12])
-                if size < 12 or position + size > len(view):
-                    break
-                batch = view[position:position + size]
-                position += size
+            before = offset
+            for batch in _whole_batches_in(memoryview(self.read(offset, read_bytes))):
                 offset = _BASE_OFFSET.unpack_from(batch)[0] + _LAST_DELTA.unpack_from(batch, 23)[0] + 1
                 yield batch
-            if position == 0:
+            if offset == before:
                 return  # nothing at or after the offset (a gap at the log end)
 
     def max_timestamp(self) -> tuple[int, int] | None:
@@ -1300,10 +1308,7 @@ class PartitionLog:
             producer_state.write_txn_index(
                 self._txn_index_path(last),
                 [a for a in self._producers.aborted if a.last_offset >= last])
-            self._producers.remove_snapshots_past(self._next_offset)
-            start = self._producers.load_snapshot(self._next_offset)
-            self._replay(max(start, self._bases[0]) if start >= 0 else self._bases[0])
-            self._producer_state_changed()
+            self._rebuild_producer_state()
             return self._next_offset
 
     # ---- compaction ----------------------------------------------------------------

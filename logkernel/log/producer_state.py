@@ -381,11 +381,6 @@ class ProducerStateManager:
         self.clear()
         return -1
 
-    def remove_snapshots_past(self, offset: int, names: Iterable[str] | None = None) -> None:
-        for old in self.snapshot_offsets(names):
-            if old > offset:
-                self._remove(self.snapshot_path(old))
-
     @staticmethod
     def _remove(path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
