@@ -1438,7 +1438,8 @@ class PartitionLog:
             if flush:
                 self._write_checkpoint()
                 self._seal_txn_index(self._bases[-1])
-                self._producers.write_snapshot(self._next_offset)
+                if self._producers.snapshot_offset != self._next_offset:  # else unchanged
+                    self._producers.write_snapshot(self._next_offset)
             del self._appender  # bound to the active segment's handle, closed next
             for seg in self._segments.values():
                 seg.close()

@@ -153,6 +153,7 @@ class ProducerStateManager:
         self.producers: dict[int, ProducerEntry] = {}
         self.ongoing: dict[int, int] = {}          # producer id -> open transaction's first offset
         self.aborted: list[AbortedTxn] = []        # by last offset (= marker order)
+        self.snapshot_offset = -1  # the state equals the snapshot at this offset (-1: none)
         self._aborted_ends: list[int] = []         # last offsets, for bisect
 
     # ---- checking and applying appends ------------------------------------------------
@@ -327,6 +328,8 @@ class ProducerStateManager:
                 and now_ms - max(entry.last_timestamp, 0) >= expiration_ms]
         for pid in gone:
             del self.producers[pid]
+        if gone:
+            self.snapshot_offset = -1
         return gone
 
     def clear(self) -> None:
@@ -354,6 +357,7 @@ class ProducerStateManager:
                 entry.last_timestamp, entry.coordinator_epoch, entry.current_txn_first_offset)
         data = _SNAPSHOT_HEAD.pack(_SNAPSHOT_VERSION, _binding.crc32c(body)) + bytes(body)
         write_atomically(self.snapshot_path(offset), data)
+        self.snapshot_offset = offset
         for old in self.snapshot_offsets()[:-SNAPSHOTS_KEPT]:
             self._remove(self.snapshot_path(old))
 
@@ -373,12 +377,14 @@ class ProducerStateManager:
                 self._remove(path)
                 continue
             self.clear()
+            self.snapshot_offset = offset
             for entry in entries:
                 self.producers[entry.producer_id] = entry
                 if entry.current_txn_first_offset >= 0:
                     self.ongoing[entry.producer_id] = entry.current_txn_first_offset
             return offset
         self.clear()
+        self.snapshot_offset = -1
         return -1
 
     @staticmethod
