@@ -13,7 +13,7 @@ SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fra
 NATIVE_TESTS := $(basename $(notdir $(wildcard native/tests/test_*.c)))
 NATIVE_BIN := native/tests/bin
 
-.PHONY: run test test-thorough native-check native-test test-asan bench lint clean
+.PHONY: run test test-thorough test-reliability native-check native-test test-asan bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ test: $(VENV)/.installed-test native-test lint
 # Long Hypothesis runs (more examples per property).
 test-thorough: $(VENV)/.installed-test
 	HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest
+
+# The reliability suite at full size (tests/reliability: 50 broker kills, millions of
+# fuzzed frames, 1,000 connections...); `make test` runs it small. Prints the figures
+# and writes reliability-figures.json, the source of docs/reliability.md.
+test-reliability: $(VENV)/.installed-test
+	LK_RELIABILITY=full $(BIN)/python -m pytest tests/reliability
 
 # Compile every C source with -Werror: our C must build clean.
 native-check:
