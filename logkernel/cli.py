@@ -9,6 +9,8 @@
     logkernel compact TOPIC [--partition P] [--roll] [--data-dir DIR] [--set key=value]...
                                                      clean a compacted topic now (progress bar)
     logkernel cleaner [--topic T] [--data-dir DIR]   dirty ratio of each compacted partition
+    logkernel verify DATA_DIR [--topic T] [--repair] [--json] [--progress]
+                                                     check every segment, index and checkpoint
 
 ``make run`` runs ``logkernel serve`` on 127.0.0.1:9092 with data in ./logkernel-data.
 """
@@ -18,7 +20,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime
+import json
 import logging
 import os
 import resource
@@ -32,6 +36,7 @@ from typing import TextIO
 import logkernel
 from logkernel import __version__, _binding
 from logkernel.engine import LOCK_FILE
+from logkernel.log import verify as verification
 
 DEMO_TOPIC = "demo"
 DEMO_BATCH = 1000
@@ -552,6 +557,154 @@ def producers(args: argparse.Namespace) -> int:
     return with_engine("logkernel producers", args.data_dir, {}, run)
 
 
+# ---- verify ---------------------------------------------------------------------------
+
+# Exit statuses of `logkernel verify`: scripts tell "damage found" from "could not check".
+VERIFY_CLEAN = 0
+VERIFY_PROBLEMS = 1
+VERIFY_CANNOT = 2
+# Problems no repair can fix: the engine cannot open the directory while they last.
+UNOPENABLE = ("metadata-corrupt", "metadata-missing")
+
+
+def print_verify_report(report: verification.Report, out: TextIO) -> None:
+    """One block per problem (what, where, what a repair drops), the notes, a summary."""
+    for p in report.problems:
+        where = p.path or report.data_dir
+        if p.position >= 0:
+            where += f" byte {p.position}"
+        if p.offset >= 0:
+            where += f" (offset {p.offset})"
+        print(f"{p.severity.upper():<8} {where}: {p.what}", file=out)
+        if p.dropped:
+            print(f"{'':<8} {p.dropped}", file=out)
+    for note in report.notes:
+        print(f"{'note':<8} {note}", file=out)
+    for item in report.unrepairable:
+        print(f"{'manual':<8} {item}", file=out)
+    s = report.summary()
+    verdict = ("clean" if report.clean else
+               f"{s['errors']} error(s), {s['warnings']} warning(s)")
+    print(f"checked {s['partitions']} partition(s), {s['segments']} segment(s), "
+          f"{s['batches']} batch(es) holding {s['records']} record(s), "
+          f"{s['bytes'] / 1e6:.1f} MB in {s['seconds']:.2f} s: {verdict}", file=out)
+
+
+def run_verify(data_dir: str, topic: str | None, progress: bool) -> verification.Report:
+    bar = ProgressBar("verify")
+    bar.enabled = bar.enabled or progress
+    try:
+        return verification.verify(data_dir, topic, progress=bar)
+    finally:
+        bar.finish()
+
+
+def repair_directory(args: argparse.Namespace, report: verification.Report,
+                     out: TextIO) -> tuple[int, dict[str, object]]:
+    """Cuts the damaged logs and removes the unusable files the report names (holding the
+    directory lock), then opens the directory with recovery forced and closes it, so the
+    engine's own recovery rebuilds indexes, checkpoints and producer state; verifies
+    again. Returns the exit status and what it did (for --json)."""
+    done: dict[str, object] = {"actions": [], "recovery": {}, "after": None}
+    unopenable = [p for p in report.problems if p.kind in UNOPENABLE]
+    if unopenable:
+        print(f"logkernel verify: cannot repair {args.data_dir}: {unopenable[0].path} must be "
+              "fixed or removed by hand first (the engine cannot open the directory)",
+              file=sys.stderr)
+        return VERIFY_PROBLEMS, done
+    actions = verification.plan_repair(report)
+    done["actions"] = [dataclasses.asdict(a) for a in actions]
+    verbs = {"truncate": "truncate", "remove": "remove", "recovery-point": "set the recovery "
+             "point of", "force-recovery": "remove"}
+    print("repair:", file=out)
+    for a in actions:
+        target = os.path.relpath(a.path, report.data_dir)
+        size = (f" to {a.size} bytes" if a.action == "truncate" else
+                f" to {a.size}" if a.action == "recovery-point" else "")
+        print(f"  {verbs[a.action]} {target}{size} ({a.why})", file=out)
+    try:
+        with verification.hold_lock(args.data_dir):
+            verification.apply_repair(report, actions)
+        print("  open the directory (the engine recovers what the steps above left to it)",
+              file=out)
+        with logkernel.open(args.data_dir, {"log.cleaner.enable": False}) as lk:
+            recovery = {name: dataclasses.asdict(r) for name, r in lk.recovery.items()}
+        done["recovery"] = recovery
+        for name, r in sorted(recovery.items()):
+            for kind in ("truncated", "deleted", "rebuilt_indexes"):
+                for line in r[kind]:
+                    print(f"  {name}: {kind.replace('_', ' ')}: {line}", file=out)
+    except logkernel.errors.DataDirLockedError as exc:
+        print(f"logkernel verify: {exc}", file=sys.stderr)
+        return VERIFY_CANNOT, done
+    except (logkernel.errors.LogkernelError, OSError) as exc:
+        print(f"logkernel verify: the repair failed: {exc}", file=sys.stderr)
+        return VERIFY_PROBLEMS, done
+    after = run_verify(args.data_dir, args.topic, args.progress)
+    done["after"] = after.to_json()
+    print("after the repair:", file=out)
+    print_verify_report(after, out)
+    return (VERIFY_CLEAN if after.clean else VERIFY_PROBLEMS), done
+
+
+def verify_command(args: argparse.Namespace) -> int:
+    """``logkernel verify``: the report, and with --repair the repair and a second report.
+    Exit 0 clean, 1 problems found (or left after a repair), 2 could not check or repair."""
+    if not os.path.isdir(args.data_dir):
+        print(f"logkernel verify: there is no data directory at {args.data_dir}", file=sys.stderr)
+        return VERIFY_CANNOT
+    if args.repair:
+        holder = verification.lock_holder(args.data_dir)
+        if holder is not None:
+            print(f"logkernel verify: refusing to repair {args.data_dir}: it is open in a running "
+                  f"engine or broker ({holder}). Stop it first (it recovers what it can when it "
+                  "opens); verify without --repair checks a live directory.", file=sys.stderr)
+            return VERIFY_CANNOT
+    try:
+        report = run_verify(args.data_dir, args.topic, args.progress)
+    except logkernel.errors.UnknownTopicError as exc:
+        print(f"logkernel verify: {exc}", file=sys.stderr)
+        return VERIFY_CANNOT
+    # With --json the human text goes nowhere: stdout is one JSON document.
+    out: TextIO = open(os.devnull, "w") if args.json else sys.stdout  # noqa: SIM115
+    try:
+        if not args.json:
+            print(f"logkernel verify: {os.path.abspath(args.data_dir)}", file=out)
+        print_verify_report(report, out)
+        status = VERIFY_CLEAN if report.clean else VERIFY_PROBLEMS
+        document = report.to_json()
+        if args.repair and not report.clean:
+            status, document["repair"] = repair_directory(args, report, out)
+        elif args.repair:
+            print("nothing to repair", file=out)
+    finally:
+        if args.json:
+            out.close()
+    if args.json:
+        print(json.dumps(document, indent=1))
+    return status
+
+
+def add_verify_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p_verify = commands.add_parser(
+        "verify", help="check every segment, index and checkpoint of a data directory",
+        description="Checks every batch's CRC-32C and structure, the offsets within and across "
+        "segments, the offset, time and aborted-transaction indexes, producer snapshots and "
+        "checkpoints against each other, and reports each problem (file, byte position, offset, "
+        "what is wrong, what a repair drops). Changes nothing unless --repair. Exit status 0: "
+        "clean; 1: problems found (or left after --repair); 2: could not check or repair.")
+    p_verify.add_argument("data_dir", metavar="DATA_DIR")
+    p_verify.add_argument("--topic", default=None, help="only this topic's partitions")
+    p_verify.add_argument("--repair", action="store_true",
+                          help="cut each damaged log to its valid prefix (removing the "
+                          "segments after it), remove unusable indexes, snapshots and "
+                          "checkpoints, then open the directory with recovery forced so the "
+                          "engine rebuilds them; refused while an engine holds the directory")
+    p_verify.add_argument("--json", action="store_true", help="print one JSON document")
+    p_verify.add_argument("--progress", action="store_true",
+                          help="a progress bar on stderr even when it is not a terminal")
+
+
 def add_transaction_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p_txns = commands.add_parser(
         "transactions", help="transactional ids, their producers and open transactions",
@@ -664,6 +817,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_groups_parser(commands)
     add_compaction_parsers(commands)
     add_transaction_parsers(commands)
+    add_verify_parser(commands)
     return parser
 
 
@@ -694,6 +848,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return transactions(args)
     if args.command == "producers":
         return producers(args)
+    if args.command == "verify":
+        return verify_command(args)
     return info()
 
 
