@@ -101,7 +101,8 @@
  *   The .log of a writable segment is mapped MAP_SHARED once across log_capacity bytes
  *   (or the file size if larger); the file grows by posix_fallocate in grow_step steps
  *   ahead of the bytes written, so a full disk is LK_ERR_NO_SPACE from fallocate, not a
- *   SIGBUS in memcpy. Index files grow the same way in INDEX_GROW_STEP steps rather than
+ *   SIGBUS in memcpy (a step the disk cannot give is retried as just the pages the append
+ *   needs, so the disk really fills before appends are refused). Index files grow the same way in INDEX_GROW_STEP steps rather than
  *   being preallocated to segment.index.bytes like Kafka's: Kafka's preallocation is a
  *   sparse setLength (no blocks reserved, so a full disk faults), while a real
  *   fallocate of 10 MiB + 15 MiB per active segment would reserve 25 MiB of disk for
@@ -200,15 +201,22 @@ static int io_error(int e)
     return LK_ERR_IO;
 }
 
-/* An error from a call that allocates disk space: a full file system is NO_SPACE. */
+/* Whether errno value e says the file system (or the user's quota) is full. */
+static int is_no_space(int e)
+{
+#ifdef EDQUOT
+    if (e == EDQUOT)
+        return 1;
+#endif
+    return e == ENOSPC;
+}
+
+/* An error from a call that allocates disk space (fallocate, write, or creating a file,
+ * which needs an inode and room in the directory): a full file system is NO_SPACE. */
 static int space_error(int e)
 {
     errno = e;
-#ifdef EDQUOT
-    if (e == EDQUOT)
-        return LK_ERR_NO_SPACE;
-#endif
-    return e == ENOSPC ? LK_ERR_NO_SPACE : LK_ERR_IO;
+    return is_no_space(e) ? LK_ERR_NO_SPACE : LK_ERR_IO;
 }
 
 static int map_error(int e)
@@ -859,7 +867,7 @@ static int open_index_writable(index_file *ix, int exclusive, int reset, int64_t
 {
     ix->fd = open_file(ix->path, 1, exclusive, &ix->created);
     if (ix->fd < 0)
-        return io_error(errno);
+        return space_error(errno); /* creating it needs an inode: ENOSPC when none is left */
     ix->fd_writable = 1;
     if (reset && ftruncate(ix->fd, 0) != 0)
         return io_error(errno);
@@ -966,7 +974,7 @@ static int open_segment_files(lk_segment *seg, const char *log_path, const lk_se
     struct stat st;
     seg->log_fd = open_file(log_path, writable, exclusive, &seg->log_created);
     if (seg->log_fd < 0)
-        return io_error(errno);
+        return space_error(errno); /* creating it needs an inode: ENOSPC when none is left */
     if (fstat(seg->log_fd, &st) != 0)
         return io_error(errno);
     if (!S_ISREG(st.st_mode))
@@ -1306,7 +1314,10 @@ static int append_walk(lk_segment *seg, const uint8_t *set, uint8_t *patch, size
     return LK_OK;
 }
 
-/* Makes the .log file at least `need` bytes long, in grow_step steps. */
+/* Makes the .log file at least `need` bytes long, in grow_step steps. When the file
+ * system cannot give a whole step, it asks for just the pages `need` takes: the step
+ * saves system calls, it is no quota, and refusing a 1 KiB record while megabytes are
+ * free would call a disk full that is not (df would show the space). */
 static int log_reserve(lk_segment *seg, int64_t need)
 {
     if (need <= seg->file_size)
@@ -1323,6 +1334,16 @@ static int log_reserve(lk_segment *seg, int64_t need)
     do
         rc = posix_fallocate(seg->log_fd, (off_t)seg->file_size, (off_t)(target - seg->file_size));
     while (rc == EINTR);
+    int64_t pages = (need + seg->page_size - 1) / seg->page_size * seg->page_size;
+    if (pages > limit)
+        pages = limit;
+    if (is_no_space(rc) && pages < target) {
+        target = pages;
+        do
+            rc = posix_fallocate(seg->log_fd, (off_t)seg->file_size,
+                                 (off_t)(target - seg->file_size));
+        while (rc == EINTR);
+    }
     if (rc != 0) {
         /* A failed fallocate may still have extended the file (with zeros). */
         struct stat st;
