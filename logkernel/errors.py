@@ -12,6 +12,8 @@ Who is at fault decides the class:
 
 from __future__ import annotations
 
+import errno
+
 
 class LogkernelError(Exception):
     """Base class of every error logkernel raises on purpose."""
@@ -60,7 +62,32 @@ class StorageError(LogkernelError, OSError):
 
 
 class NoSpaceError(StorageError):
-    """The file system is full. Nothing was appended; retry once space is freed."""
+    """The file system is full (ENOSPC, or EDQUOT: the user's quota). Nothing was written;
+    retry once space is freed: the engine (or broker) needs no restart. Kafka's
+    KAFKA_STORAGE_ERROR, which clients retry.
+
+    Raised as ``NoSpaceError(errno, what was being done, path)``; the message adds what
+    the operator can do, since the one who reads it is usually deciding exactly that."""
+
+    ADVICE = ("the file system is full and nothing was written; free space on it (delete "
+              "other files, delete_records, or lower retention.ms / retention.bytes) and "
+              "retry: no restart is needed")
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}: {self.ADVICE}"
+
+
+# errno values that mean "no space": a full file system, or the user's disk quota used up.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def no_space(exc: OSError, doing: str, path: str | None = None) -> OSError:
+    """``exc`` as a NoSpaceError if it is one ("writing partition.checkpoint: No space
+    left on device", naming ``path``), else ``exc`` itself: for the places that write with
+    plain ``os`` calls, so a full disk reads the same everywhere."""
+    if exc.errno in NO_SPACE_ERRNOS and not isinstance(exc, NoSpaceError):
+        return NoSpaceError(exc.errno, f"{doing}: {exc.strerror}", path or exc.filename)
+    return exc
 
 
 class IndexCorruptError(StorageError):

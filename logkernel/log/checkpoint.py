@@ -14,8 +14,11 @@ recovers from its first segment, which costs time but loses nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
+
+from logkernel import errors
 
 CHECKPOINT_FILE = "partition.checkpoint"
 CHECKPOINT_VERSION = 0
@@ -31,17 +34,29 @@ def fsync_directory(path: str) -> None:
 
 
 def write_atomically(path: str, data: bytes) -> None:
-    """Replaces ``path`` with ``data``: temp file, fsync, rename, directory fsync."""
+    """Replaces ``path`` with ``data``: temp file, fsync, rename, directory fsync.
+
+    On a full disk this raises NoSpaceError and leaves ``path`` as it was, and no temp
+    file behind: a half-written one would hold space until the next open removes it,
+    on exactly the volume that has none."""
     tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        converted = errors.no_space(exc, f"writing {os.path.basename(path)}", path)
+        if converted is exc:
+            raise
+        raise converted from exc
     fsync_directory(os.path.dirname(path) or ".")
 
 
