@@ -603,6 +603,29 @@ static index_cursor segment_cursor(const lk_segment *seg)
     return c;
 }
 
+/* Grows a file from *file_size to `to` bytes with posix_fallocate; 0 or the errno. A
+ * failure gives back what it allocated on the way: ext4 keeps the part of the range it
+ * could allocate (and extends the file), so one log's failed 8 MiB step would hold all
+ * the space left, and every other file (its indexes, other partitions, checkpoints)
+ * would find none. If the space cannot be given back, *file_size says the file is
+ * longer (invariant 3 holds: the bytes are zeros). */
+static int grow_file(int fd, int64_t *file_size, int64_t to, uint64_t map_length)
+{
+    int rc;
+    do
+        rc = posix_fallocate(fd, (off_t)*file_size, (off_t)(to - *file_size));
+    while (rc == EINTR);
+    if (rc == 0) {
+        *file_size = to;
+        return 0;
+    }
+    struct stat st;
+    if (fstat(fd, &st) == 0 && st.st_size > *file_size && truncate_file(fd, *file_size) != LK_OK &&
+        (uint64_t)st.st_size <= map_length)
+        *file_size = st.st_size;
+    return rc;
+}
+
 /* Makes the writable index file hold at least `entries` entries (fallocate). */
 static int index_reserve(index_file *ix, int64_t entries)
 {
@@ -615,18 +638,9 @@ static int index_reserve(index_file *ix, int64_t entries)
         target = limit;
     if (target < need)
         return LK_ERR_SEGMENT_FULL;
-    int rc;
-    do
-        rc = posix_fallocate(ix->fd, (off_t)ix->file_size, (off_t)(target - ix->file_size));
-    while (rc == EINTR);
-    if (rc != 0) {
-        struct stat st;
-        if (fstat(ix->fd, &st) == 0 && st.st_size > ix->file_size &&
-            (uint64_t)st.st_size <= ix->map_length)
-            ix->file_size = st.st_size;
+    int rc = grow_file(ix->fd, &ix->file_size, target, ix->map_length);
+    if (rc != 0)
         return space_error(rc);
-    }
-    ix->file_size = target;
     ix->dirty = 1;
     return LK_OK;
 }
@@ -1330,30 +1344,13 @@ static int log_reserve(lk_segment *seg, int64_t need)
         if (target > limit)
             target = limit;
     }
-    int rc;
-    do
-        rc = posix_fallocate(seg->log_fd, (off_t)seg->file_size, (off_t)(target - seg->file_size));
-    while (rc == EINTR);
+    int rc = grow_file(seg->log_fd, &seg->file_size, target, seg->log_map_length);
     int64_t pages = (need + seg->page_size - 1) / seg->page_size * seg->page_size;
     if (pages > limit)
         pages = limit;
-    if (is_no_space(rc) && pages < target) {
-        target = pages;
-        do
-            rc = posix_fallocate(seg->log_fd, (off_t)seg->file_size,
-                                 (off_t)(target - seg->file_size));
-        while (rc == EINTR);
-    }
-    if (rc != 0) {
-        /* A failed fallocate may still have extended the file (with zeros). */
-        struct stat st;
-        if (fstat(seg->log_fd, &st) == 0 && st.st_size > seg->file_size &&
-            (uint64_t)st.st_size <= seg->log_map_length)
-            seg->file_size = st.st_size;
-        return space_error(rc);
-    }
-    seg->file_size = target;
-    return LK_OK;
+    if (is_no_space(rc) && pages < target && need > seg->file_size)
+        rc = grow_file(seg->log_fd, &seg->file_size, pages, seg->log_map_length);
+    return rc == 0 || need <= seg->file_size ? LK_OK : space_error(rc);
 }
 
 /* Room for len more log bytes and the plan's index entries. */
