@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import random
 import shutil
@@ -55,6 +56,7 @@ from typing import Any
 
 import confluent_kafka
 import confluent_kafka.admin
+import pytest
 
 import logkernel
 from tests import broker_support as support
@@ -228,30 +230,71 @@ def scan_topic(data_dir: Path, topic: str, partitions: int) -> dict[int, Scan]:
     return {p: scan_partition(data_dir / f"{topic}-{p}") for p in range(partitions)}
 
 
-def check_scan_after_clean_stop(scans: Mapping[int, Scan], ends: Mapping[int, int]) -> int:
-    """After a clean stop every byte of every segment checks out and the files end where
-    the log does. Returns the batches checked."""
+def file_states(data_dir: Path) -> dict[Path, tuple[int, int]]:
+    return {f: (f.stat().st_size, f.stat().st_mtime_ns) for f in data_dir.rglob("*") if f.is_file()}
+
+
+def logkernel_verify(data_dir: Path, topic: str) -> dict[str, Any]:
+    """``logkernel verify --json --topic TOPIC DATA_DIR`` (issue 8's checker, as an operator
+    runs it): its report, after checking it changed nothing and that its exit status
+    matches its verdict."""
+    before = file_states(data_dir)
+    command = [*support.logkernel_command(), "verify", "--json", "--topic", topic, str(data_dir)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert done.returncode in (0, 1), (
+        f"logkernel verify: exit {done.returncode}\n{done.stdout}\n{done.stderr}")
+    assert file_states(data_dir) == before, "logkernel verify (without --repair) changed the data directory"
+    report: dict[str, Any] = json.loads(done.stdout)
+    assert report["clean"] == (done.returncode == 0), (done.returncode, report["clean"])
+    return report
+
+
+@dataclass
+class FilesChecked:
+    scans: dict[int, Scan]
+    torn: int      # partitions whose files end in something other than whole, valid batches
+    batches: int   # batches CRC-checked by the independent scan
+
+
+def check_files(data_dir: Path, topic: str, partitions: int, when: str, *,
+                ends: Mapping[int, int] | None = None) -> FilesChecked:
+    """Scans a stopped or killed process's files independently and runs ``logkernel verify``
+    on them; the two must agree partition by partition: verify reports an error exactly
+    where the scan found the valid prefix cut short, at the same offset, and counts the
+    same batches when all is well. With ``ends`` (after a clean stop) nothing may be wrong
+    and the files must hold exactly the log: every batch valid, up to each partition's end."""
+    scans = scan_topic(data_dir, topic, partitions)
+    report = logkernel_verify(data_dir, topic)
+    errors: dict[str, list[dict[str, Any]]] = {}
+    for problem in report["problems"]:
+        if problem["severity"] == "error":
+            errors.setdefault(problem["partition"], []).append(problem)
     for p, scan in scans.items():
-        assert scan.problem is None, f"partition {p} after a clean stop: {scan.problem}"
-        assert scan.end_offset == ends[p], (
-            f"partition {p}: the files hold offsets up to {scan.end_offset}, the log ends at {ends[p]}")
-    return sum(s.batches for s in scans.values())
-
-
-def run_logkernel_verify(data_dir: Path) -> str | None:
-    """``logkernel verify DATA_DIR`` (issue 8, another part) when the CLI has it: exit 0 and
-    nothing changed. None if this CLI has no verify command yet."""
-    command = support.logkernel_command()
-    helped = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=60)
-    if "verify" not in helped.stdout + helped.stderr:
-        return None
-    before = {p: p.stat().st_size for p in data_dir.rglob("*") if p.is_file()}
-    done = subprocess.run([*command, "verify", str(data_dir)], capture_output=True, text=True,
-                          timeout=300, stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, f"logkernel verify: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-    after = {p: p.stat().st_size for p in data_dir.rglob("*") if p.is_file()}
-    assert after == before, "logkernel verify (without --repair) changed the data directory"
-    return done.stdout
+        name = f"{topic}-{p}"
+        if scan.problem is None:
+            assert name not in errors, (
+                f"{when}: logkernel verify reports {errors[name]}, where an independent scan finds "
+                f"every batch of {name} valid up to offset {scan.end_offset}")
+        else:
+            assert name in errors, (f"{when}: an independent scan of {name} finds {scan.problem}; "
+                                    f"logkernel verify reports nothing: {report['problems']}")
+            assert errors[name][0].get("offset") == scan.end_offset, (
+                f"{when}: {name}: the independent scan's valid prefix ends at offset {scan.end_offset} "
+                f"({scan.problem}); logkernel verify's first error is {errors[name][0]}")
+    checked = FilesChecked(scans, sum(s.problem is not None for s in scans.values()),
+                           sum(s.batches for s in scans.values()))
+    if not checked.torn:
+        assert report["summary"]["batches"] == checked.batches, (
+            f"{when}: logkernel verify counts {report['summary']['batches']} batches of {topic}, the "
+            f"independent scan {checked.batches}")
+    if ends is not None:
+        for p, scan in scans.items():
+            assert scan.problem is None, f"{when}: partition {p} after a clean stop: {scan.problem}"
+            assert scan.end_offset == ends[p], (
+                f"{when}: partition {p}: the files hold offsets up to {scan.end_offset}, the log "
+                f"ends at {ends[p]}")
+        assert report["clean"], f"{when}: logkernel verify after a clean stop: {report['problems']}"
+    return checked
 
 
 # ---- the numbered producers ---------------------------------------------------------------------
@@ -530,6 +573,11 @@ class Broker:
         self.serving = None
         assert code == 0, f"the broker's clean stop exited {code}:\n{self.log_tail()}"
 
+    def count_in_log(self, text: str) -> int:
+        """Lines of the broker's log (all its runs) that contain ``text``."""
+        with open(self.log_path, errors="replace") as log:
+            return sum(text in line for line in log)
+
     def log_tail(self) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-40:])
@@ -540,6 +588,12 @@ class Broker:
         if self.serving is not None:
             self.serving.kill()
             self.serving = None
+
+
+# The line the broker logs when an idempotent producer's retry of a batch already written is
+# answered with the batch's offsets (logkernel/log/partition.py): each one is a batch whose
+# acknowledgement the kill swallowed, resent to the restarted broker and not written twice.
+RETRIED_BATCH = "a retried batch"
 
 
 def wait_resumed(producers: list[NumberedProducer], round_: int, broker: Broker) -> None:
@@ -591,18 +645,18 @@ def verify_over_the_wire(bootstrap: str, topic: str, producers: list[NumberedPro
 def check_files_after_kill(data_dir: Path, topic: str, producers: list[NumberedProducer],
                            when: str) -> int:
     """The dead broker's files, as recovery will find them: every offset a producer has been
-    told of lies in the valid prefix (CRC-checked by an independent implementation). What
-    follows the prefix (a batch torn by the kill) is recovery's to cut. Returns the number of
-    partitions with a torn tail."""
+    told of lies in the valid prefix (CRC-checked by an independent implementation, and by
+    logkernel verify). What follows the prefix (a batch torn by the kill) is recovery's to
+    cut. Returns the number of partitions with a torn tail."""
     acked, _ = snapshot(producers)  # every acknowledgement there will ever be of the dead broker
-    scans = scan_topic(data_dir, topic, PARTITIONS)
+    checked = check_files(data_dir, topic, PARTITIONS, when)
     for producer, acknowledgements in acked.items():
         for sequence, (p, offset) in acknowledgements.items():
-            assert offset < scans[p].end_offset, (
+            scan = checked.scans[p]
+            assert offset < scan.end_offset, (
                 f"{when}: producer {producer} sequence {sequence} was acknowledged at partition {p} "
-                f"offset {offset}, but the files' valid prefix ends at {scans[p].end_offset} "
-                f"({scans[p].problem})")
-    return sum(s.problem is not None for s in scans.values())
+                f"offset {offset}, but the files' valid prefix ends at {scan.end_offset} ({scan.problem})")
+    return checked.torn
 
 
 def test_broker_sigkilled_at_random_loses_no_acknowledged_record(tmp_path: Path, figures: Figures) -> None:
@@ -648,24 +702,24 @@ def test_broker_sigkilled_at_random_loses_no_acknowledged_record(tmp_path: Path,
 
         # The stopped broker's files: every batch checks out with an independent CRC, up to the
         # end of the log and no further; the engine reads the same records; verify agrees.
-        batches = check_scan_after_clean_stop(scan_topic(broker.data_dir, topic, PARTITIONS), ends)
+        batches = check_files(broker.data_dir, topic, PARTITIONS, "after the last stop", ends=ends).batches
         stored = read_through_engine(broker.data_dir, topic, PARTITIONS)
         acked, produced = snapshot(producers)
         assert check_stored(stored, acked, produced, ends, parse_record, record_key).lost == []
-        verify_output = run_logkernel_verify(broker.data_dir)
 
     failed = sum(len(p.failed) for p in producers)
     print(f"broker crash loop: {broker.kills} kills (+{broker.startup_kills} while starting), "
           f"{final.acknowledged} acknowledged records verified, {len(final.unacknowledged)} stored "
           f"unacknowledged, {failed} delivery failures, {torn_tails} torn tails seen after kills, "
-          f"{batches} batches CRC-checked on disk, logkernel verify: "
-          f"{'not available' if verify_output is None else 'ok'}")
+          f"{batches} batches CRC-checked on disk (independent scan and logkernel verify agree), "
+          f"{broker.count_in_log(RETRIED_BATCH)} retried batches answered as duplicates")
     figures.add("crash loop: broker kills survived", broker.kills)
     figures.add("crash loop: broker kills during start-up survived", broker.startup_kills)
     figures.add("crash loop: acknowledged records verified", final.acknowledged)
     figures.add("crash loop: acknowledged records lost", len(final.lost))
     figures.add("crash loop: broker batches CRC-checked on disk", batches)
     figures.add("crash loop: delivery failures (not acknowledged, allowed)", failed)
+    figures.add("crash loop: retried batches answered as duplicates", broker.count_in_log(RETRIED_BATCH))
     assert all(not p.fatal for p in producers), [p.fatal for p in producers]
 
 
@@ -799,7 +853,7 @@ def check_embedded(data_dir: Path, topic: str, acked: Acked, produced: Mapping[i
     verified = check_stored(stored, acked, produced, ends, workers.parse, workers.key)
     assert not verified.lost, (
         f"{when}: {len(verified.lost)} acknowledged records lost, e.g. {verified.lost[:3]}")
-    batches = check_scan_after_clean_stop(scan_topic(data_dir, topic, WRITER_PARTITIONS), ends)
+    batches = check_files(data_dir, topic, WRITER_PARTITIONS, f"{when}, closed", ends=ends).batches
     return EmbeddedCheck(verified, ends, truncated, batches)
 
 
@@ -838,7 +892,7 @@ def test_embedded_writer_sigkilled_at_random_loses_no_acknowledged_record(
                     f"{when}: stream {stream} sequence {sequence} reported twice")
                 acked[stream][sequence] = (partition, offset)
             # The files as the next open finds them: everything acknowledged in the valid prefix.
-            scans = scan_topic(data, topic, WRITER_PARTITIONS)
+            scans = check_files(data, topic, WRITER_PARTITIONS, when).scans
             for stream, sequence, partition, offset in reported:
                 assert offset < scans[partition].end_offset, (
                     f"{when}: stream {stream} sequence {sequence} acknowledged at partition "
@@ -869,14 +923,12 @@ def test_embedded_writer_sigkilled_at_random_loses_no_acknowledged_record(
                                      *(n for (stream, n) in checked.verified.found if stream == s)])
         # The last writer's crash, recovered in place this time, then verify on the result.
         final = check_embedded(data, topic, acked, {s: firsts[s] for s in streams}, "at the end")
-        verify_output = run_logkernel_verify(data)
     total = sum(len(a) for a in acked.values())
     assert final.verified.acknowledged == total
     print(f"embedded crash loop: {kills} writer kills ({early_kills} while starting), {total} "
           f"acknowledged records verified, {truncated} torn tails cut at open, "
-          f"{final.batches} batches CRC-checked on disk, at most {most_unacknowledged} unreported "
-          f"records stored per stream and kill, logkernel verify: "
-          f"{'not available' if verify_output is None else 'ok'}")
+          f"{final.batches} batches CRC-checked on disk at the end (independent scan and logkernel "
+          f"verify agree), at most {most_unacknowledged} unreported records stored per stream and kill")
     figures.add("crash loop: embedded writer kills survived", kills)
     figures.add("crash loop: acknowledged records verified", total)
     figures.add("crash loop: acknowledged records lost", len(final.verified.lost))
@@ -908,6 +960,7 @@ def test_committed_offsets_survive_broker_sigkills(tmp_path: Path, figures: Figu
     members: list[groups.Worker] = []
     everyone: list[groups.Worker] = []
     producer: NumberedProducer | None = None
+    crashed: list[str] = []  # kafka-python members whose poll() raised (see below)
     checked = replaced = 0
 
     def start_member(library: str) -> groups.Worker:
@@ -924,10 +977,29 @@ def test_committed_offsets_survive_broker_sigkills(tmp_path: Path, figures: Figu
     def report() -> str:
         return "\n".join(w.report() for w in everyone) + f"\nbroker log:\n{broker.log_tail()}"
 
+    def crashed_on_refused_connection(worker: groups.Worker) -> bool:
+        """Whether an exited member is a kafka-python one whose poll() raised
+        KafkaConnectionError: kafka-python 3.0.12 lets a refused connection (the broker
+        down, as this test makes it) escape poll() while it looks for the coordinator, where
+        the Java client and librdkafka retry. A client limitation, not the broker's: the
+        member is counted as dead (at its crash) and replaced, as a supervisor would."""
+        events = worker.events()
+        return (libraries[worker.name] == "kafka-python" and bool(events)
+                and events[-1]["event"] == "crashed" and "KafkaConnectionError" in events[-1]["error"])
+
+    def replace_crashed_members() -> None:
+        for w in list(members):
+            if w.process.poll() is None:
+                continue
+            assert crashed_on_refused_connection(w), f"{w.name} exited ({w.process.returncode})\n{report()}"
+            w.ended_ns = w.events()[-1]["t"]
+            members.remove(w)
+            crashed.append(w.name)
+            start_member(libraries[w.name])
+
     def wait(condition: Callable[[], Any], timeout_s: float, what: str) -> None:
         def check() -> Any:
-            for w in members:
-                assert w.process.poll() is None, f"{w.name} exited ({w.process.returncode})\n{report()}"
+            replace_crashed_members()
             return condition()
 
         try:
@@ -973,6 +1045,7 @@ def test_committed_offsets_survive_broker_sigkills(tmp_path: Path, figures: Figu
                 if rng.randrange(REPLACE_MEMBER_ONE_IN) == 0:
                     # A member leaves and a new one (same client library) joins: partitions
                     # move, and their new owners start from offsets the broker kept.
+                    replace_crashed_members()
                     leaving = rng.choice(members)
                     leaving.stop()
                     members.remove(leaving)
@@ -985,6 +1058,7 @@ def test_committed_offsets_survive_broker_sigkills(tmp_path: Path, figures: Figu
             ends = high_watermarks(bootstrap, topic, GROUP_PARTITIONS)
             wait(lambda: groups.last_commits(logs()) == ends, groups.PROCESS_TIMEOUT_S,
                  f"commits up to the log end {ends}")
+            replace_crashed_members()
             for w in list(members):
                 w.stop()
                 members.remove(w)
@@ -1004,6 +1078,7 @@ def test_committed_offsets_survive_broker_sigkills(tmp_path: Path, figures: Figu
         # Every acknowledged record is in the log; every record in it was processed, each
         # member's ownership span starting at the committed offset and reading on without a
         # gap; no partition had two owners at once; the commits are in the files.
+        check_files(data, topic, GROUP_PARTITIONS, "after the last stop", ends=ends)
         stored = read_through_engine(data, topic, GROUP_PARTITIONS)
         verified = check_stored(stored, {0: acked}, {0: produced}, ends, parse_record, record_key)
         assert not verified.lost, verified.lost[:3]
@@ -1011,7 +1086,8 @@ def test_committed_offsets_survive_broker_sigkills(tmp_path: Path, figures: Figu
         end_ns = {w.name: w.end_ns() for w in everyone}
         in_log = {(p, o): (v or b"").decode() for p, records in stored.items() for o, _, v in records}
         groups.check_processed(final_logs, in_log, exactly_once=False)
-        groups.check_resume_positions(final_logs, end_ns)
+        # A crashed member may have had a commit stored it did not live to log: "killed".
+        groups.check_resume_positions(final_logs, end_ns, killed=crashed)
         groups.check_ownership(final_logs, end_ns)
         assert groups.stored_state(data, group, topic, GROUP_PARTITIONS) == (ends, ends)
 
@@ -1019,9 +1095,67 @@ def test_committed_offsets_survive_broker_sigkills(tmp_path: Path, figures: Figu
     refused = sum(e["event"] == "commit_failed" for events in final_logs.values() for e in events)
     print(f"group crash loop: {broker.kills} kills (+{broker.startup_kills} while starting), {commits} "
           f"commits acknowledged, {refused} failed, {checked} committed offsets checked after "
-          f"restarts, {replaced} members replaced, {sum(len(r) for r in stored.values())} records")
+          f"restarts, {replaced} members replaced, {len(crashed)} kafka-python members crashed by a "
+          f"refused connection, {sum(len(r) for r in stored.values())} records")
     figures.add("crash loop: group broker kills survived", broker.kills + broker.startup_kills)
     figures.add("crash loop: committed offsets verified after restarts", checked)
     figures.add("crash loop: acknowledged commits", commits)
+    figures.add("crash loop: kafka-python members crashed by a refused connection (client)", len(crashed))
     figures.add("crash loop: acknowledged records verified", verified.acknowledged)
     figures.add("crash loop: acknowledged records lost", len(verified.lost))
+
+
+# ---- the checks reject broken logs ---------------------------------------------------------------
+
+def test_the_checks_reject_broken_logs(tmp_path: Path) -> None:
+    """The file scan and the record checks above, fed damaged files and wrong logs: each
+    damage the crash loops must catch is caught (a check that cannot fail proves nothing)."""
+    with logkernel.open(str(tmp_path)) as lk:
+        lk.create_topic("t", 1)
+        producer = lk.producer()
+        for sequence in range(20):
+            producer.send("t", record_value(0, sequence), key=record_key(0, sequence))
+    [log] = sorted((tmp_path / "t-0").glob("*.log"))
+    good = log.read_bytes()
+    assert scan_partition(tmp_path / "t-0") == Scan(end_offset=20, batches=20, problem=None, segments=1)
+    damaged = bytearray(good)
+    damaged[len(good.rstrip(b"\0")) // 2] ^= 0x10  # a bit flipped inside some batch
+    log.write_bytes(bytes(damaged))
+    scan = scan_partition(tmp_path / "t-0")
+    assert scan.problem is not None and "CRC mismatch" in scan.problem and scan.end_offset < 20, scan
+    log.write_bytes(good.rstrip(b"\0")[:-7])  # the last batch torn
+    scan = scan_partition(tmp_path / "t-0")
+    assert scan.end_offset == 19 and scan.problem is not None and "batch length" in scan.problem, scan
+    log.write_bytes(good)
+
+    stored: Stored = {0: [(o, record_key(0, o), record_value(0, o)) for o in range(20)]}
+    acked = {0: {s: (0, s) for s in range(18)}}  # the last two were in flight: not acknowledged
+    produced, ends = {0: 20}, {0: 20}
+
+    def check(log: Stored, log_ends: Mapping[int, int] = ends) -> Verified:
+        return check_stored(log, acked, produced, log_ends, parse_record, record_key)
+
+    verified = check(stored)
+    assert verified.acknowledged == 18 and not verified.lost and verified.unacknowledged == {(0, 18), (0, 19)}
+    # an acknowledged record missing (the log cut short)
+    assert len(check({0: stored[0][:15]}, {0: 15}).lost) == 3
+    # a record stored twice (a retry written again)
+    twice = [*stored[0][:10], (10, record_key(0, 9), record_value(0, 9)),
+             *[(o + 1, k, v) for o, k, v in stored[0][10:19]]]
+    with pytest.raises(AssertionError, match="stored twice"):
+        check({0: twice})
+    # two records swapped
+    swapped = [*stored[0][:5], (5, record_key(0, 6), record_value(0, 6)),
+               (6, record_key(0, 5), record_value(0, 5)), *stored[0][7:]]
+    with pytest.raises(AssertionError, match="out of order"):
+        check({0: swapped})
+    # a record nobody wrote, a record under another key, a gap in the offsets, a sequence
+    # the producer never handed over
+    with pytest.raises(AssertionError, match="nobody wrote"):
+        check({0: [*stored[0][:19], (19, b"k", b"garbage")]})
+    with pytest.raises(AssertionError, match="key"):
+        check({0: [*stored[0][:19], (19, b"k", record_value(0, 19))]})
+    with pytest.raises(AssertionError, match="offsets are not"):
+        check({0: [*stored[0][:10], *stored[0][11:]]})
+    with pytest.raises(AssertionError, match="handed over"):
+        check_stored(stored, acked, {0: 19}, ends, parse_record, record_key)
