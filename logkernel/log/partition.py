@@ -335,6 +335,11 @@ class PartitionLog:
         self._first_unflushed_ms = -1
         self._producers = ProducerStateManager(directory, self.name)
         self._first_unstable = -1  # first offset of the earliest open transaction, or -1
+        # Aborted transactions whose .txnindex entry a full disk refused, with the base of
+        # the segment whose index they belong in: written at the next marker, roll or
+        # close. Readers already see them (they are in the producer state).
+        self._unindexed_aborts: list[tuple[int, AbortedTxn]] = []
+        self._checkpoint_failing = False  # the last checkpoint write met a full disk
         os.makedirs(directory, exist_ok=True)
         self.recovery = self._open(clean_shutdown)
         self._load_producer_state()
@@ -430,7 +435,7 @@ class PartitionLog:
             self._set_active(self._open_segment(start, writable=True))
             self._next_offset = self._log_start_offset = self._recovery_point = start
             self._active_first_timestamp = -1
-            self._write_checkpoint()
+            self._checkpoint_or_warn()
             return RecoveryReport()
 
         if checkpoint is not None and checkpoint.recovery_point >= bases[0]:
@@ -507,7 +512,7 @@ class PartitionLog:
             # Everything that survived recovery is durable (recovered segments were sealed,
             # and _set_active flushed the last one) before the recovery point claims it.
             self._recovery_point = self._next_offset
-        self._write_checkpoint()
+        self._checkpoint_or_warn()  # on a full disk: the background task writes it later
         return RecoveryReport(tuple(truncated), tuple(deleted), tuple(rebuilt))
 
     def _complete_swaps(self, names: list[str]) -> None:
@@ -538,16 +543,20 @@ class PartitionLog:
                         "a crash interrupted", self.name, segment_name(base), base, end - 1)
         fsync_directory(self.directory)
 
-    def _set_active(self, seg: Segment) -> None:
+    def _set_active(self, seg: Segment, files: _DurableFiles | None = None) -> None:
         """Makes ``seg`` the active segment. Flushes it once through the C core, which
         also fsyncs the directory if the files are new, so later flushes need only the
-        files' own fdatasync."""
-        seg.flush()
+        files' own fdatasync. ``files``: its _DurableFiles, if the caller opened them
+        already (a roll does, before it seals the old segment). Everything that can fail
+        happens before anything is assigned."""
         base = seg.info().base_offset
+        if files is None:
+            seg.flush()
+            files = _DurableFiles(self._paths(base))
         self._active = seg
         self._appender = seg.record_appender()  # replaced with the segment, never outlives it
         self._segments[base] = seg
-        self._active_files = _DurableFiles(self._paths(base))
+        self._active_files = files
 
     @staticmethod
     def _first_timestamp(seg: Segment, size: int) -> int:
@@ -571,19 +580,40 @@ class PartitionLog:
         return self._sealed_sizes[self._bases[i]]
 
     def _roll_locked(self) -> None:
-        """Seals the active segment (trim + fsync) and starts a new one at the log end."""
+        """Seals the active segment (trim + fsync) and starts a new one at the log end.
+
+        The new segment's files are created (and their directory fsynced) before the old
+        segment is sealed: when the file system refuses them (no inode, no room in the
+        directory, no descriptor) nothing has changed, the old segment stays active and
+        writable, and the append that asked for the roll fails with NoSpaceError (or
+        StorageError) and can simply be retried. Kafka's producer snapshot at the roll is
+        skipped on a full disk (see _write_producer_snapshot)."""
         old = self._active
         old_base = self._bases[-1]
         if self._active_size == 0 and old_base == self._next_offset:
             return  # already an empty active segment
-        old.seal()
-        self._sealed_sizes[old_base] = self._active_size
         new_base = self._next_offset
-        self._seal_txn_index(old_base)
+        new = self._open_segment(new_base, writable=True)
+        files = None
+        try:
+            new.flush()  # fsyncs the directory that holds its new files
+            files = _DurableFiles(self._paths(new_base))
+            self._index_pending_aborts(sync_active=False)  # fsynced with the segment next
+            self._seal_txn_index(old_base)
+            old.seal()
+        except BaseException:
+            if files is not None:
+                files.close()
+            new.close()
+            for path in self._paths(new_base):  # created empty just now: nothing to keep
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            raise
+        self._sealed_sizes[old_base] = self._active_size
         # Kafka's rule: producer state is snapshotted at every roll, so recovery replays at
         # most the active segment.
-        self._producers.write_snapshot(new_base)
-        self._set_active(self._open_segment(new_base, writable=True))
+        self._write_producer_snapshot(new_base)
+        self._set_active(new, files)
         self._bases.append(new_base)
         self._active_size = 0
         self._active_first_timestamp = -1
@@ -597,6 +627,24 @@ class PartitionLog:
         with self._lock:
             self._live()
             self._roll_locked()
+
+    def _write_producer_snapshot(self, offset: int) -> None:
+        """Snapshots the producer state as of ``offset`` (the log end), at a roll, a close or
+        an open that replayed more than the active segment. Optional, so a full disk skips
+        it with a warning: the next open replays from an older snapshot (or the log start)
+        instead, which takes longer and rebuilds the same state. Also skipped while an
+        abort's .txnindex entry is unwritten: a snapshot past its marker would stop the
+        next open from replaying the marker, and the entry would be lost for good."""
+        if not self._index_pending_aborts(sync_active=True):
+            log.warning("%s: no producer snapshot at offset %d while an aborted transaction's "
+                        "index entry waits for disk space", self.name, offset)
+            return
+        try:
+            self._producers.write_snapshot(offset)
+        except errors.NoSpaceError as exc:
+            log.warning("%s: no producer snapshot at offset %d: %s. The next open replays "
+                        "the log from the previous snapshot instead.", self.name, offset,
+                        exc.strerror)
 
     def _live(self) -> None:
         if self._closed:
@@ -631,6 +679,7 @@ class PartitionLog:
         names = os.listdir(self.directory)
         bases = set(self._bases)
         stray: list[AbortedTxn] = []
+        stray_paths: list[str] = []
         for name in names:
             if not (name.endswith(producer_state.TXN_INDEX_SUFFIX) and name[:20].isdigit()):
                 continue
@@ -639,25 +688,29 @@ class PartitionLog:
             if int(name[:20]) in bases:
                 kept = [a for a in entries if a.last_offset < self._next_offset]
                 if len(kept) < len(entries):  # recovery cut the log below their markers
-                    producer_state.write_txn_index(path, kept)
+                    producer_state.cut_txn_index(path, entries, kept)
                 for aborted in kept:
                     self._producers.add_aborted(aborted)
             else:  # its segment was merged by the cleaner or truncated away
                 stray += entries
-                os.unlink(path)
+                stray_paths.append(path)
         for aborted in stray:
             if (self._bases[0] <= aborted.last_offset < self._next_offset
                     and self._producers.add_aborted(aborted)):
                 self._index_aborted(aborted)
+        if self._index_pending_aborts(sync_active=True):  # else a full disk: keep them
+            for path in stray_paths:
+                os.unlink(path)
         indexed = {a.last_offset for a in self._producers.aborted}
         replay_from, found = self._rebuild_producer_state(names)
         for aborted in found:
             if aborted.last_offset not in indexed:  # its marker was not fsynced with it
                 self._index_aborted(aborted)
+        self._index_pending_aborts(sync_active=True)
         if replay_from < self._bases[-1]:
             # More than the active segment was scanned (no snapshot at its roll, e.g. a
             # log older than snapshots): save the next open that scan.
-            self._producers.write_snapshot(self._next_offset)
+            self._write_producer_snapshot(self._next_offset)
 
     def _rebuild_producer_state(self, names: list[str] | None = None
                                 ) -> tuple[int, list[AbortedTxn]]:
@@ -671,8 +724,10 @@ class PartitionLog:
         return replay_from, found
 
     def _index_aborted(self, aborted: AbortedTxn) -> None:
+        """Queues the .txnindex entry of an aborted transaction found at open, in the
+        segment holding its marker (written by _index_pending_aborts)."""
         i = bisect.bisect_right(self._bases, aborted.last_offset) - 1
-        producer_state.append_txn_index(self._txn_index_path(self._bases[max(i, 0)]), aborted)
+        self._unindexed_aborts.append((self._bases[max(i, 0)], aborted))
 
     def _replay(self, from_offset: int) -> list[AbortedTxn]:
         """Replays every producer batch from ``from_offset`` to the log end into the
@@ -941,10 +996,13 @@ class PartitionLog:
             aborted = self._producers.apply_marker(producer_id, producer_epoch, coordinator_epoch,
                                                    commit, offset, timestamp, next_offset)
             if aborted is not None:
-                producer_state.append_txn_index(self._txn_index_path(self._bases[-1]), aborted)
+                self._unindexed_aborts.append((self._bases[-1], aborted))
             self._producer_state_changed()
             self._next_offset = next_offset
             due = self._count_unflushed(1)
+            # After the marker is accounted for: a full disk refusing the index entry
+            # must not leave the log end behind the marker it already holds.
+            self._index_pending_aborts(sync_active=False)
         if self._notifier.waiting:
             self._notifier.notify()
         if due:
@@ -1001,6 +1059,30 @@ class PartitionLog:
 
     def _txn_index_path(self, base: int) -> str:
         return producer_state.txn_index_path(self.directory, base)
+
+    def _index_pending_aborts(self, *, sync_active: bool) -> bool:
+        """Appends the aborted transactions waiting for their .txnindex entry (normally
+        just the one an ABORT marker closed a moment ago); True when none is left waiting.
+        An entry for a segment other than the active one is fsynced at once (its segment
+        was sealed without it), and so is the active one's with ``sync_active`` (a
+        snapshot is about to be written past it). A full disk leaves the rest waiting,
+        with a warning; readers are not affected (the producer state holds them), and the
+        next open would rebuild them from their markers, as no snapshot is written past
+        them."""
+        while self._unindexed_aborts:
+            base, aborted = self._unindexed_aborts[0]
+            if base in self._segments or base in self._sealed_sizes:
+                try:
+                    producer_state.append_txn_index(
+                        self._txn_index_path(base), aborted,
+                        sync=sync_active or base != self._bases[-1])
+                except errors.NoSpaceError as exc:
+                    log.warning("%s: the index entry of the transaction aborted at offset %d "
+                                "waits for disk space: %s", self.name, aborted.last_offset,
+                                exc.strerror)
+                    return False
+            self._unindexed_aborts.pop(0)  # or its segment is gone: nothing to index
+        return True
 
     # ---- durability ----------------------------------------------------------------
 
@@ -1064,16 +1146,35 @@ class PartitionLog:
         return True
 
     def checkpoint(self) -> None:
-        """Writes the recovery point and log start offset if they changed."""
+        """Writes the recovery point and log start offset if they changed (a full disk:
+        a warning, and the next call tries again)."""
         with self._lock:
             if not self._closed:
-                self._write_checkpoint()
+                self._checkpoint_or_warn()
 
     def _write_checkpoint(self) -> None:
         current = PartitionCheckpoint(self._recovery_point, self._log_start_offset)
         if current != self._checkpointed:
             write_partition_checkpoint(self.directory, current)
             self._checkpointed = current
+
+    def _checkpoint_or_warn(self) -> bool:
+        """``_write_checkpoint`` where a stale checkpoint is safe (invariant 3: it only
+        makes the next open re-validate more): a full disk is a warning, once per spell of
+        failures, and False. The background checkpoint task retries it."""
+        try:
+            self._write_checkpoint()
+        except errors.NoSpaceError as exc:
+            if not self._checkpoint_failing:
+                log.warning("%s: cannot write its checkpoint: %s. Retrying in the background; "
+                            "until then a crash makes the next open re-validate more of the "
+                            "log.", self.name, exc.strerror)
+            self._checkpoint_failing = True
+            return False
+        if self._checkpoint_failing:
+            log.info("%s: checkpoint written again", self.name)
+            self._checkpoint_failing = False
+        return True
 
     # ---- reading -------------------------------------------------------------------
 
@@ -1202,7 +1303,7 @@ class PartitionLog:
             if before_offset <= self._log_start_offset:
                 return self._log_start_offset
             self._log_start_offset = before_offset
-            self._write_checkpoint()
+            self._checkpoint_or_warn()  # a full disk: after the deletion, see _delete_oldest
             self._delete_segments_below_start()
             return self._log_start_offset
 
@@ -1221,12 +1322,19 @@ class PartitionLog:
         self._bases = self._bases[count:]
         self._log_start_offset = max(self._log_start_offset, self._bases[0])
         # The checkpoint moves first: after a crash between it and the unlinks, open serves
-        # from the checkpointed start, never from the files not yet deleted.
-        self._write_checkpoint()
+        # from the checkpointed start, never from the files not yet deleted. On a full
+        # disk it cannot, and deleting is what frees the space, so the files go first
+        # (oldest first: a crash midway leaves a suffix of the log, which open serves from
+        # its first segment) and the checkpoint follows. Until it is written a crash brings
+        # back records of the first remaining segment below the new start, never loses
+        # any: Kafka's own checkpoint of the start offset is written later still.
+        checkpointed = self._checkpoint_or_warn()
         for base in doomed:
             self._delete_segment_files(base)
             log.info("%s: deleted segment %s (%s)", self.name, segment_name(base), why)
         fsync_directory(self.directory)
+        if not checkpointed:
+            self._checkpoint_or_warn()
         self._producers.forget_aborted_below(self._log_start_offset)
 
     def apply_retention(self, now_ms: int | None = None) -> int:
@@ -1312,6 +1420,9 @@ class PartitionLog:
             producer_state.write_txn_index(
                 self._txn_index_path(last),
                 [a for a in self._producers.aborted if a.last_offset >= last])
+            # Waiting entries: those cut off are gone, the active segment's are written now.
+            self._unindexed_aborts = [(base, a) for base, a in self._unindexed_aborts
+                                      if base < last and a.last_offset < self._next_offset]
             self._rebuild_producer_state()
             return self._next_offset
 
@@ -1436,10 +1547,13 @@ class PartitionLog:
             if self._closed:
                 return
             if flush:
-                self._write_checkpoint()
+                # On a full disk both are skipped with a warning: neither is needed to
+                # reopen with everything (a stale checkpoint re-validates more, a missing
+                # snapshot replays more), and a close that raises helps nobody.
+                self._checkpoint_or_warn()
                 self._seal_txn_index(self._bases[-1])
                 if self._producers.snapshot_offset != self._next_offset:  # else unchanged
-                    self._producers.write_snapshot(self._next_offset)
+                    self._write_producer_snapshot(self._next_offset)
             del self._appender  # bound to the active segment's handle, closed next
             for seg in self._segments.values():
                 seg.close()

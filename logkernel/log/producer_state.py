@@ -427,10 +427,46 @@ def txn_index_path(directory: str, base_offset: int) -> str:
     return os.path.join(directory, f"{base_offset:020d}{TXN_INDEX_SUFFIX}")
 
 
-def append_txn_index(path: str, aborted: AbortedTxn) -> None:
-    """Appends one entry. fsynced with the segment (PartitionLog flushes it at seal)."""
-    with open(path, "ab") as f:
-        f.write(_TXN_ENTRY.pack(0, *aborted))
+def append_txn_index(path: str, aborted: AbortedTxn, *, sync: bool = False) -> None:
+    """Appends one entry; fsynced with the segment (PartitionLog flushes it at seal), or
+    now with ``sync``. The entry goes at the end of the file's whole entries, so a torn
+    one left by a crash is overwritten; if the disk is full (NoSpaceError) the file is cut
+    back to them, so no half entry stays to misalign the next."""
+    entry = _TXN_ENTRY.pack(0, *aborted)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        end = os.fstat(fd).st_size // _TXN_ENTRY.size * _TXN_ENTRY.size
+        try:
+            written = 0
+            while written < len(entry):
+                written += os.pwrite(fd, entry[written:], end + written)
+            if sync:
+                os.fsync(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, end)
+            converted = errors.no_space(exc, "appending to an aborted-transactions index", path)
+            if converted is exc:
+                raise
+            raise converted from exc
+    finally:
+        os.close(fd)
+
+
+def cut_txn_index(path: str, entries: list[AbortedTxn], kept: list[AbortedTxn]) -> None:
+    """Rewrites a .txnindex that held ``entries`` (as read) to hold ``kept`` (recovery cut
+    the log below the others' markers). A cut that keeps a prefix of a file of whole
+    entries is a truncate, which needs no free space (an open on a full disk does this);
+    anything else is written anew."""
+    if kept == entries[:len(kept)] and os.path.getsize(path) == len(entries) * _TXN_ENTRY.size:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.ftruncate(fd, len(kept) * _TXN_ENTRY.size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    else:
+        write_txn_index(path, kept)
 
 
 def write_txn_index(path: str, entries: Iterable[AbortedTxn]) -> None:
