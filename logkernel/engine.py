@@ -16,8 +16,13 @@ Data directory::
 
 Topic metadata is written with temp + fsync + rename. Creating a topic writes its metadata
 last, so a crash leaves either no topic or a whole one (stray empty partition directories
-are harmless and reused). Deleting marks the metadata "deleting", removes the partition
-directories, then removes the metadata: a crash in between is finished at the next open.
+are harmless and reused). Deleting marks the metadata "deleting" (on a full disk: renames
+it to ``<id>.json.deleting``), removes the partition directories, then removes the
+metadata: a crash in between is finished at the next open.
+
+A full disk: writes fail with NoSpaceError (nothing written, retry once space is freed);
+what frees space needs none (delete_records, retention, delete_topic); close completes
+(skipping what only saves the next open time); open needs space only to repair a crash.
 """
 
 from __future__ import annotations
@@ -58,6 +63,9 @@ PRODUCER_IDS_FILE = "producer-ids"
 PRODUCER_ID_BLOCK = 1000
 CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
 TOPICS_DIR = "topics"
+# A topic's metadata renamed with this suffix is a topic being deleted (the full-disk
+# form of state "deleting": see Engine._mark_deleting).
+DELETING_SUFFIX = ".deleting"
 INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC})
 # Largest partition count of one topic: each partition is a directory and an open segment
 # (a file descriptor and an address-space reservation of segment.bytes).
@@ -198,8 +206,17 @@ class Engine:
                     "one engine owns a data directory at a time. Close it, or connect to that "
                     "process's broker instead.") from None
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        # The holder's pid, for the message above. Written over the old one, then cut, so the
+        # file keeps its block: truncating first would free it, and a full disk could then
+        # refuse the write. The pid only helps that message, so a full disk skips it.
+        pid = f"{os.getpid()}\n".encode()
+        try:
+            os.pwrite(fd, pid, 0)
+            os.ftruncate(fd, len(pid))
+        except OSError as exc:
+            if exc.errno not in errors.NO_SPACE_ERRNOS:
+                os.close(fd)
+                raise
         return fd
 
     # ---- topics --------------------------------------------------------------------
@@ -225,7 +242,8 @@ class Engine:
             if entry.endswith(".tmp"):
                 os.unlink(path)
                 continue
-            if not entry.endswith(".json"):
+            deleting = entry.endswith(".json" + DELETING_SUFFIX)
+            if not entry.endswith(".json") and not deleting:
                 continue
             try:
                 document = json.loads(Path(path).read_bytes())
@@ -239,7 +257,7 @@ class Engine:
                 raise errors.StorageError(
                     0, f"topic metadata {path} is unreadable ({exc}); fix or remove it (the "
                     "partition directories stay untouched)", path) from exc
-            if state == "deleting":
+            if state == "deleting" or deleting:
                 self._remove_partition_dirs(name, count)
                 os.unlink(path)
                 fsync_directory(directory)
@@ -326,16 +344,31 @@ class Engine:
             topic = self._topic(name)
             if topic.internal:
                 raise errors.ConfigError(f"{name!r} is an internal topic and cannot be deleted")
-            self._write_metadata(topic, state="deleting")
+            self._mark_deleting(topic)
             del self._topics[name]
             self.generation += 1
             with self.cleaner.paused(topic.partitions):
                 for partition_log in topic.partitions:
                     partition_log.close(flush=False)
                 self._remove_partition_dirs(name, len(topic.partitions))
-            os.unlink(self._metadata_path(topic.topic_id))
+            for path in (self._metadata_path(topic.topic_id),
+                         self._metadata_path(topic.topic_id) + DELETING_SUFFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
             fsync_directory(os.path.join(self.path, TOPICS_DIR))
             self.groups.forget_topic(name)
+
+    def _mark_deleting(self, topic: Topic) -> None:
+        """Records that the topic is being deleted, so a crash midway is finished at the
+        next open: its metadata rewritten with state "deleting", or, when the disk is too
+        full for a new file (and deleting a topic is how an operator frees it), renamed to
+        ``<id>.json.deleting``, which needs no free block."""
+        try:
+            self._write_metadata(topic, state="deleting")
+        except errors.NoSpaceError:
+            path = self._metadata_path(topic.topic_id)
+            os.replace(path, path + DELETING_SUFFIX)
+            fsync_directory(os.path.dirname(path))
 
     def create_partitions(self, name: str, total: int) -> None:
         """Grows a topic to ``total`` partitions (Kafka's CreatePartitions: never shrinks).
@@ -747,7 +780,13 @@ class Engine:
         try:
             for partition_log in self._all_logs():
                 partition_log.close(flush=True)
-            write_atomically(os.path.join(self.path, CLEAN_SHUTDOWN_FILE), b"")
+            try:
+                write_atomically(os.path.join(self.path, CLEAN_SHUTDOWN_FILE), b"")
+            except errors.NoSpaceError as exc:
+                # Everything is flushed; the next open just re-validates what a crash
+                # could have torn, as after one. Nothing to raise about.
+                log.warning("closing %s: no room for the clean-shutdown marker (%s); the "
+                            "next open will check the logs' tails", self.path, exc.strerror)
         finally:
             self._release_everything()
         with self.notifier.condition:
@@ -793,14 +832,17 @@ class _EngineTopics:
 
 
 def _out_of_descriptors(exc: BaseException, topic: str, partitions: int) -> BaseException:
-    """EMFILE while opening partitions as a StorageError that says what to do; any other
-    exception unchanged. Each open partition holds ~6 descriptors (its active segment's
-    log and two indexes, and their durable copies for fsync)."""
+    """EMFILE while opening partitions as a StorageError that says what to do, a full disk
+    (a directory or file that could not be created) as a NoSpaceError; any other exception
+    unchanged. Each open partition holds ~6 descriptors (its active segment's log and two
+    indexes, and their durable copies for fsync)."""
     if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
         return errors.StorageError(
             exc.errno, f"opening {partitions} partitions of topic {topic!r} ran out of file "
             "descriptors (each open partition holds about 6); raise the limit (ulimit -n) or "
             "use fewer partitions. Nothing of this request was kept.", exc.filename)
+    if isinstance(exc, OSError):
+        return errors.no_space(exc, f"creating the partitions of topic {topic!r}")
     return exc
 
 
