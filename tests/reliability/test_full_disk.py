@@ -477,17 +477,17 @@ def test_close_and_reopen_on_a_full_disk(tmp_path: Path, fs_kind: str, figures: 
             before = idempotent_state(lk, "t")
         figures.add("full disk: ENOSPC episodes survived")
         figures.add("full disk: clean shutdowns on a full disk")
-        for _ in range(2):  # reopened twice on the full volume
+        for i in range(2):  # reopened twice on the full volume
+            fill(mount, name=f"top-up-{i}")  # what closing gave back (the segment's tail)
             with logkernel.open(data, ENGINE_CONFIG) as lk:
                 assert idempotent_state(lk, "t") == before
                 got = read_all(lk, "t")
                 assert [r.value for r in got] == [value_of(i) for i in range(written)]
-                # (Closing gave back the active segment's preallocated tail: a few fit.)
                 written, exc = send_until_full(lk.producer(), "t", written, 1000)
                 check_no_space_error(exc)
                 lk.partition_log("t", 0).check()
-        make_room(filler)
-        make_room(mount / "top-up")
+        for path in (filler, mount / "top-up", mount / "top-up-0", mount / "top-up-1"):
+            make_room(path)
         with logkernel.open(data, ENGINE_CONFIG) as lk:
             producer = lk.producer(enable_idempotence=True)
             for i in range(written, written + 200):
