@@ -70,9 +70,17 @@ def has_schema(api_key: int, version: int) -> bool:
 def decode_request(api_key: int, version: int, body: memoryview | bytes) -> Entity:
     """The request body as kio's dataclass. Raises MalformedMessage if it does not parse."""
     cls = request_type(api_key, version)
-    check_bounds(cls, body)
+    data = bytes(body)
+    loose_booleans = check_bounds(cls, data)
+    if loose_booleans:
+        # Kafka reads a boolean as "byte != 0"; kio accepts only 0 and 1. A client that
+        # sends 2 for true is understood by Kafka, so it is here too.
+        fixed = bytearray(data)
+        for position in loose_booleans:
+            fixed[position] = 1
+        data = bytes(fixed)
     try:
-        entity, _consumed = _reader(cls)(bytes(body), 0)
+        entity, _consumed = _reader(cls)(data, 0)
     except (SerialError, ValueError, TypeError, OverflowError, IndexError, KeyError) as exc:
         # kio's native reader raises KeyError for a tagged field it does not know.
         raise MalformedMessage(f"the body does not parse as {cls.__name__} v{version}: "
@@ -94,13 +102,16 @@ _FIXED_SIZES = {"int8": 1, "bool": 1, "int16": 2, "uint16": 2, "int32": 4, "uint
                 "float64": 8, "error_code": 2, "uuid": 16}
 
 
-def check_bounds(cls: Any, body: memoryview | bytes) -> None:
-    """Raises MalformedMessage unless every length and count in ``body`` fits the message."""
+def check_bounds(cls: Any, body: memoryview | bytes) -> list[int]:
+    """Raises MalformedMessage unless every length and count in ``body`` fits the message.
+    Returns the positions of booleans written as a byte other than 0 or 1 (true to Kafka)."""
     view = memoryview(body).cast("B")
-    _walk(cls, view, 0)
+    loose_booleans: list[int] = []
+    _walk(cls, view, 0, loose_booleans)
+    return loose_booleans
 
 
-def _walk(cls: Any, buf: memoryview, pos: int) -> int:
+def _walk(cls: Any, buf: memoryview, pos: int, loose_booleans: list[int]) -> int:
     flexible = bool(getattr(cls, "__flexible__", False))
     for name, kind, item, item_kind, nullable in _layout(cls):
         if kind == "tagged":
@@ -110,10 +121,16 @@ def _walk(cls: Any, buf: memoryview, pos: int) -> int:
             if count < 0 and not nullable:
                 raise MalformedMessage(f"field {name!r} is null, which the schema does not allow")
             for _ in range(max(count, 0)):
-                pos = _walk(item, buf, pos) if item_kind == "struct" else \
+                pos = _walk(item, buf, pos, loose_booleans) if item_kind == "struct" else \
                     _value(item_kind, buf, pos, flexible, name, False)
         elif kind == "struct":
-            pos = _walk(item, buf, pos)
+            pos = _walk(item, buf, pos, loose_booleans)
+        elif kind == "bool":
+            if pos >= len(buf):
+                raise MalformedMessage(f"field {name!r} runs past the end of the request")
+            if buf[pos] > 1:
+                loose_booleans.append(pos)
+            pos += 1
         else:
             pos = _value(kind, buf, pos, flexible, name, nullable)
     if flexible:
