@@ -584,6 +584,7 @@ def test_topics_and_committed_offsets_on_a_full_disk(tmp_path: Path, fs_kind: st
         with logkernel.open(data, ENGINE_CONFIG) as lk:  # still full
             assert lk.committed("g", "other", 0) == committed
             assert lk.committed("g", "big", 0) == committed
+            fill(mount, name="top-up")  # what closing gave back: not one page is free
             lk.delete_topic("big")  # frees the space
             assert free_bytes(mount) > 1 << 20
             assert lk.committed("g", "big", 0) is None
@@ -596,6 +597,14 @@ def test_topics_and_committed_offsets_on_a_full_disk(tmp_path: Path, fs_kind: st
             assert lk.topics() == ["new", "other"]
             assert lk.committed("g", "other", 0) == committed + 1
             assert lk.committed("g", "big", 0) is None
+            doomed = lk.get_topic("new").topic_id
+        # A crash right after a full-disk deletion marked the topic (by the rename): the
+        # next open finishes the deletion.
+        metadata = data / "topics" / f"{doomed}.json"
+        metadata.rename(metadata.with_name(metadata.name + ".deleting"))
+        with logkernel.open(data, ENGINE_CONFIG) as lk:
+            assert lk.topics() == ["other"]
+        assert not list(data.glob("new-*")) and not list((data / "topics").glob("*.deleting"))
 
 
 COMPACTED = {"cleanup.policy": "compact", "segment.bytes": 64 * 1024, "max.message.bytes": 2048,
