@@ -10,7 +10,10 @@ are Kafka's (TransactionState ids)::
     Complete* -> Ongoing (the next transaction) | Empty (InitProducerId)
 
 One node writes every marker itself, synchronously, so the Prepare states last only while
-the markers are appended. Each state change is one record (Kafka's TransactionLogKey v0 /
+the markers are appended, unless a marker (or the Complete record) meets a full disk: then
+the transaction stays decided in Prepare*, and an EndTxn retry, an InitProducerId of the
+id, the background task or the next open writes the markers still missing (Kafka's
+coordinator retries its markers the same way). Each state change is one record (Kafka's TransactionLogKey v0 /
 TransactionLogValue v0) appended to the id's partition before the change is visible:
 
     key   version int16 (0) | transactional id string
@@ -199,7 +202,11 @@ class TransactionCoordinator:
             if meta.state in (PREPARE_COMMIT, PREPARE_ABORT):
                 log.warning("transaction of %r was completing when the engine stopped; "
                             "finishing it", meta.transactional_id)
-                self._complete(meta, meta.state == PREPARE_COMMIT, _now_ms())
+                try:
+                    self._finish(meta)
+                except errors.StorageError as exc:  # the background task tries again
+                    log.warning("transaction of %r cannot be completed yet: %s",
+                                meta.transactional_id, exc)
 
     # ---- the log -------------------------------------------------------------------
 
@@ -324,7 +331,10 @@ class TransactionCoordinator:
                         f"producer {producer_id} epoch {producer_epoch} of {transactional_id!r} "
                         f"was fenced: the id is now at producer {meta.producer_id} epoch "
                         f"{meta.producer_epoch}")
-            if meta.state in (PREPARE_COMMIT, PREPARE_ABORT, PREPARE_EPOCH_FENCE):
+            if meta.state in (PREPARE_COMMIT, PREPARE_ABORT):
+                self._finish(meta)  # its markers met a full disk; raises while it still is
+                meta = self._txns[transactional_id]
+            if meta.state == PREPARE_EPOCH_FENCE:
                 raise errors.ConcurrentTransactionsError(
                     f"the previous transaction of {transactional_id!r} is still completing; retry")
             if meta.state == ONGOING:
@@ -393,9 +403,19 @@ class TransactionCoordinator:
                 commit: bool) -> None:
         """EndTxn: commits or aborts the open transaction, markers written to every
         partition before this returns. A retry of a finished EndTxn with the same outcome
-        succeeds."""
+        succeeds; a retry of one whose markers could not all be written (a full disk)
+        writes the missing ones, then completes it."""
         with self.lock:
             self._live()
+            meta = self._txns.get(self._check_id(transactional_id))
+            if meta is not None and meta.state in (PREPARE_COMMIT, PREPARE_ABORT) and \
+                    meta.producer_id == producer_id and meta.producer_epoch == producer_epoch:
+                if (meta.state == PREPARE_COMMIT) != commit:
+                    raise errors.InvalidTxnStateError(
+                        f"cannot {'commit' if commit else 'abort'}: the transaction of "
+                        f"{transactional_id!r} is already decided ({meta.state_name})")
+                self._finish(meta)
+                return
             meta = self._current(transactional_id, producer_id, producer_epoch)
             if meta.state == ONGOING:
                 self._complete(meta, commit, _now_ms())
@@ -439,19 +459,38 @@ class TransactionCoordinator:
         if epoch != meta.producer_epoch:
             prepared.last_producer_epoch = -1  # fenced for good
         self._store(prepared)
-        self._write_markers(meta.producer_id, epoch, prepared.partitions, commit)
-        done = dataclasses.replace(prepared, state=COMPLETE_COMMIT if commit else COMPLETE_ABORT,
-                                   update_ms=_now_ms())
+        self._write_markers(prepared, retry=False)
+        self._store_complete(prepared)
+
+    def _finish(self, prepared: TransactionMetadata) -> None:
+        """Completes a decided transaction whose markers were not all written (a marker or
+        the Complete record met a full disk): the partitions still holding it open get
+        their marker, then Complete is stored. Raises as ``_complete`` does, the state left
+        at Prepare* for the next try (an EndTxn retry, the background task, or open)."""
+        self._write_markers(prepared, retry=True)
+        self._store_complete(prepared)
+
+    def _store_complete(self, prepared: TransactionMetadata) -> None:
+        done = dataclasses.replace(prepared, update_ms=_now_ms(),
+                                   state=COMPLETE_COMMIT if prepared.state == PREPARE_COMMIT
+                                   else COMPLETE_ABORT)
         self._store(done)
 
-    def _write_markers(self, producer_id: int, epoch: int, partitions: Iterable[TopicPartition],
-                       commit: bool) -> None:
-        for topic, partition in sorted(partitions):
+    def _write_markers(self, prepared: TransactionMetadata, *, retry: bool) -> None:
+        """The transaction's marker to each of its partitions, at the prepared epoch. On a
+        retry only partitions that still hold the transaction open get one: the others
+        have theirs (a second marker would be harmless, but is a record nobody needs)."""
+        commit = prepared.state == PREPARE_COMMIT
+        producer_id = prepared.producer_id
+        for topic, partition in sorted(prepared.partitions):
             partition_log = self._partition_log(topic, partition)
             if partition_log is None:
                 continue  # the topic was deleted: nothing to close there
             try:
-                partition_log.append_marker(producer_id, epoch, commit, COORDINATOR_EPOCH)
+                if retry and producer_id not in partition_log.open_transactions():
+                    continue
+                partition_log.append_marker(producer_id, prepared.producer_epoch, commit,
+                                            COORDINATOR_EPOCH)
             except errors.ClosedError:
                 continue
             if topic == OFFSETS_TOPIC:
@@ -462,14 +501,22 @@ class TransactionCoordinator:
         self._complete(meta, False, now, epoch=min(meta.producer_epoch + 1, MAX_EPOCH + 1))
 
     def abort_timed_out(self, now_ms: int | None = None) -> int:
-        """Aborts transactions open longer than their timeout (fencing their producers).
-        Returns how many."""
+        """Aborts transactions open longer than their timeout (fencing their producers), and
+        finishes decided ones whose markers a full disk refused. Returns how many it
+        aborted."""
         now = _now_ms() if now_ms is None else now_ms
         count = 0
         with self.lock:
             if self._closed:
                 return 0
             for meta in list(self._txns.values()):
+                if meta.state in (PREPARE_COMMIT, PREPARE_ABORT):
+                    try:
+                        self._finish(meta)
+                    except errors.StorageError as exc:
+                        log.warning("transaction of %r (%s) still cannot be completed: %s",
+                                    meta.transactional_id, meta.state_name, exc)
+                    continue
                 if meta.state == ONGOING and now - meta.start_ms > meta.timeout_ms:
                     log.warning("transaction of %r (producer %d epoch %d) timed out after %d "
                                 "ms; aborting it", meta.transactional_id, meta.producer_id,
