@@ -755,6 +755,9 @@ class LogCleaner:
         self._busy: set[PartitionLog] = set()
         self._aborting: set[PartitionLog] = set()
         self._uncleanable: dict[PartitionLog, str] = {}
+        # Partitions whose last cleaning met a full disk: monotonic time of the next try.
+        # Unlike the uncleanable, they come back by themselves once there is room.
+        self._no_space: dict[PartitionLog, float] = {}
         self._last: dict[tuple[str, int], CleanResult] = {}
         self._stopping = threading.Event()
         self._wake = threading.Event()
@@ -806,6 +809,7 @@ class LogCleaner:
                 self._aborting -= wanted
                 for gone in wanted:
                     self._uncleanable.pop(gone, None)
+                    self._no_space.pop(gone, None)
                 self._lock.notify_all()
 
     # ---- cleaning ------------------------------------------------------------------
@@ -846,6 +850,8 @@ class LogCleaner:
             with self._lock:
                 if partition_log in self._busy or partition_log in self._uncleanable:
                     continue
+                if self._no_space.get(partition_log, 0.0) > time.monotonic():
+                    continue
             try:
                 state = assess(partition_log, now_ms)
             except errors.ClosedError:
@@ -875,9 +881,25 @@ class LogCleaner:
                                          max_bytes_per_second=self.max_bytes_per_second)
                 if result is not None:
                     self._record(result)
+                with self._lock:
+                    if self._no_space.pop(partition_log, None) is not None:
+                        log.info("%s: the log cleaner found room again and cleaned it",
+                                 partition_log.name)
             except (CleaningAborted, errors.ClosedError):
                 pass
             except Exception as exc:  # one partition's trouble must not stop the others'
+                if _no_space(exc):
+                    # A full disk is not the partition's fault, and deleting or retention
+                    # frees space without a restart: try again after the backoff (the
+                    # failed output was removed), with one warning per episode.
+                    with self._lock:
+                        first = partition_log not in self._no_space
+                        self._no_space[partition_log] = time.monotonic() + self.backoff_s
+                    if first:
+                        log.warning("%s: the log cleaner found the disk full and will try "
+                                    "again every log.cleaner.backoff.ms until there is room: "
+                                    "%s", partition_log.name, exc)
+                    continue
                 known = isinstance(exc, (errors.LogkernelError, OSError))
                 log.error("%s: the log cleaner cannot clean this partition and skips it until "
                           "the engine is reopened or compact() is called: %s",
@@ -946,3 +968,9 @@ class LogCleaner:
                 last.get((partition_log.topic, partition_log.partition)),
                 uncleanable.get(partition_log)))
         return out
+
+
+def _no_space(exc: BaseException) -> bool:
+    """A failure because the file system is full (or the user's quota used up)."""
+    return isinstance(exc, errors.NoSpaceError) or (
+        isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT))
