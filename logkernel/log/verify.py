@@ -149,6 +149,7 @@ class SegmentResult:
     offset_of_max_timestamp: int = -1
     zero_tail: int = 0          # zero bytes after the valid prefix (preallocated)
     damaged: bool = False       # the valid prefix ends before the file's data does
+    problem: int = -1           # the index of the log's problem in Report.problems
 
 
 @dataclass
@@ -866,7 +867,7 @@ class _Checker:
             next_base = bases[i + 1] if i + 1 < len(bases) else None
             seg = self.check_segment(part, base, next_base)
             if seg.damaged:
-                self.cut(part, seg, seg.valid_bytes, bases[i + 1:], len(self.report.problems) - 1)
+                self.cut(part, seg, seg.valid_bytes, bases[i + 1:], seg.problem)
                 break
             if i and not part.compacted:
                 previous = part.segments[-2]
@@ -968,23 +969,14 @@ class _Checker:
                 result.valid_bytes = stop.position
                 result.next_offset = stop.next_offset
                 result.zero_tail = 0
-                self.problem(ERROR, stop.kind, part.name, log_path, stop.what,
-                             position=stop.position, offset=stop.offset)
+                result.problem = self.problem(ERROR, stop.kind, part.name, log_path, stop.what,
+                                              position=stop.position, offset=stop.offset)
             elif result.zero_tail:
                 self.note(f"{part.name}/{os.path.basename(log_path)}: {result.zero_tail} zero "
                           "bytes after the last batch (space allocated ahead of the writes, "
                           "left by a crash); open ignores them")
-            at = len(self.report.problems)
             self.check_offset_entries(part, result, entries, index_path)
             self.check_time_index(part, result, check, time_path)
-            if stop is not None and len(self.report.problems) > at:
-                # Problems of the indexes found after the log's own go before it (the cut
-                # annotates the log's problem, the last one before them).
-                moved_problems = self.report.problems[at:]
-                del self.report.problems[at:]
-                log_problem = self.report.problems.pop()
-                self.report.problems.extend(moved_problems)
-                self.report.problems.append(log_problem)
             return result
         finally:
             os.close(fd)
@@ -1217,7 +1209,8 @@ class _Checker:
         producer's transaction, markers close it; an ABORT that closes one must have its
         entry, and every entry must name an ABORT marker of its producer."""
         open_txn: dict[int, int] = {}
-        aborts: dict[int, tuple[int, int]] = {}   # marker offset -> (producer, first offset)
+        # marker offset -> (producer, first offset, last stable offset after it)
+        aborts: dict[int, tuple[int, int, int]] = {}
         aborted_markers: dict[int, int] = {}      # marker offset -> producer (every ABORT)
         for seg in part.segments:
             if part.cut is not None and seg.base > part.cut[0]:
@@ -1238,33 +1231,47 @@ class _Checker:
                         if marker.control_type == CONTROL_ABORT:
                             aborted_markers[header.base_offset] = header.producer_id
                             if first >= 0:
-                                aborts[header.base_offset] = (header.producer_id, first)
+                                # The LSO right after the abort, as the partition computed
+                                # it: the earliest transaction still open, or the offset
+                                # after the marker.
+                                lso = min(open_txn.values(), default=header.base_offset + 1)
+                                aborts[header.base_offset] = (header.producer_id, first, lso)
                     elif header.attributes & _ATTR_TRANSACTIONAL:
                         open_txn.setdefault(header.producer_id, header.base_offset)
             finally:
                 os.close(fd)
+        # The walk saw every transaction's start only if no segment left the log's head.
+        whole = bool(part.segments) and part.segments[0].base == 0
         indexed: dict[int, tuple[int, int]] = {}
         for base, listed in entries.items():
             path = os.path.join(part.directory, segment_name(base) + TXN_INDEX_SUFFIX)
             if path in part.remove:
                 continue
-            for slot, (pid, first, last, _lso) in enumerate(listed):
+            for slot, (pid, first, last, lso) in enumerate(listed):
                 indexed[last] = (pid, first)
                 if last >= part.log_end:
                     continue  # past the kept log: open drops such entries itself
                 if part.compacted:
                     continue  # the cleaner removes markers and keeps their entries
+                why = ""
                 if aborted_markers.get(last) != pid:
+                    why = (f"offset {last} is not an ABORT marker of that producer: "
+                           "read_committed readers would drop records that were not aborted")
+                elif last in aborts and aborts[last][1] != first:
+                    why = (f"the transaction began at offset {aborts[last][1]}: read_committed "
+                           "readers would be served some of its records, or lose others")
+                elif whole and last in aborts and aborts[last][2] != lso:
+                    why = (f"its last stable offset {lso} should be {aborts[last][2]}: a fetch "
+                           "could stop looking for aborted transactions too early")
+                if why:
                     self.problem(ERROR, "txnindex-mismatch", part.name, path,
                                  f"entry {slot} says producer {pid} aborted offsets "
-                                 f"{first}..{last}, but offset {last} is not an ABORT marker of "
-                                 "that producer: read_committed readers would drop records "
-                                 "that were not aborted", position=slot * _TXN_ENTRY.size,
+                                 f"{first}..{last}, but {why}", position=slot * _TXN_ENTRY.size,
                                  offset=last)
                     part.remove[path] = "disagrees with the log"
                     self.rebuild_txn(part, base)
         bases = [s.base for s in part.segments]
-        for last, (pid, first) in sorted(aborts.items()):
+        for last, (pid, first, _lso) in sorted(aborts.items()):
             if last in indexed:
                 continue
             seg_base = max((b for b in bases if b <= last), default=bases[0])
