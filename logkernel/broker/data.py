@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from logkernel import errors
@@ -40,6 +41,13 @@ LATEST = -1
 MAX_TIMESTAMP = -3
 READ_UNCOMMITTED = 0
 READ_COMMITTED = 1
+
+# A full disk refuses every produce to a partition until space is freed, and clients retry
+# several times a second: one line per partition per this many seconds says so (with how
+# many refusals it stands for) without flooding the log, which may live on that very disk.
+STORAGE_FAILURE_LOG_INTERVAL_S = 10.0
+# (topic, partition) -> [monotonic time of the last line, refusals since]. Event loop only.
+_storage_failures: dict[tuple[str, int], list[float]] = {}
 
 
 # ---- Produce ----------------------------------------------------------------------------
@@ -120,7 +128,7 @@ def _append(server: Any, header: RequestHeader, engine: Any, topic: str,
         if partition_log.sync_due:
             to_sync.append((partition_log, next_offset))
     except errors.StorageError as exc:  # ours: the disk failed
-        log.error("Produce to %s-%d failed in storage: %s", topic, partition, exc)
+        _storage_failure(topic, partition, exc)
         return (partition, error_code_for(exc), -1, -1, -1)
     except (errors.CorruptRecordError, errors.RecordTooLargeError,
             errors.InvalidRecordError, errors.ProducerError) as exc:  # the client's
@@ -128,7 +136,25 @@ def _append(server: Any, header: RequestHeader, engine: Any, topic: str,
         return (partition, error_code_for(exc), -1, -1, -1)
     except errors.LogkernelError as exc:
         return (partition, error_code_for(exc), -1, -1, -1)
+    if _storage_failures and (topic, partition) in _storage_failures:
+        refused = int(_storage_failures.pop((topic, partition))[1])
+        log.warning("Produce to %s-%d is accepted again (%d more refusals since the last "
+                    "report)", topic, partition, refused)
     return (partition, error_codes.NONE, first, append_time, partition_log.log_start_offset)
+
+
+def _storage_failure(topic: str, partition: int, exc: errors.StorageError) -> None:
+    """Logs a produce the disk refused: the first of a spell at once, then at most one
+    line per STORAGE_FAILURE_LOG_INTERVAL_S for the partition."""
+    now = time.monotonic()
+    spell = _storage_failures.get((topic, partition))
+    if spell is not None and now - spell[0] < STORAGE_FAILURE_LOG_INTERVAL_S:
+        spell[1] += 1
+        return
+    more = f" ({int(spell[1])} more refusals since the last report)" if spell else ""
+    log.error("Produce to %s-%d failed in storage (KAFKA_STORAGE_ERROR, which clients "
+              "retry): %s%s", topic, partition, exc, more)
+    _storage_failures[(topic, partition)] = [now, 0]
 
 
 def _transactional_producer(records: memoryview) -> tuple[int, int] | None:
