@@ -284,6 +284,28 @@ def cut_on_a_batch_boundary(path: Path) -> tuple[str, int, int]:
     return str(log.relative_to(path)), position, -1
 
 
+def interrupt_a_roll(path: Path) -> tuple[str, int, int]:
+    """What a kill between a roll's two steps leaves (the next segment created, the old one
+    not yet trimmed, no snapshot at the roll): the engine cannot open it today (see
+    tests/reliability/test_power_loss.py::test_open_after_a_kill_inside_a_roll); repair
+    trims the zeros."""
+    directory = path / PARTITION
+    last = segments(path)[-1]
+    size = last.stat().st_size
+    position, base, _ = batches(last)[-1]
+    end = base + struct.unpack_from(">i", last.read_bytes(), position + 23)[0] + 1
+    with open(last, "ab") as f:
+        f.write(bytes(64 * 1024))
+    for suffix in (".log", ".index", ".timeindex"):
+        (directory / f"{end:020d}{suffix}").write_bytes(b"")
+    for snapshot in directory.glob("*.snapshot"):
+        snapshot.unlink()
+    (directory / checkpoint.CHECKPOINT_FILE).write_text(
+        f"0\nrecovery-point {end}\nlog-start-offset 0\n")
+    (path / engine.CLEAN_SHUTDOWN_FILE).unlink()
+    return str(last.relative_to(path)), size, end
+
+
 def garble_index_entry(path: Path) -> tuple[str, int, int]:
     index = segments(path, suffix=".index")[1]
     data = bytearray(index.read_bytes())
@@ -413,6 +435,7 @@ DAMAGE = {
     "middle segment deleted": Damage(delete_a_middle_segment, "log-gap", survives="prefix"),
     "first segment deleted": Damage(delete_the_first_segment, "log-lost-head", survives="unchecked"),
     "cut on a batch boundary": Damage(cut_on_a_batch_boundary, "log-lost-tail", survives="prefix"),
+    "roll interrupted by a kill": Damage(interrupt_a_roll, "log-untrimmed", severity="warning"),
     "index entry off by one": Damage(garble_index_entry, "index-mismatch"),
     "index random bytes": Damage(garble_index_file, "index-corrupt", severity="warning"),
     "index deleted": Damage(delete_index, "index-missing", severity="warning"),

@@ -161,6 +161,7 @@ class PartitionResult:
     # What a repair does here (plan_repair turns these into actions).
     cut: tuple[int, int] | None = None       # (segment base, position): keep bytes before it
     remove: dict[str, str] = field(default_factory=dict)  # path -> why
+    trim: dict[str, int] = field(default_factory=dict)    # sealed .log -> its valid size
     rebuild_txn_from: int | None = None      # drop snapshots past this offset
     checkpoint: PartitionCheckpoint | None = None
 
@@ -959,11 +960,6 @@ class _Checker:
             if stop is None and result.next_offset - 1 - base > MAX_RELATIVE_OFFSET:
                 stop = self.find_batch_past(fd, result, base + MAX_RELATIVE_OFFSET + 1,
                                             "the segment's int32 offset range")
-            if stop is None and next_base is not None and result.zero_tail:
-                stop = _Stop("log-zeros", result.valid_bytes, result.next_offset,
-                             f"the sealed segment ends in {result.zero_tail} zero bytes from "
-                             f"byte {result.valid_bytes} (sealing trims a segment to its "
-                             "batches: data there was lost)", result.next_offset)
             if stop is not None:
                 result.damaged = True
                 result.valid_bytes = stop.position
@@ -971,6 +967,17 @@ class _Checker:
                 result.zero_tail = 0
                 result.problem = self.problem(ERROR, stop.kind, part.name, log_path, stop.what,
                                               position=stop.position, offset=stop.offset)
+            elif result.zero_tail and next_base is not None:
+                # Sealing trims a segment to its batches, and a roll creates the next
+                # segment before it seals this one: a crash between the two leaves these
+                # zeros (whether pages of batches were lost instead, the offsets tell: the
+                # next segment must start where this one ends, checked per partition).
+                self.problem(WARNING, "log-untrimmed", part.name, log_path,
+                             f"a sealed segment with {result.zero_tail} zero bytes after its "
+                             f"last batch (from byte {result.valid_bytes}): a roll interrupted "
+                             "before it trimmed the file", position=result.valid_bytes,
+                             offset=result.next_offset)
+                part.trim[log_path] = result.valid_bytes
             elif result.zero_tail:
                 self.note(f"{part.name}/{os.path.basename(log_path)}: {result.zero_tail} zero "
                           "bytes after the last batch (space allocated ahead of the writes, "
@@ -1382,6 +1389,10 @@ def plan_repair(report: Report) -> list[RepairAction]:
                 actions.append(RepairAction("truncate", seg.path, position,
                                             f"keep the valid prefix ({position} of "
                                             f"{seg.file_size} bytes)"))
+        for path, size in sorted(part.trim.items()):
+            if path not in part.remove and (part.cut is None or path != segment_path_of(part)):
+                actions.append(RepairAction("truncate", path, size,
+                                            "trim the zeros an interrupted roll left"))
         for path, why in sorted(part.remove.items()):
             if os.path.exists(path):
                 actions.append(RepairAction("remove", path, 0, why))
@@ -1405,6 +1416,13 @@ def plan_repair(report: Report) -> list[RepairAction]:
                                     os.path.join(report.data_dir, CLEAN_SHUTDOWN_FILE), 0,
                                     "the next open recovers"))
     return actions
+
+
+def segment_path_of(part: PartitionResult) -> str:
+    """The .log the partition's cut truncates ("" without a cut)."""
+    if part.cut is None:
+        return ""
+    return next(s.path for s in part.segments if s.base == part.cut[0])
 
 
 def apply_repair(report: Report, actions: list[RepairAction]) -> None:

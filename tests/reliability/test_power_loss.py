@@ -508,18 +508,30 @@ class Generation:
     ends: dict[int, int]
 
 
-def write_generation(root: Path, number: int, rng: random.Random) -> Generation:
-    path = root / f"generation-{number}"
-    written = Written()
-    following = run_writer(path, 0, rng.randrange(40, 120), None, rng, written)
-    run_writer(path, following, 100_000, rng.randrange(30, 160), rng, written)
-    baseline = problems_of(verification.verify(path))
-    copy = root / f"generation-{number}-open"
-    shutil.copytree(path, copy)
-    with logkernel.open(copy, ENGINE_CONFIG) as lk:
-        ends = {p: lk.end_offset(TOPIC, p) for p in range(PARTITIONS)}
-    shutil.rmtree(copy)
-    return Generation(path, written, baseline, ends)
+def write_generation(root: Path, number: int, rng: random.Random, figures: Figures) -> Generation:
+    """A directory a writer left, first closed cleanly, then SIGKILLed. A kill inside a
+    roll can leave a directory the engine cannot open (a known bug: see
+    test_open_after_a_kill_inside_a_roll); such a directory is counted and written again."""
+    for attempt in range(5):
+        path = root / f"generation-{number}-{attempt}"
+        written = Written()
+        following = run_writer(path, 0, rng.randrange(40, 120), None, rng, written)
+        run_writer(path, following, 100_000, rng.randrange(30, 160), rng, written)
+        report = verification.verify(path)
+        copy = root / f"generation-{number}-open"
+        shutil.copytree(path, copy)
+        try:
+            with logkernel.open(copy, ENGINE_CONFIG) as lk:
+                ends = {p: lk.end_offset(TOPIC, p) for p in range(PARTITIONS)}
+        except struct.error:
+            assert any(p.kind == "log-untrimmed" for p in report.problems), report.problems
+            figures.add("power loss: killed directories open could not read (known bug)")
+            shutil.rmtree(path)
+            continue
+        finally:
+            shutil.rmtree(copy)
+        return Generation(path, written, problems_of(report), ends)
+    raise AssertionError("five killed writers in a row left directories open cannot read")
 
 
 @dataclass
@@ -612,7 +624,7 @@ def test_power_loss_trials(tmp_path: Path, figures: Figures) -> None:
         if trial % TRIALS_PER_GENERATION == 0:
             if generation is not None:
                 shutil.rmtree(generation.pristine)
-            generation = write_generation(tmp_path, trial // TRIALS_PER_GENERATION, rng)
+            generation = write_generation(tmp_path, trial // TRIALS_PER_GENERATION, rng, figures)
             figures.add("power loss: units written by killed writers", generation.written.units)
         assert generation is not None
         work = tmp_path / "trial"
@@ -712,6 +724,35 @@ def patch_zeros(path: Path, start: int, end: int) -> None:
     with open(path, "r+b") as f:
         f.seek(start)
         f.write(bytes(end - start))
+
+
+@pytest.mark.xfail(strict=True, raises=struct.error, reason=(
+    "logkernel/log/partition.py PartitionLog._open and _replay: a roll creates the next "
+    "segment before it seals (trims) the old one (ce681d9), so a kill between the two leaves "
+    "a sealed segment with a zero tail; open takes its file size for its size, and the "
+    "producer-state replay reads an empty chunk there and fails with struct.error: the "
+    "directory cannot be opened. `logkernel verify --repair` trims it"))
+def test_open_after_a_kill_inside_a_roll(small: tuple[Path, Written], tmp_path: Path) -> None:
+    written = small_directory(small, tmp_path)
+    directory = tmp_path / f"{TOPIC}-0"
+    last = logs(tmp_path, 0)[-1]
+    with logkernel.open(tmp_path, ENGINE_CONFIG) as lk:
+        end = lk.end_offset(TOPIC, 0)
+    # What the kill leaves: the old segment as it was while active (not trimmed: zeros
+    # after its batches), the new one's files, empty; every record was fsynced, so the
+    # checkpoint's recovery point is the new base; the roll's producer snapshot not yet
+    # written.
+    with open(last, "ab") as f:
+        f.write(bytes(64 * 1024))
+    for suffix in (".log", ".index", ".timeindex"):
+        (directory / f"{end:020d}{suffix}").write_bytes(b"")
+    for snapshot in directory.glob("*.snapshot"):
+        snapshot.unlink()
+    (directory / "partition.checkpoint").write_text(
+        f"0\nrecovery-point {end}\nlog-start-offset 0\n")
+    (tmp_path / ".clean-shutdown").unlink()
+    tally = read_everything(tmp_path, False, written)
+    assert not tally.bad and not tally.holes
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
