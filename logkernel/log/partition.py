@@ -36,7 +36,15 @@ Invariants a crash must not break:
    that a flush reached, and a stale checkpoint only makes the next open re-validate more.
 4. The log start offset only moves forward. It is checkpointed before the segments below
    it are deleted, and open takes max(checkpoint, first segment's base), so a crash
-   between the two never brings deleted offsets back to readers.
+   between the two never brings deleted offsets back to readers. (On a full disk the
+   checkpoint cannot be written first, and deleting is what frees the space: the segments
+   go first, oldest first, then the checkpoint. A crash in between may bring back records
+   from the first remaining segment's base to the new start; it never loses any.)
+
+A full disk (NoSpaceError) refuses an append whole: nothing is written and the offsets do
+not move, whichever file refused (the .log's growth, an index page, a rolled segment's new
+files). What only saves the next open time (checkpoints, producer snapshots) is skipped
+with a warning and written later.
 
 Opening after an unclean shutdown re-validates every segment holding offsets at or past
 the recovery point (CRC and structure of every batch), truncates at the first invalid
