@@ -738,6 +738,32 @@ def test_background_cleaner_resumes_after_space_is_freed(tmp_path: Path, figures
         assert {r.key: r.value for r in read_all(lk, "c")} == latest
 
 
+def test_transaction_state_on_a_full_disk(tmp_path: Path, fs_kind: str, figures: Figures) -> None:
+    """The first transactional producer on a full disk: its producer id and the
+    __transaction_state topic (created on first use) need space, so init_transactions
+    fails with NoSpaceError and leaves nothing half-made; once space is freed the same
+    producer initialises and commits."""
+    with small_filesystem(fs_kind, tmp_path, 8 << 20) as mount:
+        data = mount / "data"
+        with logkernel.open(data, TXN_CONFIG) as lk:
+            lk.create_topic("t", config={"segment.bytes": 64 * 1024, "max.message.bytes": 2048})
+            filler = fill(mount)
+            producer = lk.producer(transactional_id="etl")
+            with pytest.raises(errors.NoSpaceError) as refused:
+                producer.init_transactions()
+            check_no_space_error(refused.value)
+            figures.add("full disk: ENOSPC episodes survived")
+            assert "__transaction_state" not in lk.topics(internal=True)
+            assert not list(data.glob("__transaction_state-*"))
+            make_room(filler)
+            producer.init_transactions()
+            producer.begin_transaction()
+            producer.send("t", b"committed")
+            producer.commit_transaction()
+            assert [r.value for r in read_all(lk, "t", committed=True)] == [b"committed"]
+        check_verified(data)
+
+
 def exhaust_active_segment(lk: logkernel.Engine, topic: str) -> None:
     """Uses up the preallocated room of the topic's active segment on a full disk: records,
     then the smallest batches there are (~70 bytes), until even one is refused. After
