@@ -13,7 +13,7 @@ SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fra
 NATIVE_TESTS := $(basename $(notdir $(wildcard native/tests/test_*.c)))
 NATIVE_BIN := native/tests/bin
 
-.PHONY: run test test-thorough test-reliability native-check native-test test-asan bench lint clean
+.PHONY: run test test-thorough test-reliability native-check native-test test-asan fuzz-native bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,7 +68,39 @@ test-asan:
 	@for t in $(NATIVE_TESTS); do \
 	  $(CC) -O1 -g -DLK_DEBUG $(STRICT_CFLAGS) $(SANITIZE) native/*.c native/tests/$$t.c -o $(NATIVE_BIN)/$$t-asan && \
 	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(NATIVE_BIN)/$$t-asan || exit 1; done
+	@$(MAKE) --no-print-directory $(FUZZ_BIN)
+	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 FUZZ_FAILURE_DIR=$(NATIVE_BIN) \
+	  $(FUZZ_BIN) -t 3 -n 50000
 	@echo "test-asan: native tests pass under ASan + UBSan"
+
+# The fuzz target of the C decoders (native/fuzz): every function that reads untrusted
+# bytes, checked against the header's contract and against each other, under ASan + UBSan
+# and the segment's invariant checker. gcc has no fuzzing engine, so native/fuzz/driver.c
+# mutates seed batches itself; where clang is installed, a libFuzzer build runs too.
+# `make fuzz-native` runs FUZZ_SECONDS (default 300); test-asan runs 3 seconds. A failing
+# input is saved to $(NATIVE_BIN)/fuzz-decoders-failure.bin; replay it with
+# `$(FUZZ_BIN) FILE`.
+FUZZ_BIN := $(NATIVE_BIN)/fuzz_decoders-asan
+FUZZ_SOURCES := native/fuzz/fuzz_decoders.c native/fuzz/driver.c native/fuzz/fuzz.h
+FUZZ_SECONDS ?= 300
+CLANG := $(shell command -v clang 2>/dev/null)
+
+$(FUZZ_BIN): $(NATIVE_SOURCES) $(FUZZ_SOURCES)
+	@mkdir -p $(NATIVE_BIN)
+	$(CC) -O1 -g -DLK_DEBUG $(STRICT_CFLAGS) $(SANITIZE) native/*.c native/fuzz/fuzz_decoders.c \
+	  native/fuzz/driver.c -o $@
+
+fuzz-native: $(FUZZ_BIN)
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 FUZZ_FAILURE_DIR=$(NATIVE_BIN) \
+	  $(FUZZ_BIN) -t $(FUZZ_SECONDS) -n 1000000000
+ifneq ($(CLANG),)
+	$(CLANG) -O1 -g -DLK_DEBUG $(STRICT_CFLAGS) -fsanitize=fuzzer,address,undefined \
+	  native/*.c native/fuzz/fuzz_decoders.c -o $(NATIVE_BIN)/fuzz_decoders-libfuzzer
+	@mkdir -p $(NATIVE_BIN)/fuzz-corpus
+	$(FUZZ_BIN) -w $(NATIVE_BIN)/fuzz-corpus
+	$(NATIVE_BIN)/fuzz_decoders-libfuzzer -max_total_time=$(FUZZ_SECONDS) \
+	  -artifact_prefix=$(NATIVE_BIN)/ $(NATIVE_BIN)/fuzz-corpus
+endif
 
 # Benchmarks beside their peers (crc32c, google-crc32c, kafka-python); prints ratios.
 bench: $(VENV)/.installed-test
