@@ -297,9 +297,10 @@ def check_files(data_dir: Path, topic: str, partitions: int, when: str, *,
         else:
             assert name in errors, (f"{when}: an independent scan of {name} finds {scan.problem}; "
                                     f"logkernel verify reports nothing: {report['problems']}")
-            assert errors[name][0].get("offset") == scan.end_offset, (
+            # verify may also report what follows from it (an index entry past the cut)
+            assert any(e.get("offset") == scan.end_offset for e in errors[name]), (
                 f"{when}: {name}: the independent scan's valid prefix ends at offset {scan.end_offset} "
-                f"({scan.problem}); logkernel verify's first error is {errors[name][0]}")
+                f"({scan.problem}); logkernel verify's errors are {errors[name]}")
     if not checked.torn:
         assert report["summary"]["batches"] == checked.batches, (
             f"{when}: logkernel verify counts {report['summary']['batches']} batches of {topic}, the "
@@ -703,7 +704,6 @@ def test_broker_sigkilled_at_random_loses_no_acknowledged_record(tmp_path: Path,
             producers = [NumberedProducer(i, bootstrap, topic, PRODUCE_RATE_PER_S) for i in range(PRODUCERS)]
             for round_ in range(BROKER_KILLS):
                 wait_resumed(producers, round_, broker)
-                verify_over_the_wire(bootstrap, topic, producers, f"before kill {round_ + 1}")
                 time.sleep(rng.uniform(0, MAX_KILL_DELAY_S))
                 broker.kill()
                 for producer in producers:
@@ -1156,10 +1156,15 @@ def test_the_checks_reject_broken_logs(tmp_path: Path) -> None:
     log.write_bytes(bytes(damaged))
     scan = scan_partition(tmp_path / "t-0")
     assert scan.problem is not None and "CRC mismatch" in scan.problem and scan.end_offset < 20, scan
+    # logkernel verify finds the same damage at the same offset (the crash loops compare the
+    # two after every kill, but a SIGKILL seldom leaves damage behind)
+    assert check_files(tmp_path, "t", 1, "a flipped bit").torn == 1
     log.write_bytes(good.rstrip(b"\0")[:-7])  # the last batch torn
     scan = scan_partition(tmp_path / "t-0")
     assert scan.end_offset == 19 and scan.problem is not None and "batch length" in scan.problem, scan
+    assert check_files(tmp_path, "t", 1, "a torn batch").torn == 1
     log.write_bytes(good)
+    assert check_files(tmp_path, "t", 1, "undamaged", ends={0: 20}).batches == 20
 
     stored: Stored = {0: [(o, record_key(0, o), record_value(0, o)) for o in range(20)]}
     acked = {0: {s: (0, s) for s in range(18)}}  # the last two were in flight: not acknowledged
