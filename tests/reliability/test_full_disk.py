@@ -3,16 +3,33 @@ for the test (tmpfs with a size or inode limit, and a loop-mounted ext4 image), 
 nothing already written is damaged, the error says what happened and is retriable, and
 once space is freed writes are accepted again without a restart.
 
-Why two file systems: tmpfs charges every page (a checkpoint's 40 bytes cost 4 KiB) and
-never fails an fsync; ext4 keeps a journal, allocates in blocks with extent metadata
-beside them, converts fallocate's unwritten extents at writeback, and its fsync can fail.
+Why two file systems: tmpfs charges every page (a checkpoint's 40 bytes cost 4 KiB),
+gives a fallocate all or nothing and never fails an fsync; ext4 keeps a journal,
+allocates in blocks with extent metadata beside them, and a failed fallocate keeps what
+it got (one log's failed 8 MiB step took the whole volume until segment.c gave it back).
 What holds on both is what an operator can count on.
 
 How the disk is filled: a filler file takes the free space (``posix_fallocate``, so the
-blocks are really reserved), leaving a chosen amount; freeing space is deleting or
-shrinking it, as an operator would delete some other file on the volume. Retention,
+blocks are really reserved), leaving a chosen amount, or empty files take every inode;
+freeing space is deleting or shrinking them, as an operator would delete some other file
+on the volume. Closing or rolling gives back a segment's preallocated tail, so a test that
+means "not one page free" fills again ("top-up") after such a step. Retention,
 delete_records and topic deletion are tested as ways to free space too, because on a full
 disk they must work without writing anything new first.
+
+What is tested (the embedded engine, then ``logkernel serve`` with real clients):
+
+- sends refused as NoSpaceError that says what to do, the disk really full first;
+- a roll whose new files cannot be created (no inode), a roll without room for the
+  producer snapshot, index growth, checkpoints, close and reopen on a full volume;
+- delete_records and retention freeing a full disk; topic creation and deletion;
+  committed offsets (never lost, never half-written); the cleaner's output, in the
+  foreground and in the background; transactions (producer id and __transaction_state,
+  an ABORT's index entry, a marker after PrepareCommit);
+- the broker filled while kafka-python and confluent-kafka produce, serving while full,
+  offset commits refused and retried, an idempotent producer carrying on through the full
+  disk, a SIGKILL while full and a SIGTERM while full; every acknowledged record read back
+  byte for byte after each, and ``logkernel verify`` run on what each stop left.
 
 The tests need root (mount). CI runs as root; elsewhere they skip, saying so.
 """
