@@ -1126,3 +1126,95 @@ def test_answers_before_a_refused_frame_are_sent(broker: logkernel.Broker) -> No
         assert client.closed_by_broker()
     finally:
         client.close()
+
+
+def _batch_with_records_that_do_not_parse() -> bytes:
+    """A batch whose CRC is right but whose recordsCount (3) is more than its records (2):
+    what a fuzzed Produce carries when the CRC is fixed after the damage."""
+    batch = bytearray(logkernel.encode_batch([b"aaaa", b"bbbb"]))
+    struct.pack_into(">i", batch, 57, 3)  # recordsCount
+    struct.pack_into(">i", batch, 23, 2)  # lastOffsetDelta, so the header alone is consistent
+    batch[17:21] = logkernel.crc32c(bytes(batch[21:])).to_bytes(4, "big")
+    return bytes(batch)
+
+
+@pytest.mark.xfail(strict=True, reason="log/partition.py PartitionLog.append validates a "
+                   "producer's batches with VALIDATE_CRC only, not VALIDATE_RECORDS")
+def test_produce_refuses_records_that_do_not_parse(broker: logkernel.Broker) -> None:
+    """Kafka walks every record of a produced batch and refuses a batch whose records do
+    not parse (CORRUPT_MESSAGE / INVALID_RECORD). The broker checks the CRC and the header
+    only, so such a batch is stored, and every consumer of the partition then fails at
+    its offset (the embedded one raises CorruptRecordError, librdkafka reports a corrupt
+    message): one hostile producer poisons the partition for all readers."""
+    from tests.test_broker_protocol import RawClient, produce
+    client = RawClient(broker.bootstrap)
+    try:
+        answer = produce(client, "t", _batch_with_records_that_do_not_parse())
+    finally:
+        client.close()
+    code = answer.responses[0].partition_responses[0].error_code
+    assert broker.engine is not None
+    stored = broker.engine.end_offset("t", 0)
+    assert (code, stored) in ((2, 0), (87, 0)), f"error code {code}, {stored} offsets stored"
+
+
+def _header_only_batch() -> bytes:
+    """A 61-byte batch that says it holds one record and holds none (CRC right)."""
+    batch = bytearray(logkernel.encode_batch([b"a"]))[:61]
+    struct.pack_into(">i", batch, 8, 49)  # batchLength: the header alone
+    batch[17:21] = logkernel.crc32c(bytes(batch[21:])).to_bytes(4, "big")
+    return bytes(batch)
+
+
+@pytest.mark.xfail(strict=True, reason="native/batch.c lk_decode_columns stops FULL, with no "
+                   "row, at a batch too short for its recordsCount, instead of CORRUPT")
+def test_columns_refuse_a_batch_too_short_for_its_records() -> None:
+    """Found by the C fuzz target (native/fuzz): with the columns sized for what the bytes
+    can hold (none here), lk_decode_columns answers FULL, so a caller makes room and calls
+    again, for ever. The batch cannot hold the record it declares: CORRUPT, as it answers
+    when the same batch is followed by more bytes."""
+    from logkernel import _binding
+    alone = _binding.decode_columns(_header_only_batch(), min_offset=0, max_records=500)
+    followed = _binding.decode_columns(_header_only_batch() * 2, min_offset=0, max_records=500)
+    assert followed.stop == "corrupt"
+    assert alone.stop == "corrupt", f"stop {alone.stop!r} with {alone.count} rows"
+
+
+@pytest.mark.xfail(strict=True, reason="the embedded consumer's poll spins for ever on a "
+                   "stored batch too short for its records (native/batch.c lk_decode_columns "
+                   "FULL with no row; log/partition.py stores it: CRC-only validation)")
+def test_a_consumer_poll_returns_on_a_batch_too_short_for_its_records(tmp_path: Path) -> None:
+    """The user-visible end of the two bugs above: a Produce of a header-only batch that
+    declares one record is stored, and ``consumer.poll(timeout_ms=300)`` on it never
+    returns (a busy loop), instead of raising CorruptRecordError. Run in a child process,
+    so that the spin cannot hold this one."""
+    import subprocess
+    import sys
+    script = f"""
+import faulthandler
+import logkernel
+from tests.test_broker_protocol import RawClient, produce
+with logkernel.Broker({str(tmp_path / "data")!r}) as broker:
+    broker.engine.create_topic("p", 1)
+    client = RawClient(broker.bootstrap)
+    produce(client, "p", {_header_only_batch()!r})
+    client.close()
+    consumer = broker.engine.consumer(auto_offset_reset="earliest")
+    consumer.assign([("p", 0)])
+    consumer.seek(("p", 0), 0)
+    faulthandler.dump_traceback_later(5, exit=True)  # a spinning poll ends the child here
+    try:
+        consumer.poll(timeout_ms=300)
+    except logkernel.errors.CorruptRecordError:
+        print("reported")
+"""
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[2],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = child.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate(timeout=20)
+        raise AssertionError("the child did not finish within 60 s") from None
+    assert child.returncode == 0, f"consumer.poll(timeout_ms=300) did not return in 5 s:\n{err}"
+    assert out.strip() == "reported"
