@@ -375,6 +375,13 @@ class NumberedProducer:
             self.resumed_round = max(self.resumed_round, self.rounds[sequence])
 
     def _run(self) -> None:
+        try:
+            self._produce_until_stopped()
+        except BaseException as exc:  # seen by wait_resumed, which fails the test with it
+            with self.lock:
+                self.fatal.append(f"the producer thread failed: {exc!r}")
+
+    def _produce_until_stopped(self) -> None:
         deadline = time.monotonic() + PRODUCER_MAX_RUN_S
         due = time.monotonic()
         while not self._stop.is_set() and time.monotonic() < deadline:
