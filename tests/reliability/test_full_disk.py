@@ -56,6 +56,7 @@ import pytest
 
 import logkernel
 from logkernel import errors
+from logkernel.broker import data as data_module
 from logkernel.log import verify as verification
 from tests import broker_support
 from tests.broker_support import (
@@ -249,7 +250,7 @@ def test_embedded_send_on_full_disk_fails_cleanly_and_recovers(
     before is damaged, the partition's invariants hold, a second refused send changes
     nothing, and once space is freed the same engine accepts records again (and rolls
     segments, and reopens with everything)."""
-    rounds = scale(2, 6)
+    rounds = scale(2, 12)
     with small_filesystem(fs_kind, tmp_path, 8 << 20) as mount:
         data = mount / "data"
         lk = logkernel.open(data, ENGINE_CONFIG)
@@ -275,7 +276,7 @@ def test_embedded_send_on_full_disk_fails_cleanly_and_recovers(
                 assert [r.value for r in got] == [value_of(i) for i in range(written)]
                 assert [r.offset for r in got] == list(range(written))
                 figures.add("full disk: acknowledged records verified", len(got))
-                make_room(filler, 512 * 1024)  # room for a few segments more
+                make_room(filler, 256 * 1024)  # room for a few segments more
             make_room(filler)
             for i in range(written, written + 500):
                 producer.send("t", value_of(i), key=b"%d" % i)
@@ -342,7 +343,7 @@ def test_roll_snapshot_and_close_without_inodes(tmp_path: Path, fs_kind: str,
             fillers = fill_inodes(mount)
             segments = log.segment_count
             refused = 0
-            for _ in range(scale(3, 10)):  # each retry of the roll is refused the same way
+            for _ in range(scale(3, 25)):  # each retry of the roll is refused the same way
                 try:
                     for _ in range(1000):  # until the segment is full and must roll
                         producer.send("t", value_of(written), key=b"%d" % written)
@@ -352,7 +353,7 @@ def test_roll_snapshot_and_close_without_inodes(tmp_path: Path, fs_kind: str,
                     refused += 1
                 log.check()
                 assert log.segment_count == segments and log.log_end_offset == written
-            assert refused == scale(3, 10)
+            assert refused == scale(3, 25)
             figures.add("full disk: ENOSPC episodes survived")
             figures.add("full disk: segment rolls refused without damage", refused)
             # Three inodes: the new segment's files, none for the snapshot's temp file.
@@ -1031,6 +1032,9 @@ def test_broker_on_a_full_disk(tmp_path: Path, volume: str, figures: Figures) ->
     5. full again, SIGTERM: a clean stop; it starts again on the still-full volume and
        serves everything, then takes writes once space is freed.
     After each phase the topic holds exactly the acknowledged records."""
+    started = time.monotonic()
+    extra_spells = scale(0, 15)
+    spells = 3 + extra_spells  # full-disk spells the broker meets: phases 1-3, 4, 5, extras
     with small_filesystem(volume, tmp_path, 16 << 20) as mount:
         data = mount / "data"
         log_path = tmp_path / "serve.log"  # on the real disk: the broker's log must not fill
@@ -1098,6 +1102,15 @@ def test_broker_on_a_full_disk(tmp_path: Path, volume: str, figures: Figures) ->
             group.close()
             check_log(bootstrap, acked, figures)
             figures.add("full disk: ENOSPC episodes survived")
+            for _ in range(extra_spells):  # the full run: more spells of the same
+                filler = fill(mount)
+                confluent_until_refused(bootstrap, acked)
+                idempotent.send(100)
+                idempotent.wait_refused()
+                make_room(filler)
+                idempotent.flush()
+                check_log(bootstrap, acked, figures)
+                figures.add("full disk: ENOSPC episodes survived")
 
             # 4. Full again; SIGKILL with records refused; restart after freeing space.
             filler = fill(mount)
@@ -1131,6 +1144,8 @@ def test_broker_on_a_full_disk(tmp_path: Path, volume: str, figures: Figures) ->
         # once per spell (and every 10 s of it), not once per refusal: a log that grows
         # with the refusals would help fill the disk it reports on.
         text = log_path.read_text()
-        spells = text.count("failed in storage")
-        assert 1 <= spells <= 8 and "is accepted again" in text, spells
-        figures.add("full disk: produce refusals logged", spells)
+        lines = text.count("failed in storage")
+        periods = (time.monotonic() - started) / data_module.STORAGE_FAILURE_LOG_INTERVAL_S
+        # (+2: phase 1's kafka-python and confluent-kafka spells may be two.)
+        assert 1 <= lines <= spells + periods + 2, (lines, spells)
+        assert "is accepted again" in text
