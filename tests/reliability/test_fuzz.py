@@ -1218,3 +1218,30 @@ with logkernel.Broker({str(tmp_path / "data")!r}) as broker:
         raise AssertionError("the child did not finish within 60 s") from None
     assert child.returncode == 0, f"consumer.poll(timeout_ms=300) did not return in 5 s:\n{err}"
     assert out.strip() == "reported"
+
+
+def test_acks0_produce_behind_a_waiting_fetch(broker: logkernel.Broker,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """Found by the fuzz (in a working copy of server.py): an acks=0 Produce, which gets no
+    answer, arriving while a request before it on the connection still waits (a long-poll
+    Fetch) must be handled in turn, without an answer, and the answers after it must come
+    in order. The broker failed inside instead ("protocol.data_received() call failed")."""
+    import logging
+
+    from tests.test_broker_protocol import RawClient, fetch_request, request
+    caplog.set_level(logging.WARNING)
+    client = RawClient(broker.bootstrap)
+    try:
+        waiting = client.send(apis.FETCH, 12, fetch_request("t", 0, max_wait_ms=3000, min_bytes=1))
+        produce_body = schema.encode_entity(request(
+            apis.PRODUCE, 9, acks=0, timeout=1000, transactional_id=None,
+            topic_data=[{"name": "t", "partition_data": [
+                {"index": 0, "records": logkernel.encode_batch([b"wakes the fetch"])}]}]))
+        client.send(apis.PRODUCE, 9, produce_body)
+        after = client.send(apis.API_VERSIONS, 3, schema.encode_entity(request(
+            apis.API_VERSIONS, 3, client_software_name="t", client_software_version="1")))
+        answers = [struct.unpack_from(">i", client.receive())[0] for _ in range(2)]
+        assert answers == [waiting, after]
+    finally:
+        client.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
