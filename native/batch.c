@@ -455,13 +455,18 @@ static int columns_usable(const lk_columns *c)
 }
 
 /* Whether the batch at buf could give rows for [min_offset, max_offset): a whole
- * uncompressed data batch with records whose offsets reach into the range. Header only. */
+ * uncompressed data batch with records whose offsets reach into the range, and room for
+ * at least one record (7 bytes) after its header. Header only. A batch that declares
+ * records but has no room for one is corrupt, and must be found so: answering FULL for
+ * it would send a caller that sizes its columns with lk_columns_bound (0 rows for it)
+ * round the same call for ever. */
 static int might_have_rows(const uint8_t *buf, size_t len, int64_t min_offset,
                            int64_t max_offset)
 {
     lk_batch_header h;
     if (lk_batch_parse_header(buf, len, 0, &h, NULL) != LK_OK || h.record_count <= 0 ||
         (h.attributes & (LK_ATTR_COMPRESSION_MASK | LK_ATTR_CONTROL)) ||
+        (int64_t)h.batch_length + LK_LOG_OVERHEAD - LK_BATCH_HEADER_SIZE < 7 ||
         h.last_offset_delta < 0 || h.base_offset > INT64_MAX - h.last_offset_delta)
         return 0;
     return h.base_offset < max_offset && h.base_offset + h.last_offset_delta >= min_offset;

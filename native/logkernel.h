@@ -393,7 +393,8 @@ typedef struct {
  * other stops decoding with COMPRESSED (an empty compressed batch is skipped like an
  * uncompressed one). FULL: a record in [min_offset, max_offset) found no free row, or
  * the columns were already full at a batch whose header says it holds records reaching
- * into that range (an uncompressed data batch; it is not validated then). Without such a
+ * into that range (an uncompressed data batch with room for a record after its header; it
+ * is not validated then). Without such a
  * batch, full columns do not stop decoding: control batches, batches below min_offset, a
  * LIMIT, a COMPRESSED, a TORN or a CORRUPT batch are still found.
  *

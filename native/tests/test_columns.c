@@ -618,6 +618,18 @@ static void test_arguments(void)
     CHECK_EQ(r.stop, LK_COLUMNS_LIMIT); /* ... or at or above max_offset */
     CHECK_EQ(r.next_offset, 5);
     CHECK_EQ(lk_columns_bound(data, dn), 3);
+    /* A header that declares records with no room for one after it: CORRUPT whatever the
+     * capacity, never FULL, which would send a caller sizing its columns by the bound (0
+     * rows here) round the same call for ever. */
+    uint8_t header_only[LK_BATCH_HEADER_SIZE];
+    memcpy(header_only, data, sizeof header_only);
+    header_only[8] = 0, header_only[9] = 0, header_only[10] = 0;
+    header_only[11] = LK_BATCH_HEADER_SIZE - LK_LOG_OVERHEAD; /* batchLength: the header alone */
+    REQUIRE_OK(lk_batch_update_crc(header_only, sizeof header_only, NULL));
+    CHECK_EQ(lk_columns_bound(header_only, sizeof header_only), 0);
+    CHECK(lk_decode_columns(header_only, sizeof header_only, 0, 10, LK_VALIDATE_CRC, &missing,
+                            &r, NULL) != LK_OK);
+    CHECK_EQ(r.stop, LK_COLUMNS_CORRUPT);
     CHECK_EQ(lk_columns_bound(buf, n), 0); /* control batches give no rows */
     CHECK_EQ(lk_columns_bound(NULL, 5), 0);
     CHECK_EQ(lk_decode_columns(NULL, 0, 3, 10, 0, &missing, &r, NULL), LK_OK);
