@@ -487,7 +487,12 @@ class PartitionLog:
             indexes_missing = (os.path.basename(index_path) not in present
                                or os.path.basename(time_index_path) not in present)
             recover = next_base > must_recover_from
-            if not (last or recover or indexes_missing):
+            # A kill inside a roll (after the new segment's files were made, before this
+            # one was sealed) leaves the segment before the last untrimmed: zeros after its
+            # batches. Opened writable, the C core finds its end past the last index entry,
+            # and the seal below trims it: one short read and an fsync, on unclean opens.
+            unsealed = not clean_shutdown and i == len(bases) - 2
+            if not (last or recover or indexes_missing or unsealed):
                 self._sealed_sizes[base] = os.stat(log_path).st_size
                 continue
             try:
@@ -538,6 +543,17 @@ class PartitionLog:
         self._active_first_timestamp = self._first_timestamp(self._active, info.size)
         start = max(checkpoint.log_start_offset if checkpoint else 0, kept[0])
         self._log_start_offset = min(start, self._next_offset)
+        if checkpoint is not None and checkpoint.recovery_point > self._next_offset:
+            # Offsets the checkpoint says were fsynced are gone (cut on a batch boundary:
+            # nothing torn for recovery to see). Say so: the records are lost.
+            sentence = (f"the log ends at offset {self._next_offset}, but its checkpoint says "
+                        f"every offset below {checkpoint.recovery_point} was fsynced: offsets "
+                        f"{self._next_offset}..{checkpoint.recovery_point - 1} are lost (a "
+                        "segment file was cut or replaced outside logkernel, or the disk lost "
+                        "fsynced data)")
+            log.error("%s: %s", self.name, sentence)
+            truncated.append(sentence)
+            recovery_point = self._next_offset
         if must_recover_from == LONG_MAX:
             self._recovery_point = min(recovery_point, self._next_offset)
         else:
