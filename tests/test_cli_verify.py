@@ -286,9 +286,8 @@ def cut_on_a_batch_boundary(path: Path) -> tuple[str, int, int]:
 
 def interrupt_a_roll(path: Path) -> tuple[str, int, int]:
     """What a kill between a roll's two steps leaves (the next segment created, the old one
-    not yet trimmed, no snapshot at the roll): the engine cannot open it today (see
-    tests/reliability/test_power_loss.py::test_open_after_a_kill_inside_a_roll); repair
-    trims the zeros."""
+    not yet trimmed, no snapshot at the roll; tests/reliability/test_power_loss.py::
+    test_open_after_a_kill_inside_a_roll): repair trims the zeros."""
     directory = path / PARTITION
     last = segments(path)[-1]
     size = last.stat().st_size

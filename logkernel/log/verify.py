@@ -10,7 +10,9 @@ log/checkpoint.py, engine.py)::
                                   base; in a topic that was never compacted, offsets dense
                                   (each batch starts where the previous ended, segments
                                   continue each other: a baseOffset is not covered by the
-                                  CRC, so a flipped bit there shows only as a gap)
+                                  CRC, so a flipped bit there shows only as a gap); a
+                                  sealed segment ends at its last batch (zeros after it: a
+                                  roll interrupted before it trimmed the file)
     <base>.index / .timeindex     each entry the engine would use: the batch it names
                                   starts where it says, with that last offset; the time
                                   entry's batch is the first to reach its timestamp
@@ -45,9 +47,11 @@ it removed, which is what the engine's recovery does for the damage it detects (
 applies it also to damage only verify sees, such as a baseOffset that jumps); unusable
 index, time index, .txnindex, snapshot and cleaner checkpoint files are removed (open
 rebuilds them from the log; snapshots newer than a rebuilt .txnindex go too, so the
-replay that rebuilds it covers its segment); the recovery point is lowered to the first
-cut segment and the clean-shutdown marker removed, so the engine's own recovery
-re-validates and rebuilds everything from there.
+replay that rebuilds it covers its segment); a sealed segment's zero tail is trimmed;
+the recovery point is lowered to the first cut segment and the clean-shutdown marker
+removed, so the engine's own recovery re-validates and rebuilds everything from there.
+What no repair can fix (unparseable topic metadata, a producer-ids file behind the ids in
+use) is listed in ``Report.unrepairable`` with what to do by hand.
 """
 
 from __future__ import annotations
@@ -490,6 +494,10 @@ class _SegmentCheck:
         read_size = CHUNK_BYTES
         while pos < size and self.stop is None:
             chunk = _pread(self.fd, min(read_size, size - pos), pos)
+            if len(chunk) < min(read_size, size - pos):
+                # The file shrank while it was read (a running engine trimmed or truncated
+                # it): what is there is all there is.
+                size = res.file_size = pos + len(chunk)
             read_size = CHUNK_BYTES
             if not chunk:
                 break
