@@ -232,6 +232,9 @@ def _read(server: Any, wanted: list[tuple[str, list[tuple[int, int, int]]]], max
                         aborted = [(a.producer_id, a.first_offset) for a in found]
                     else:
                         data = partition_log.read(offset, min(partition_max, remaining))
+                    # Never a batch with a bad CRC (damage on disk): CORRUPT_MESSAGE, as
+                    # Kafka answers, at the first bad batch; the ones before it are sent.
+                    data = partition_log.servable(data, offset)
                 except errors.LogkernelError as exc:  # retention moved the start meanwhile
                     code = error_code_for(exc)
                 remaining -= len(data)

@@ -362,6 +362,7 @@ class PartitionLog:
         self._next_offset = 0
         self._log_start_offset = 0
         self._recovery_point = 0
+        self._reported_damage: set[tuple[int, int]] = set()  # (offset, position) logged by servable
         self._checkpointed: PartitionCheckpoint | None = None
         self._unflushed_messages = 0
         self._first_unflushed_ms = -1
@@ -1236,6 +1237,30 @@ class PartitionLog:
         O(log segments + log index entries) to find the start, plus O(bytes) copied.
         Raises OffsetOutOfRangeError below the log start offset or past the log end."""
         return self.read_from(offset, max_bytes)[0]
+
+    def servable(self, data: bytes, offset: int) -> bytes:
+        """What may be sent to a remote reader of ``data``, read from this log at
+        ``offset``: the batches before the first whose framing or CRC is bad (a last batch
+        cut by the byte limit is fine: clients stop there). Raises CorruptRecordError when
+        the first batch is bad. Damage below the recovery point (bit rot, a zeroed page)
+        is not re-validated at open, and librdkafka does not check CRCs by default, so the
+        broker checks what it sends: a CRC pass over bytes it just copied, tens of GB/s.
+        Logs each damaged place once; ``logkernel verify --repair`` cuts the log there."""
+        scan = _binding.scan_log(data)
+        if scan.stop_reason in ("end", "torn"):
+            return data
+        where = (offset, scan.valid_bytes)
+        if where not in self._reported_damage:
+            self._reported_damage.add(where)
+            log.error("%s: a batch read from offset %d is damaged (%s%s); it is not served. "
+                      "Run `logkernel verify` on the data directory; `--repair` cuts the log "
+                      "before it", self.name, max(offset, scan.next_offset), scan.stop_reason,
+                      f": {scan.stop_detail}" if scan.stop_detail else "")
+        if scan.valid_bytes:
+            return data[:scan.valid_bytes]
+        raise errors.CorruptRecordError(
+            f"the batch of {self.name} holding offset {offset} is damaged on disk "
+            f"({scan.stop_reason}); run `logkernel verify` on the data directory", 0)
 
     def read_from(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
         """``read``, and the log end offset at that moment: when the bytes are empty, no
