@@ -353,7 +353,7 @@ async def _hold_round(bootstrap: str, pid: int, baseline_sockets: int, topic: st
 
 def test_a_thousand_connections_are_held_and_answered(serve: Any, figures: Figures) -> None:
     allow_open_files(CONNECTIONS + 256)
-    rounds = scale(2, 3)
+    rounds = scale(2, 5)
     partitions = 4
     topic = "load-connections"
     server = serve(f"num.partitions={partitions}")
@@ -404,7 +404,7 @@ def test_a_thousand_connections_are_held_and_answered(serve: Any, figures: Figur
 
 PRODUCERS = scale(10, 100)
 CONSUMERS = scale(10, 100)
-RECORDS_PER_PRODUCER = scale(100, 200)
+RECORDS_PER_PRODUCER = scale(100, 500)
 PARTITIONS = 10
 # Consumers come in consuming groups of this many: half are consumer groups (subscribe,
 # the broker assigns partitions), half "assigned sets" (each member assign()s a fixed
@@ -889,14 +889,17 @@ NOT_READING = 2
 # client reads.
 SLOW_READ_BYTES = max(8 << 20, 2 * int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2]))
 # A connection that should be closed must be, within this (the broker checks every
-# IDLE_MS / 4); one closed sooner than IDLE_S after its last activity was closed early.
+# IDLE_MS / 4). Each kind below returns the seconds from a moment the broker's last
+# activity on the connection cannot precede (the connect, or the request) to the close;
+# fewer than its minimum here means it was closed early. The slack is the clocks' read
+# order, not load: load only makes the close later.
 CLOSE_BOUND_S = IDLE_S + 10
-EARLY_SLACK_S = 0.1
+EARLY_SLACK_S = 0.05
 
 
 async def _silent(bootstrap: str) -> float:
+    began = time.monotonic()  # before the connect: the broker cannot accept earlier
     wire = await Wire.connect(bootstrap, "silent")
-    began = time.monotonic()
     try:
         assert await wire.closed_by_broker(CLOSE_BOUND_S), "a silent connection stayed open"
         return time.monotonic() - began
@@ -907,10 +910,10 @@ async def _silent(bootstrap: str) -> float:
 async def _one_request(bootstrap: str) -> float:
     wire = await Wire.connect(bootstrap, "one-request")
     try:
+        asked = time.monotonic()
         assert (await wire.call(apis.API_VERSIONS, 3, api_versions_request())).error_code == 0
-        answered = time.monotonic()
         assert await wire.closed_by_broker(CLOSE_BOUND_S), "a quiet connection stayed open"
-        return time.monotonic() - answered
+        return time.monotonic() - asked
     finally:
         wire.close()
 
@@ -918,8 +921,8 @@ async def _one_request(bootstrap: str) -> float:
 async def _trickling(bootstrap: str) -> float:
     """Slowloris: a frame announced as 200 bytes, sent one byte every IDLE_S / 10; it
     would take 20 idle periods to finish. Returns seconds from connecting to the close."""
+    began = time.monotonic()  # before the connect: the broker cannot accept earlier
     wire = await Wire.connect(bootstrap, "trickling")
-    began = time.monotonic()
     try:
         closed = asyncio.ensure_future(wire.closed_by_broker(CLOSE_BOUND_S))
         wire.writer.write(struct.pack(">i", 200))
@@ -940,8 +943,8 @@ async def _trickling(bootstrap: str) -> float:
 
 async def _stalled(bootstrap: str) -> float:
     """Half of a real request's frame, then nothing."""
+    began = time.monotonic()  # before the connect: the broker cannot accept earlier
     wire = await Wire.connect(bootstrap, "stalled")
-    began = time.monotonic()
     try:
         frame = wire.frame(apis.API_VERSIONS, 3, encode(api_versions_request()))
         wire.writer.write(frame[:len(frame) // 2])
@@ -969,7 +972,8 @@ async def _chatty(bootstrap: str) -> int:
 
 async def _long_poll(bootstrap: str) -> float:
     """A fetch that waits 2 idle periods at the broker for data that never comes: the
-    connection is busy, not idle, until it is answered; idle (and closed) after."""
+    connection is busy, not idle, until it is answered (the answer is activity too), so
+    it closes no sooner than 3 idle periods after the request."""
     wire = await Wire.connect(bootstrap, "long-poll")
     try:
         asked = time.monotonic()
@@ -980,7 +984,7 @@ async def _long_poll(bootstrap: str) -> float:
         [part] = response.responses[0].partitions
         assert (part.error_code, len(part.records)) == (0, 0), part
         assert await wire.closed_by_broker(CLOSE_BOUND_S), "an answered long poll stayed open"
-        return time.monotonic() - answered
+        return time.monotonic() - asked
     finally:
         wire.close()
 
@@ -1079,11 +1083,14 @@ def test_idle_connections_are_closed(serve: Any, tmp_path: Path, figures: Figure
     wait_until(lambda: socket_count(pid) == baseline, SOCKETS_SETTLE_S,
                "the broker to close the topic creator's connection")
     results = asyncio.run(asyncio.wait_for(_idle_clients(server.bootstrap), 60))
-    for kind in ("silent", "one request", "trickling", "stalled", "long poll", "not reading"):
+    # (The connections that stopped reading are checked by what reached them: see there.)
+    minimum_s = {"silent": IDLE_S, "one request": IDLE_S, "trickling": IDLE_S,
+                 "stalled": IDLE_S, "long poll": 3 * IDLE_S}
+    for kind, minimum in minimum_s.items():
         # Closed, and not before the connection had been idle for connections.max.idle.ms
         # (the trickling and stalled ones were sending bytes all along: no activity).
-        early = [round(s, 2) for s in results[kind] if s < IDLE_S - EARLY_SLACK_S]
-        assert not early, f"{kind} connections closed after {early} s, before {IDLE_S} s idle"
+        early = [round(s, 2) for s in results[kind] if s < minimum - EARLY_SLACK_S]
+        assert not early, f"{kind} connections closed after {early} s, before {minimum} s"
     assert all(n >= 10 for n in results["chatty"]), results["chatty"]
     assert all(n > SLOW_READ_BYTES // 2 for n in results["slow reader"])
     closed = sum(len(results[k]) for k in ("silent", "one request", "trickling", "stalled",
@@ -1097,6 +1104,3 @@ def test_idle_connections_are_closed(serve: Any, tmp_path: Path, figures: Figure
     figures.add("load: idle connections closed", closed)
     figures.add("load: slowloris connections closed (trickled or half-sent frame)",
                 TRICKLING + STALLED)
-    figures.peak("load: idle-close latency past connections.max.idle.ms, worst (s)",
-                 max(max(v) for k, v in results.items()
-                     if k not in ("chatty", "slow reader", "not reading")) - IDLE_S)
