@@ -351,10 +351,10 @@ def read_broker(path: Path, log: Path) -> tuple[dict[int, list[tuple[int, Conten
                 for message in messages:
                     error = message.error()
                     if error is not None:
-                        # A damaged batch below the recovery point reaches the client (see
-                        # the xfail test on the broker): it refuses it with _BAD_MSG (the
-                        # CRC) or, when the damage garbles what it parses first, another
-                        # error. Either way nothing is served from there on.
+                        # A damaged batch below the recovery point: the broker answers
+                        # CORRUPT_MESSAGE (test_the_broker_never_serves_a_batch_with_a_bad_crc),
+                        # or a damage its CRC pass cannot see (a baseOffset) garbles what the
+                        # client parses. Either way nothing is served from there on.
                         if message.partition() is None or error.code() in (
                                 confluent_kafka.KafkaError._TRANSPORT,
                                 confluent_kafka.KafkaError._ALL_BROKERS_DOWN):
@@ -681,7 +681,7 @@ def test_power_loss_trials(scratch: Path, tmp_path: Path, figures: Figures) -> N
     assert not outcome.holes, f"records missing inside the served prefix: {outcome.holes[:5]}"
 
 
-# ---- what the engine gets wrong today (xfail until fixed) --------------------------------------
+# ---- what the trials found in the engine: xfail until fixed, regression tests after ----------
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Written]:
@@ -845,12 +845,7 @@ def test_open_says_so_when_fsynced_records_are_gone(small: tuple[Path, Written],
     assert report is not None and report.truncated, report
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "logkernel/broker/data.py _read: a fetch returns stored batches without checking their "
-    "CRC, so a batch damaged below the recovery point (not re-validated at open) reaches "
-    "clients; librdkafka (check.crcs=false, its default) then hands the damaged record to the "
-    "application. The broker should answer KAFKA_STORAGE_ERROR (or serve only the batches "
-    "before it) as the embedded consumer raises CorruptRecordError"))
+# Regression test (fixed in a0b9ca0: a fetch answers CORRUPT_MESSAGE at a damaged batch).
 def test_the_broker_never_serves_a_batch_with_a_bad_crc(small: tuple[Path, Written],
                                                        tmp_path: Path) -> None:
     written = small_directory(small, tmp_path)
@@ -868,12 +863,20 @@ def test_the_broker_never_serves_a_batch_with_a_bad_crc(small: tuple[Path, Writt
         try:
             consumer.assign([confluent_kafka.TopicPartition(TOPIC, 0, 0)])
             deadline = time.monotonic() + BROKER_READ_TIMEOUT_S
-            while time.monotonic() < deadline and len(served) < 10:
+            refused = False
+            # Until the damaged record arrives, the partition is refused, or a while passes
+            # with nothing new (the broker answers in milliseconds).
+            quiet_since = time.monotonic()
+            while (time.monotonic() < deadline and len(served) < 10 and not refused
+                   and time.monotonic() - quiet_since < BROKER_IDLE_S * 2):
                 for message in consumer.consume(num_messages=100, timeout=0.2):
-                    if message.error() is None:
-                        headers = tuple((k, v) for k, v in message.headers() or ())
-                        served.append((message.offset(),
-                                       (message.key(), message.value(), headers)))
+                    quiet_since = time.monotonic()
+                    if message.error() is not None:
+                        refused = True
+                        continue
+                    headers = tuple((k, v) for k, v in message.headers() or ())
+                    served.append((message.offset(),
+                                   (message.key(), message.value(), headers)))
         finally:
             consumer.close()
         broker.terminate()
