@@ -196,6 +196,7 @@ LOG_OVERHEAD = lib.LK_LOG_OVERHEAD
 VALIDATE_CRC = lib.LK_VALIDATE_CRC
 VALIDATE_RECORDS = lib.LK_VALIDATE_RECORDS
 VALIDATE_CONTIGUOUS = lib.LK_VALIDATE_CONTIGUOUS
+SCAN_DENSE = lib.LK_SCAN_DENSE  # scan_log / Segment.recover: no gaps between batches
 LK_OFF_ATTRIBUTES_LOW = 22  # low byte of the big-endian attributes: the compression bits
 
 

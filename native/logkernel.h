@@ -169,8 +169,14 @@ int lk_batch_parse_header(const uint8_t *buf, size_t len, uint32_t max_batch_siz
 enum lk_validate_flags {
     LK_VALIDATE_CRC = 1,       /* check the CRC-32C */
     LK_VALIDATE_RECORDS = 2,   /* walk every record of an uncompressed batch */
-    LK_VALIDATE_CONTIGUOUS = 4 /* with RECORDS: offset deltas must be exactly 0..count-1,
+    LK_VALIDATE_CONTIGUOUS = 4, /* with RECORDS: offset deltas must be exactly 0..count-1,
                                   as a producer sends them (compacted batches have gaps) */
+    LK_SCAN_DENSE = 8          /* lk_log_scan and lk_segment_recover only: each batch must
+                                  start exactly where the one before it ended (the first at
+                                  min_offset). A log never compacted has no gaps, and a
+                                  batch's baseOffset is not covered by its CRC: without
+                                  this, a damaged baseOffset that jumps forward is taken
+                                  as a gap, and the records served at the wrong offsets */
 };
 
 /* Validates the batch at the start of buf: the header checks above, then, as flags
@@ -463,7 +469,8 @@ typedef struct {
 } lk_scan_result;
 
 /* Scans buf[start:len). A batch is accepted if lk_batch_validate(flags) accepts it
- * and its base offset >= the previous batch's next offset (and >= min_offset). Never
+ * and its base offset >= the previous batch's next offset (and >= min_offset); with
+ * LK_SCAN_DENSE, equal to it. Never
  * fails on bad data: bad data only ends the prefix. O(bytes scanned).
  * Errors: ARGUMENT only. */
 int lk_log_scan(const uint8_t *buf, size_t len, size_t start, int64_t min_offset,

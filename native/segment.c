@@ -138,6 +138,7 @@ enum {
      * index_capacity / 8 + 2 entries so that it never fills before the offset index. */
     TIME_INDEX_SPARE_ENTRIES = 2,
     VALIDATE_ALL = LK_VALIDATE_CRC | LK_VALIDATE_RECORDS | LK_VALIDATE_CONTIGUOUS,
+    SCAN_FLAGS_ALL = VALIDATE_ALL | LK_SCAN_DENSE,
     SEGMENT_FLAGS_ALL = LK_SEGMENT_WRITABLE | LK_SEGMENT_CREATE | LK_SEGMENT_RESET_INDEXES,
     /* max_batch_size limits what appends accept, never what is already stored: a topic's
      * limit may be lowered after larger batches were written, and recovery must not take
@@ -260,8 +261,10 @@ static void scan_stop(lk_scan_result *out, int reason, int code, int64_t positio
 int lk_log_scan(const uint8_t *buf, size_t len, size_t start, int64_t min_offset,
                 uint32_t max_batch_size, int flags, lk_scan_result *out)
 {
-    if (!out || (!buf && len) || start > len || (flags & ~VALIDATE_ALL))
+    if (!out || (!buf && len) || start > len || (flags & ~SCAN_FLAGS_ALL))
         return LK_ERR_ARGUMENT;
+    int dense = (flags & LK_SCAN_DENSE) != 0;
+    flags &= VALIDATE_ALL;
     out->valid_bytes = (int64_t)start;
     out->batches = 0;
     out->records = 0;
@@ -300,6 +303,12 @@ int lk_log_scan(const uint8_t *buf, size_t len, size_t start, int64_t min_offset
             scan_stop(out, LK_SCAN_OFFSET, LK_ERR_OFFSET_ORDER, (int64_t)pos, -1,
                       "baseOffset is below the previous batch's last offset + 1 (or the "
                       "minimum offset): offsets go backwards");
+            return LK_OK;
+        }
+        if (dense && h.base_offset != expected) {
+            scan_stop(out, LK_SCAN_OFFSET, LK_ERR_OFFSET_ORDER, (int64_t)pos, -1,
+                      "baseOffset is past the previous batch's last offset + 1 in a log that "
+                      "has no gaps: a damaged baseOffset (the CRC does not cover it)");
             return LK_OK;
         }
         if (h.base_offset > INT64_MAX - 1 - h.last_offset_delta) {
@@ -1783,7 +1792,7 @@ static int shrink_log(lk_segment *seg, int64_t new_size)
 
 int lk_segment_recover(lk_segment *seg, int flags, lk_scan_result *out)
 {
-    if (!seg || (flags & ~VALIDATE_ALL))
+    if (!seg || (flags & ~SCAN_FLAGS_ALL))
         return LK_ERR_ARGUMENT;
     if (!seg->writable || seg->sealed)
         return LK_ERR_CLOSED;

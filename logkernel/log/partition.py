@@ -374,9 +374,9 @@ class PartitionLog:
         self._unindexed_aborts: list[tuple[int, AbortedTxn]] = []
         self._checkpoint_failing = False  # the last checkpoint write met a full disk
         os.makedirs(directory, exist_ok=True)
+        self._cleaner_checkpoint = read_cleaner_checkpoint(directory)
         self.recovery = self._open(clean_shutdown)
         self._load_producer_state()
-        self._cleaner_checkpoint = read_cleaner_checkpoint(directory)
 
     # ---- offsets -------------------------------------------------------------------
 
@@ -506,7 +506,8 @@ class PartitionLog:
                 recover = True
             if recover:
                 before = seg.info().size
-                result = seg.recover()
+                result = seg.recover(_binding.VALIDATE_CRC | _binding.SCAN_DENSE
+                                     if self._never_compacted() else _binding.VALIDATE_CRC)
                 if result.valid_bytes < before:
                     sentence = (f"{log_path}: kept {result.valid_bytes} bytes (offsets {base}.."
                                 f"{result.next_offset - 1}), dropped {before - result.valid_bytes} "
@@ -1238,6 +1239,12 @@ class PartitionLog:
         Raises OffsetOutOfRangeError below the log start offset or past the log end."""
         return self.read_from(offset, max_bytes)[0]
 
+    def _never_compacted(self) -> bool:
+        """No cleaning ever ran here (the topic does not compact, and has no cleaner
+        checkpoint from a time it did): offsets are dense, every batch starts where the
+        one before it ended, so a gap is damage, not compaction."""
+        return not self._config.compacts and self._cleaner_checkpoint.first_dirty == 0
+
     def servable(self, data: bytes, offset: int) -> bytes:
         """What may be sent to a remote reader of ``data``, read from this log at
         ``offset``: the batches before the first whose framing or CRC is bad (a last batch
@@ -1285,7 +1292,18 @@ class PartitionLog:
             try:
                 position, _ = seg.find_offset(max(offset, self._bases[i]))
             except errors.OffsetOutOfRangeError:
-                i += 1  # offset falls in a gap after this segment's last batch
+                # The offset falls in a gap after this segment's last batch: compaction
+                # leaves such gaps. In a log never compacted there are none, and a gap is
+                # a segment that lost its end (a zeroed or lost page: its batches now end
+                # early); going on to the next segment would skip records without a word.
+                if i + 1 < len(self._bases) and self._never_compacted():
+                    raise errors.CorruptRecordError(
+                        f"offsets {max(offset, self._bases[i])}..{self._bases[i + 1] - 1} of "
+                        f"{self.name} are missing: segment {segment_name(self._bases[i])}"
+                        f"{LOG_SUFFIX} ends before them, and this topic was never compacted, "
+                        "so its file is damaged. Run `logkernel verify` on the data "
+                        "directory (`--repair` cuts the log there)", 0) from None
+                i += 1
                 continue
             end = self._segment_size(i)
             first = _batch_size(seg.read(position, 12))
