@@ -72,6 +72,9 @@ BROKER_DATA_LIMIT = 3 << 30
 # performance assertion, only where a stuck test gives up and says why.
 REQUEST_TIMEOUT_S = 30.0
 SOCKETS_SETTLE_S = 30.0
+# The most a socket's kernel send buffer grows to (tcp_wmem's maximum: 4 MiB here). The
+# tests that need the broker's answers to back up into the broker size them past it.
+TCP_SEND_BUFFER_MAX = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
 
 
 # ---- what the broker process holds ------------------------------------------------------
@@ -594,8 +597,9 @@ REBALANCE_DELAY_MS = 1000
 # Produce requests of one small batch for each of four topics, whose names (236
 # characters; Kafka allows 249) make each answer about 1.1 KB for four appends, so that
 # this many answers overflow what the kernel buffers between the two (the broker's send
-# buffer grows up to tcp_wmem's 4 MiB) and the broker has to stop reading.
-PIPELINED_PRODUCES = scale(6_000, 20_000)
+# buffer grows up to tcp_wmem's 4 MiB) and the broker has to stop reading (here it stops
+# after about 4,000).
+PIPELINED_PRODUCES = max(scale(6_000, 20_000), int(1.5 * TCP_SEND_BUFFER_MAX / 1100))
 PIPELINED_TOPICS = [f"load-pipelined-{n}-" + "x" * 220 for n in range(4)]
 # How much more than its resting size the broker may hold while the clients above back up:
 # about one fetch response per backed-up connection (one written to the socket, one being
@@ -887,7 +891,7 @@ NOT_READING = 2
 # A slow reader's fetch answer: more than the broker's kernel send buffer can take (it
 # grows up to tcp_wmem's maximum), so most of it waits in the broker and leaves as the
 # client reads.
-SLOW_READ_BYTES = max(8 << 20, 2 * int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2]))
+SLOW_READ_BYTES = max(8 << 20, 2 * TCP_SEND_BUFFER_MAX)
 # A connection that should be closed must be, within this (the broker checks every
 # IDLE_MS / 4). Each kind below returns the seconds from a moment the broker's last
 # activity on the connection cannot precede (the connect, or the request) to the close;
