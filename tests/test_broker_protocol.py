@@ -32,9 +32,18 @@ TIMEOUT = 10.0
 # ---- a raw client ----------------------------------------------------------------------
 
 class RawClient:
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, *, receive_buffer: int | None = None) -> None:
+        """``receive_buffer``: SO_RCVBUF, set before connecting (shrinking it on a
+        connected socket makes the kernel drop segments already in flight, and TCP then
+        stalls for seconds on retransmissions)."""
         host, port = bootstrap.rsplit(":", 1)
-        self.sock = socket.create_connection((host, int(port)), timeout=TIMEOUT)
+        if receive_buffer is None:
+            self.sock = socket.create_connection((host, int(port)), timeout=TIMEOUT)
+        else:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+            self.sock.settimeout(TIMEOUT)
+            self.sock.connect((host, int(port)))
         self.correlation = 0
 
     def close(self) -> None:
@@ -496,7 +505,7 @@ def test_find_coordinator_names_this_broker_for_groups(broker: Any, client: RawC
 def test_a_client_that_does_not_read_cannot_grow_the_brokers_buffers(broker: Any) -> None:
     """Backpressure: once responses back up, the broker stops reading that connection, so
     what it holds stays bounded however much the client sends."""
-    greedy = RawClient(broker.bootstrap)
+    greedy = RawClient(broker.bootstrap, receive_buffer=4096)
     try:
         _fill_until_paused(broker, greedy)
     finally:
@@ -506,7 +515,6 @@ def test_a_client_that_does_not_read_cannot_grow_the_brokers_buffers(broker: Any
 def _fill_until_paused(broker: Any, greedy: RawClient) -> None:
     metadata_request = schema.encode_entity(request(apis.METADATA, 12, topics=None,
                                                     allow_auto_topic_creation=False))
-    greedy.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     chunk = b"".join(greedy.frame(apis.METADATA, 12, metadata_request) for _ in range(20_000))
     still_serves(broker)  # by now the broker has accepted the greedy connection too
     connection = find_connection(broker, greedy)
