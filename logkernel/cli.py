@@ -585,9 +585,11 @@ def print_verify_report(report: verification.Report, out: TextIO) -> None:
     s = report.summary()
     verdict = ("clean" if report.clean else
                f"{s['errors']} error(s), {s['warnings']} warning(s)")
+    size = s["bytes"]
+    shown = f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
     print(f"checked {s['partitions']} partition(s), {s['segments']} segment(s), "
           f"{s['batches']} batch(es) holding {s['records']} record(s), "
-          f"{s['bytes'] / 1e6:.1f} MB in {s['seconds']:.2f} s: {verdict}", file=out)
+          f"{shown} in {s['seconds']:.2f} s: {verdict}", file=out)
 
 
 def run_verify(data_dir: str, topic: str | None, progress: bool) -> verification.Report:

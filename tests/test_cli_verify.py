@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import pty
 import shutil
 import struct
 import subprocess
@@ -605,6 +606,34 @@ def test_progress_bar_on_request(data_dir: Path) -> None:
     out = run("verify", str(data_dir), "--progress")
     assert out.returncode == 0
     assert "verify [" in out.stderr and "%" in out.stderr and out.stderr.endswith("\n")
+
+
+def test_progress_bar_on_a_terminal(data_dir: Path) -> None:
+    """stderr on a terminal: the bar is drawn without being asked; stdout stays the report."""
+    leader, follower = pty.openpty()
+    try:
+        process = subprocess.Popen(command("verify", str(data_dir)), stdout=subprocess.PIPE,
+                                   stderr=follower, stdin=subprocess.DEVNULL)
+        os.close(follower)
+        follower = -1
+        stdout, _ = process.communicate(timeout=120)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the other side is closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        terminal = b"".join(chunks).decode()
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    assert process.returncode == 0, terminal
+    assert "\rverify [" in terminal and "%" in terminal and terminal.endswith("\n"), repr(terminal)
+    assert stdout.decode().rstrip().endswith("clean")
 
 
 def test_progress_callback_reaches_the_total(data_dir: Path) -> None:
