@@ -69,6 +69,7 @@ test-asan:
 	  $(CC) -O1 -g -DLK_DEBUG $(STRICT_CFLAGS) $(SANITIZE) native/*.c native/tests/$$t.c -o $(NATIVE_BIN)/$$t-asan && \
 	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(NATIVE_BIN)/$$t-asan || exit 1; done
 	@$(MAKE) --no-print-directory $(FUZZ_BIN)
+	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(FUZZ_BIN) -q native/fuzz/regressions/*
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 FUZZ_FAILURE_DIR=$(NATIVE_BIN) \
 	  $(FUZZ_BIN) -t 3 -n 50000
 	@echo "test-asan: native tests pass under ASan + UBSan"

@@ -113,7 +113,7 @@ def check_bounds(cls: Any, body: memoryview | bytes) -> list[int]:
 
 def _walk(cls: Any, buf: memoryview, pos: int, loose_booleans: list[int]) -> int:
     flexible = bool(getattr(cls, "__flexible__", False))
-    for name, kind, item, item_kind, nullable in _layout(cls):
+    for name, kind, item, item_kind, nullable in field_layout(cls):
         if kind == "tagged":
             continue  # in the tagged-field section, skipped (with bounds) below
         if kind == "array":
@@ -168,9 +168,11 @@ def _length(buf: memoryview, pos: int, flexible: bool, *, wide: bool, what: str)
 
 
 @cache
-def _layout(cls: Any) -> list[tuple[str, str, Any, str, bool]]:
-    """(name, kind, element type, element kind, nullable) per field, from kio's metadata:
-    kind is a Kafka type name, "array", "struct" or "tagged"."""
+def field_layout(cls: Any) -> list[tuple[str, str, Any, str, bool]]:
+    """(name, kind, element type, element kind, nullable) per field of a kio message or
+    struct class, in wire order, from kio's metadata: kind is a Kafka type name ("int32",
+    "string", "records", ...), "array", "struct" or "tagged". The bounds walk reads
+    requests with it; the fuzzer (tests/reliability/test_fuzz.py) aims its mutations."""
     hints = typing.get_type_hints(cls)
     out: list[tuple[str, str, Any, str, bool]] = []
     for f in dataclasses.fields(cls):

@@ -5,12 +5,13 @@
  *   fuzz_decoders [-n INPUTS] [-t SECONDS] [-s SEED] [-q] [-w DIR] [FILE...]
  *
  * With FILE arguments it runs each file once (a saved failure, or a libFuzzer corpus)
- * and exits. Otherwise it builds seed inputs with the codec itself (single batches of
+ * and exits; native/fuzz/regressions/ holds inputs that once failed (each named for what
+ * it caught), which `make test-asan` replays. Otherwise it builds seed inputs with the codec itself (single batches of
  * every shape, transactional logs with markers, compacted and tombstoned batches, a
  * compressed-flagged batch, an empty producer header, zero and torn tails, index
  * entries), then runs mutants of them until INPUTS inputs (default 100,000) or SECONDS
  * (default 10) are done, whichever comes first. -w DIR writes the seeds there as files
- * (a starting corpus for libFuzzer) and exits. -q suppresses the summary line.
+ * (a starting corpus for libFuzzer) and exits. -q prints one line, not one per file.
  *
  * Mutations: bit flips; bytes and 2/4/8-byte fields set to edge values, anywhere or at a
  * batch header's fields; insertions, deletions, duplicated runs; truncation; zeros at the
@@ -460,7 +461,7 @@ static void learn(const uint8_t *buf, size_t len)
 
 /* ---- running ---- */
 
-static int run_files(int argc, char **argv, int first)
+static int run_files(int argc, char **argv, int first, int quiet)
 {
     for (int i = first; i < argc; i++) {
         FILE *f = fopen(argv[i], "rb");
@@ -475,8 +476,11 @@ static int run_files(int argc, char **argv, int first)
         current_len = n;
         LLVMFuzzerTestOneInput(data, n);
         current = NULL;
-        printf("fuzz_decoders: %s: %zu bytes, ok\n", argv[i], n);
+        if (!quiet)
+            printf("fuzz_decoders: %s: %zu bytes, ok\n", argv[i], n);
     }
+    if (quiet)
+        printf("fuzz_decoders: %d inputs replayed, ok\n", argc - first);
     return 0;
 }
 
@@ -544,7 +548,7 @@ int main(int argc, char **argv)
     if (seed_dir)
         return write_seeds(seed_dir);
     if (optind < argc)
-        return run_files(argc, argv, optind);
+        return run_files(argc, argv, optind, quiet);
 
     rng ^= seed * 0x9E3779B97F4A7C15ull;
     static uint8_t buf[MAX_MUTANT];

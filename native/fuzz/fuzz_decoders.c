@@ -308,11 +308,12 @@ static void check_scan(const uint8_t *buf, size_t len, const batch_walk *w)
     }
 }
 
-static void check_columns(const uint8_t *buf, size_t len, const batch_walk *w)
+/* Decodes buf into columns: with offsets and a capacity from the knobs, or (unlimited) with
+ * no offset bounds and columns sized by lk_columns_bound, where more can be checked. */
+static void check_columns(const uint8_t *buf, size_t len, const batch_walk *w, int unlimited)
 {
     int64_t bound = lk_columns_bound(buf, len);
     FUZZ_CHECK(bound >= 0 && (uint64_t)bound <= len / 7, "lk_columns_bound");
-    int unlimited = knob() % 3 == 0;
     int64_t min_offset = unlimited ? INT64_MIN : pick_offset(w->count ? w->h[0].base_offset : 0);
     int64_t max_offset = unlimited ? INT64_MAX : pick_offset(w->count ? add_saturating(w->h[0].base_offset, 8) : 8);
     size_t capacities[] = {0, 1, (size_t)(knob() % 16), (size_t)bound};
@@ -343,20 +344,10 @@ static void check_columns(const uint8_t *buf, size_t len, const batch_walk *w)
                    "headers outside the buffer");
     }
     if (unlimited) {
-        if (res.stop == LK_COLUMNS_FULL) {
-            /* Columns sized by lk_columns_bound hold every row: FULL would send the caller
-             * round again with the same room, for ever. KNOWN BUG (reported with issue 8):
-             * at a batch whose recordsCount its bytes cannot hold, lk_decode_columns stops
-             * FULL with no row instead of CORRUPT, and the embedded consumer spins on it
-             * (tests/reliability/test_fuzz.py::test_columns_refuse_a_batch_too_short_for_its
-             * _records is its xfail). That case alone is let through here. */
-            lk_batch_header fh;
-            int short_batch = lk_batch_parse_header(buf + res.position, len - (size_t)res.position, 0,
-                                                    &fh, NULL) == LK_OK &&
-                              (int64_t)fh.record_count * 7 >
-                                  (int64_t)fh.batch_length + LK_LOG_OVERHEAD - LK_BATCH_HEADER_SIZE;
-            FUZZ_CHECK(short_batch, "FULL with room for every row lk_columns_bound counts");
-        }
+        /* Columns sized by lk_columns_bound hold every row: FULL would send the caller
+         * round again with the same room, for ever (it did, at a batch too short for its
+         * recordsCount: d0b24ad). */
+        FUZZ_CHECK(res.stop != LK_COLUMNS_FULL, "FULL with room for every row lk_columns_bound counts");
         /* A log the scan accepts whole, with no compressed batch, gives all its data records. */
         lk_scan_result s;
         lk_log_scan(buf, len, 0, INT64_MIN, 0, LK_VALIDATE_CRC | LK_VALIDATE_RECORDS |
@@ -676,7 +667,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 1; i < w->count && i < 4; i++) /* the batches after the first, alone */
         check_one_batch(buf + w->start[i], size - w->start[i]);
     check_scan(buf, size, w);
-    check_columns(buf, size, w);
+    check_columns(buf, size, w, 0);
+    check_columns(buf, size, w, 1);
     check_keyless(buf, size);
     lk_aborted_txn aborted[2 * MAX_PRODUCERS];
     size_t aborted_count = aborted_list(w, aborted);
