@@ -545,7 +545,7 @@ static void check_indexes(const uint8_t *buf, size_t len)
 
 /* ---- a segment file holding the bytes: open, recovery, reads, an append ---- */
 
-static char segment_dir[64];
+static char segment_dir[256];
 
 static int write_file(const char *path, const uint8_t *data, size_t len)
 {
@@ -567,14 +567,21 @@ static int write_file(const char *path, const uint8_t *data, size_t len)
 static void check_segment(const uint8_t *buf, size_t len, const batch_walk *w)
 {
     if (!segment_dir[0]) {
+        /* $TMPDIR if it is usable, else /tmp; with neither, the segment checks are off. */
         const char *tmp = getenv("TMPDIR");
-        snprintf(segment_dir, sizeof segment_dir, "%s/lk-fuzz-XXXXXX", tmp && strlen(tmp) < 40 ? tmp : "/tmp");
+        snprintf(segment_dir, sizeof segment_dir, "%s/lk-fuzz-XXXXXX",
+                 tmp && *tmp && strlen(tmp) < 200 ? tmp : "/tmp");
         if (!mkdtemp(segment_dir)) {
-            segment_dir[0] = 0;
-            return;
+            snprintf(segment_dir, sizeof segment_dir, "/tmp/lk-fuzz-XXXXXX");
+            if (!mkdtemp(segment_dir)) {
+                fprintf(stderr, "fuzz_decoders: no scratch directory; segment checks are off\n");
+                segment_dir[0] = 0;
+                fuzz_segments = 0;
+                return;
+            }
         }
     }
-    char log_path[96], index_path[96], time_path[96];
+    char log_path[320], index_path[320], time_path[320];
     snprintf(log_path, sizeof log_path, "%s/00000000000000000000.log", segment_dir);
     snprintf(index_path, sizeof index_path, "%s/00000000000000000000.index", segment_dir);
     snprintf(time_path, sizeof time_path, "%s/00000000000000000000.timeindex", segment_dir);
@@ -691,7 +698,7 @@ void fuzz_cleanup(void)
         return;
     static const char *const names[] = {"00000000000000000000.log", "00000000000000000000.index",
                                         "00000000000000000000.timeindex"};
-    char path[128];
+    char path[320];
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         snprintf(path, sizeof path, "%s/%s", segment_dir, names[i]);
         unlink(path);

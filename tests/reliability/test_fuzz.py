@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import dataclasses
 import multiprocessing
+import os
 import random
 import re
 import socket
@@ -1114,6 +1115,41 @@ def test_broker_survives_hostile_frames(tmp_path: Path, figures: Figures) -> Non
         served_correctly(serve.bootstrap, "after-the-fuzz")
         assert serve.terminate() == 0, serve.log_tail()
     assert internal_failures(log_path) == []
+
+
+# ---- the C decoders -----------------------------------------------------------------------------
+
+# Seconds of the C fuzz target's run in the full suite (make test-asan runs it for 3 s; make
+# fuzz-native for FUZZ_SECONDS, 300 by default). Built with gcc under ASan + UBSan.
+C_FUZZ_SECONDS = 60
+
+
+@pytest.mark.skipif(not FULL, reason="make test-asan runs the C fuzz target for 3 s; the full "
+                    "run gives it a minute")
+def test_c_decoders_under_the_sanitizers(tmp_path: Path, figures: Figures) -> None:
+    """native/fuzz/fuzz_decoders.c (every C function that reads untrusted bytes, checked
+    against the contract and against each other) under ASan + UBSan: the replayed inputs
+    that once failed, then a minute of mutants. Any report or broken oracle fails it."""
+    import subprocess
+    root = Path(__file__).parents[2]
+    binary = root / "native" / "tests" / "bin" / "fuzz_decoders-asan"
+    built = subprocess.run(["make", "-s", str(binary.relative_to(root))], cwd=root,
+                           capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stdout + built.stderr
+    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1", "UBSAN_OPTIONS": "print_stacktrace=1",
+           "FUZZ_FAILURE_DIR": str(tmp_path), "TMPDIR": str(tmp_path)}
+    regressions = sorted(str(p) for p in (root / "native" / "fuzz" / "regressions").iterdir())
+    replay = subprocess.run([str(binary), "-q", *regressions], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    run = subprocess.run([str(binary), "-t", str(C_FUZZ_SECONDS), "-n", "1000000000"], env=env,
+                         capture_output=True, text=True, timeout=C_FUZZ_SECONDS + 300)
+    assert run.returncode == 0, run.stdout + run.stderr[-4000:]
+    match = re.search(r"(\d+) inputs run", run.stdout)
+    assert match, run.stdout
+    inputs = int(match.group(1)) + len(regressions)
+    figures.add("fuzz: C decoder inputs run", inputs)
+    assert inputs > C_FUZZ_SECONDS * 100, run.stdout  # it ran, at a sane rate
 
 
 # ---- what the fuzz found: regressions ---------------------------------------------------------
