@@ -647,9 +647,19 @@ class Engine:
             self._live()
             if self._next_producer_id >= self._producer_id_block_end:
                 path = os.path.join(self.path, PRODUCER_IDS_FILE)
-                start = 0
-                with contextlib.suppress(FileNotFoundError, ValueError):
+                try:
                     start = int(Path(path).read_text().strip())
+                except (FileNotFoundError, ValueError, UnicodeDecodeError) as exc:
+                    # Missing (a new directory) or damaged: never hand out an id the
+                    # partitions still track, or its sequence state would be taken over.
+                    start = 1 + max((state.producer_id for partition_log in self._all_logs()
+                                     for state in partition_log.producer_states()),
+                                    default=-1)
+                    if start or not isinstance(exc, FileNotFoundError):
+                        log.warning("%s is %s; handing out producer ids from %d, past every "
+                                    "id the partitions track", path,
+                                    "missing" if isinstance(exc, FileNotFoundError)
+                                    else "unreadable", start)
                 write_atomically(path, f"{start + PRODUCER_ID_BLOCK}\n".encode())
                 self._next_producer_id = start
                 self._producer_id_block_end = start + PRODUCER_ID_BLOCK

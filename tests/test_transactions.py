@@ -1554,6 +1554,29 @@ def test_producer_ids_expire(scratch: Path) -> None:
         assert pl.append(batch(tx.producer_id, 0, 77, txn=True))[0] == end + 2
 
 
+@pytest.mark.parametrize("damage", ["deleted", "garbled"])
+def test_a_lost_producer_ids_file_never_reuses_a_tracked_id(scratch: Path, damage: str) -> None:
+    """producer-ids says where the next block of ids starts. Lost or damaged, the engine
+    must not start again at 0: a new producer would take over the sequence state of one
+    the partitions still track, and its first batch would be refused or, worse, taken
+    for a retry and answered with another producer's offsets."""
+    with logkernel.open(scratch / "data", ENGINE) as lk:
+        lk.create_topic("orders", 1)
+        for _ in range(3):
+            lk.producer(enable_idempotence=True).send("orders", b"x", partition=0)
+        tracked = set(producer_snapshot(lk.partition_log("orders", 0)))
+    path = scratch / "data" / "producer-ids"
+    if damage == "deleted":
+        path.unlink()
+    else:
+        path.write_bytes(b"\xff\x00garbage")
+    with logkernel.open(scratch / "data", ENGINE) as lk:
+        fresh = lk.producer(enable_idempotence=True)
+        fresh.send("orders", b"y", partition=0)
+        assert fresh.producer_id > max(tracked)
+        assert int(path.read_text()) > fresh.producer_id
+
+
 def test_list_and_describe_transactions_and_producers(engine: logkernel.Engine) -> None:
     lk = engine
     done = lk.producer(transactional_id="b-done")
