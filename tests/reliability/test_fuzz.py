@@ -42,6 +42,7 @@ import contextlib
 import dataclasses
 import multiprocessing
 import os
+import queue
 import random
 import re
 import socket
@@ -763,7 +764,11 @@ async def run_connection(plan: SenderPlan, rng: random.Random, seeds: Sequence[F
                     chunks.append(struct.pack(">i", len(sentinel)) + sentinel)
                     conn.expected.append((correlation, *SENTINEL_API, True, last, True))
                     tally.sentinels += 1
-                await write_chunks(rng, writer, conn, chunks, tally)
+                try:
+                    await write_chunks(rng, writer, conn, chunks, tally)
+                except asyncio.TimeoutError:  # the broker stopped reading us: let it be
+                    tally.silent_closes += 1
+                    break
                 # Wait for the answer to the burst's last request (all were read, since answers
                 # come in order), the broker closing the connection (it refused one), or
                 # silence (a request in the burst waits: a long poll, a rebalance).
@@ -807,7 +812,8 @@ async def run_connection(plan: SenderPlan, rng: random.Random, seeds: Sequence[F
 async def write_chunks(rng: random.Random, writer: asyncio.StreamWriter, conn: Connection,
                        chunks: list[bytes], tally: Tally) -> None:
     """Many frames in one write, or each frame cut into pieces written separately (the
-    broker must reassemble frames from any chunking)."""
+    broker must reassemble frames from any chunking). asyncio.TimeoutError if the broker
+    stops reading for SILENCE_SECONDS * 5."""
     if len(chunks) > 2 and rng.random() < 0.6:
         tally.bursts += 1
         writer.write(b"".join(chunks))
@@ -822,7 +828,7 @@ async def write_chunks(rng: random.Random, writer: asyncio.StreamWriter, conn: C
                     if conn.closed or writer.is_closing():
                         return
                     writer.write(chunk[a:b])
-                    await writer.drain()
+                    await asyncio.wait_for(writer.drain(), SILENCE_SECONDS * 5)
                     if rng.random() < 0.1:
                         await asyncio.sleep(0.002)  # let the broker read the piece alone
             else:
@@ -872,7 +878,12 @@ def run_senders(bootstrap: str, frames: int, seconds: float, processes: int) -> 
         for worker in workers:
             worker.start()
         for _ in workers:
-            total.merge(results.get(timeout=max(deadline - time.monotonic(), 0) + 60))
+            try:
+                total.merge(results.get(timeout=max(deadline - time.monotonic(), 0) + 60))
+            except queue.Empty:
+                codes = [worker.exitcode for worker in workers]
+                raise AssertionError(f"a sender process did not report (exit codes {codes})") \
+                    from None
     finally:
         for worker in workers:
             worker.join(timeout=10)
