@@ -117,9 +117,10 @@ MOST_PARTITIONS_SENT = 16
 # leak of a few hundred bytes per frame reaches over a million frames.
 RSS_CEILING_MB = 400
 # Over the second half of the run the RSS may drift by this much (allocator noise, caches
-# that fill once); a leak grows it steadily and passes this (a 4 KiB leak per frame did
-# within a 40 s run).
-RSS_DRIFT_MB = scale(24, 32)
+# that fill once: full runs drift by ~1.5 MB); a leak grows it steadily and passes this. At
+# full size (500,000 frames in the second half) that is any leak of more than ~32 bytes a
+# frame; the short run catches only leaks of kilobytes a frame (a 4 KiB one did).
+RSS_DRIFT_MB = 16
 RSS_SAMPLE_SECONDS = 0.25
 # A connection whose burst gets no answer for this long is closed by the fuzzer and
 # reopened: a long-poll Fetch or a JoinGroup waiting for a rebalance holds the answers
@@ -950,14 +951,19 @@ class Watcher:
             self._stop.wait(RSS_SAMPLE_SECONDS)
 
     def second_half_growth_mb(self) -> float:
-        """How much the RSS grew over the second half of the run: the median of its last
-        quarter minus the median of its third quarter (medians, so a brief spike, such as
-        one big request being decoded, is not taken for a trend)."""
-        rss = [r for _, r in self.samples]
-        n = len(rss)
-        if n < 8:
+        """The RSS trend over the second half of the run, as MB gained across that half: the
+        second half is cut in eight slices, each summed up by its median (so a brief spike,
+        such as one big request being decoded, is not taken for a trend), and a line is
+        fitted through the eight. A leak of b bytes a frame shows as about b x frames / 2."""
+        samples = self.samples[len(self.samples) // 2:]
+        if len(samples) < 16:
             return 0.0
-        return statistics.median(rss[3 * n // 4:]) - statistics.median(rss[n // 2:3 * n // 4])
+        size = len(samples) // 8
+        slices = [samples[i * size:(i + 1) * size] for i in range(8)]
+        times = [statistics.median(t for t, _ in piece) for piece in slices]
+        medians = [statistics.median(r for _, r in piece) for piece in slices]
+        slope, _ = statistics.linear_regression(times, medians)
+        return slope * (samples[-1][0] - samples[0][0])
 
 
 def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
