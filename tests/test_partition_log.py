@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from pathlib import Path
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -112,3 +113,32 @@ class PartitionLogModel(RuleBasedStateMachine):
 PartitionLogModel.TestCase.settings = settings(
     max_examples=settings.default.max_examples // 4, stateful_step_count=40, deadline=None)
 TestPartitionLog = PartitionLogModel.TestCase
+
+
+def test_produced_records_are_checked_inside_compressed_batches(tmp_path: Path) -> None:
+    """A compressed batch with a right CRC whose records section does not parse once
+    decompressed is refused whole, as an uncompressed one is; a compression bomb past
+    PRODUCE_MAX_DECOMPRESSED is refused as too large without being held whole."""
+    import pytest
+    import zstandard
+
+    from logkernel import _binding, errors
+    from logkernel.log import partition
+
+    config = TopicConfig(EngineConfig().topic_defaults, {"max.message.bytes": 1 << 20})
+    log = PartitionLog(str(tmp_path), "t", 0, config)
+    try:
+        good = encode_batch([b"a" * 100, b"b" * 100], compression_type="zstd")
+        assert log.append(good)[:2] == (0, 2)
+
+        def zstd_batch(section: bytes, count: int) -> bytes:
+            return _binding.frame_batch(zstandard.ZstdCompressor().compress(section), count,
+                                        count - 1, 0, attributes=4)
+
+        with pytest.raises(errors.CorruptRecordError):
+            log.append(zstd_batch(b"\x01" * 40, 2))  # two records promised, bytes that are none
+        with pytest.raises(errors.RecordTooLargeError):
+            log.append(zstd_batch(bytes(partition.PRODUCE_MAX_DECOMPRESSED + 1), 1))
+        assert log.log_end_offset == 2
+    finally:
+        log.close(flush=False)
