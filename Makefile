@@ -100,7 +100,7 @@ ifneq ($(CLANG),)
 	@mkdir -p $(NATIVE_BIN)/fuzz-corpus
 	$(FUZZ_BIN) -w $(NATIVE_BIN)/fuzz-corpus
 	$(NATIVE_BIN)/fuzz_decoders-libfuzzer -max_total_time=$(FUZZ_SECONDS) \
-	  -artifact_prefix=$(NATIVE_BIN)/ $(NATIVE_BIN)/fuzz-corpus
+	  -artifact_prefix=$(NATIVE_BIN)/ $(NATIVE_BIN)/fuzz-corpus native/fuzz/regressions
 endif
 
 # Benchmarks beside their peers (crc32c, google-crc32c, kafka-python); prints ratios.

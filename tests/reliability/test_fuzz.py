@@ -1362,24 +1362,25 @@ def _compression_bomb(decompressed_mib: int) -> bytes:
     return bytes(batch)
 
 
-@pytest.mark.xfail(strict=True, reason="compression.py decompresses up to 256 MiB a batch "
-                   "(DEFAULT_MAX_DECOMPRESSED) and partition.py's produce validation holds ~3 "
-                   "copies of it (chunks, their join, the re-framed batch)")
 def test_a_compression_bomb_does_not_blow_up_the_broker(tmp_path: Path) -> None:
-    """One Produce of ~6 KB whose zstd batch decompresses to 200 MiB: the broker validates
-    produced records inside compressed batches (5b5f513), and doing so took its peak RSS
-    from ~35 MB to ~630 MB (three copies of what it decompressed); a batch just under the
-    256 MiB cap takes it near 800 MB. The issue bounds the broker's RSS at 500 MB under a
-    thousand connections; one small request must not pass that on its own."""
+    """One Produce of ~6 KB whose zstd batch decompresses to 200 MiB, then one just under
+    the produce limit (60 MiB): the broker validates produced records inside compressed
+    batches (5b5f513), and doing so took its peak RSS from ~35 MB to ~630 MB (three copies
+    of up to 256 MiB; bounded to 64 MiB and one copy in 7ec0e0c). The issue bounds the
+    broker's RSS at 500 MB under a thousand connections; one small request must not pass
+    that on its own."""
     from tests.test_broker_protocol import RawClient, produce
     with support.ServeProcess(tmp_path / "data", tmp_path / "serve.log",
                               settings=BROKER_SETTINGS) as serve:
         create_topics(serve.bootstrap, {"bombed": 1})
         client = RawClient(serve.bootstrap)
         try:
-            produce(client, "bombed", _compression_bomb(200))
+            refused = produce(client, "bombed", _compression_bomb(200))
+            taken = produce(client, "bombed", _compression_bomb(60))
         finally:
             client.close()
         _rss, peak = memory_mb(serve.process.pid)
         assert serve.terminate() == 0
+    assert refused.responses[0].partition_responses[0].error_code == 10  # MESSAGE_TOO_LARGE
+    assert taken.responses[0].partition_responses[0].error_code == 0
     assert peak < 500, f"one ~6 KB request took the broker's peak RSS to {peak:.0f} MB"
