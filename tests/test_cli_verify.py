@@ -15,7 +15,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import logkernel
 from logkernel import cli, engine
 from logkernel.log import checkpoint, partition, producer_state
 from logkernel.log import verify as verification
+from tests.scratch import memory_directory
 
 TOPIC = "events"          # delete policy, 2 partitions; partition 1 holds transactions
 COMPACTED = "users"       # compacted and cleaned: sparse offsets that are not damage
@@ -90,15 +90,8 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Where the directories live: tmpfs (/dev/shm) when there is one, else a temporary
     directory. The damage is made by editing files, so the disk's fsyncs, which every open
     and close of the engine pays, buy nothing here but time."""
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 1 << 30:
-        path = Path(tempfile.mkdtemp(prefix="logkernel-verify-", dir=shm))
-        try:
-            yield path
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
-    else:
-        yield tmp_path_factory.mktemp("verify")
+    with memory_directory("logkernel-verify-", tmp_path_factory.mktemp("verify")) as path:
+        yield path
 
 
 @pytest.fixture(scope="module")

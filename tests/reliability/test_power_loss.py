@@ -68,7 +68,6 @@ import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -84,6 +83,7 @@ from logkernel.log import verify as verification
 from logkernel.log.partition import RecoveryReport
 from tests import broker_support as support
 from tests.reliability.conftest import Figures, scale
+from tests.scratch import memory_directory
 
 TOPIC = "t"
 PARTITIONS = 2
@@ -654,15 +654,8 @@ def scratch(tmp_path: Path) -> Iterator[Path]:
     so real fsyncs buy nothing here, and on the shared disk they cost most of each trial
     (every open and close fsyncs checkpoints and segments). The directories are the same
     files, byte for byte, as on disk."""
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 1 << 30:
-        path = Path(tempfile.mkdtemp(prefix="logkernel-power-loss-", dir=shm))
-        try:
-            yield path
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
-    else:
-        yield tmp_path
+    with memory_directory("logkernel-power-loss-", tmp_path) as path:
+        yield path
 
 
 def test_power_loss_trials(scratch: Path, tmp_path: Path, figures: Figures) -> None:
