@@ -151,8 +151,6 @@ _HEADER_BYTES = 61                   # a batch's header, before its records sect
 # (batch.size: 16 KiB in Kafka's Java client, 1 MB in librdkafka); a bound keeps a
 # compression bomb of a few KB from taking hundreds of MB in the broker.
 PRODUCE_MAX_DECOMPRESSED = 64 * 1024 * 1024
-_BASE_OFFSET = struct.Struct(">q")   # at byte 0
-_LAST_OFFSET_DELTA = struct.Struct(">i")  # at byte 23
 
 
 def _batch_size(header: bytes | memoryview) -> int:
@@ -1351,8 +1349,8 @@ class PartitionLog:
         a sealed segment below the recovery point is not re-validated at open: without
         this a damaged baseOffset would hand out records at wrong offsets. A walk over the
         batch headers read (no CRC: readers check that), O(batches)."""
-        base = _BASE_OFFSET.unpack_from(data)[0] if len(data) >= 61 else -1
-        last = base + _LAST_OFFSET_DELTA.unpack_from(data, 23)[0] if base >= 0 else -1
+        base = _BASE_OFFSET.unpack_from(data)[0] if len(data) >= _HEADER_BYTES else -1
+        last = base + _LAST_DELTA.unpack_from(data, 23)[0] if base >= 0 else -1
         scan = _binding.scan_log(data, min_offset=base, flags=_binding.SCAN_DENSE) \
             if base <= offset <= last else None
         if scan is not None and scan.stop_reason in ("end", "torn"):
